@@ -1,0 +1,100 @@
+"""The flipped chat templates (DESIGN.md 3.4) and the one place samples become token ids.
+
+A flipped template renders every message in its natural role and always ends by
+opening a *user* turn, so generation continues as the user. `userlm-llama3` is
+byte-identical to UserLM-8b's template; `chatml` is the same idea for ChatML models.
+
+Samples are tokenised here rather than by TRL: TRL renders `prompt + completion`
+through the chat template and trains on everything after the common prefix, which
+with an always-open user header would train a stray header after each completion
+(DESIGN.md 3.4). Training and evaluation both call `tokenize_sample`, so the
+perplexity mask is the loss mask by construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FlippedTemplate:
+    name: str
+    jinja: str
+    # The text a generated user turn starts with (what follows the open user header).
+    turn_opening: str
+    # The token that ends a turn: generation stops there and training labels include it.
+    eot_token: str
+
+    def completion_text(self, target: str) -> str:
+        """What the model must generate after the prompt: the user turn and its end-of-turn token."""
+        return f"{self.turn_opening}{target}{self.eot_token}"
+
+
+USERLM_LLAMA3 = FlippedTemplate(
+    name="userlm-llama3",
+    jinja=(
+        "{% for message in messages %}"
+        "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n' + message['content'] + '<|eot_id|>' }}"
+        "{% endfor %}"
+        "{{ '<|start_header_id|>user<|end_header_id|>' }}"
+    ),
+    turn_opening="\n",
+    eot_token="<|eot_id|>",
+)
+
+CHATML = FlippedTemplate(
+    name="chatml",
+    jinja=(
+        "{% for message in messages %}"
+        "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+        "{% endfor %}"
+        "{{ '<|im_start|>user\\n' }}"
+    ),
+    turn_opening="",
+    eot_token="<|im_end|>",
+)
+
+TEMPLATES = {t.name: t for t in (USERLM_LLAMA3, CHATML)}
+
+
+def get_template(name: str) -> FlippedTemplate:
+    if name not in TEMPLATES:
+        raise ValueError(f"Unknown chat template {name!r}; choose one of: {', '.join(TEMPLATES)}.")
+    return TEMPLATES[name]
+
+
+def template_of(tokenizer) -> FlippedTemplate:
+    """The flipped template saved in a tokenizer (a checkpoint must be rendered with its own)."""
+    for template in TEMPLATES.values():
+        if tokenizer.chat_template == template.jinja:
+            return template
+    raise ValueError(
+        "This tokenizer has no userlm flipped chat template; train it with `userlm train` "
+        "or attach one with `userlm.data_prep.templates.attach_template`."
+    )
+
+
+def attach_template(tokenizer, template: FlippedTemplate) -> None:
+    """Save the flipped template into the tokenizer so inference cannot pick another."""
+    tokenizer.chat_template = template.jinja
+
+
+def render(tokenizer, messages: list[dict]) -> str:
+    """Render messages with the tokenizer's flipped template; the text ends with an open user turn."""
+    return tokenizer.apply_chat_template(messages, tokenize=False)
+
+
+def tokenize_sample(tokenizer, template: FlippedTemplate, sample: dict) -> dict:
+    """Token ids of prompt + completion and a mask that is 1 exactly on the trained tokens.
+
+    The prompt and the completion are tokenised separately and concatenated, so the
+    boundary is exact whatever the tokenizer's merges across it.
+    """
+    prompt_text = tokenizer.apply_chat_template(sample["prompt"], tokenize=False, chat_template=template.jinja)
+    completion_text = template.completion_text(sample["completion"][0]["content"])
+    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    completion_ids = tokenizer(completion_text, add_special_tokens=False)["input_ids"]
+    return {
+        "input_ids": prompt_ids + completion_ids,
+        "completion_mask": [0] * len(prompt_ids) + [1] * len(completion_ids),
+    }
