@@ -1,0 +1,314 @@
+"""Personas (DESIGN.md 4.5): text appended to the simulator's system message, and a filter
+that selects a persona subset of a corpus.
+
+Sources (`assign_personas(records, source)`):
+- `style`: measured style attributes of the user's turns, bucketed into plain words and
+  rendered in the second person ("You write short messages, mostly starting in lowercase, ...").
+- `llm`: a short second-person profile of the user's style and background, written by an
+  OpenAI-compatible chat endpoint from the user's turns only (USP-style), cached like intents.
+- `column`: an existing field of the record (top level, else `meta`).
+
+Attributes are measured per user (all conversations of one `user_id`), or per conversation
+when `user_id` is null, and are stored in `persona_attrs` whatever the source, so that
+`--persona-filter` works on any corpus. The measures, over the user's turns:
+- `words_per_turn`: mean whitespace-separated words per turn.
+- `lowercase_start_rate`: share of turns whose first letter is lowercase.
+- `punctuation_rate`: share of turns that end with sentence punctuation (. ! ? ...).
+- `typo_rate`: a cheap proxy, the share of lowercase alphabetic words that look misspelt or
+  dashed off: a letter three times in a row ("sooo"), no vowel at all, y counting as one ("pls", "thx";
+  a few common vowel-less abbreviations such as "html" are allowed), or a lone "i".
+- `question_rate`: share of turns containing "?".
+- `politeness_rate`: share of turns with a politeness marker (please, thanks, sorry, ...).
+- `language`: the most common `language` of the user's records, else null.
+
+Filter expressions (`select_personas(records, "words_per_turn<=12,politeness=rare")`): parts
+separated by commas, all of which must hold. A part is `NAME OP VALUE`:
+- a measure (`words_per_turn`, `lowercase_start_rate`, `punctuation_rate`, `typo_rate`,
+  `question_rate`, `politeness_rate`, `turns`) with `<`, `<=`, `>`, `>=`, `=` or `!=` and a number;
+- a bucket (`length`, `lowercase`, `punctuation`, `typos`, `questions`, `politeness`) or
+  `language` with `=` or `!=` and one word, or several joined by `|` (`length=short|very_short`).
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from userlm.data_prep.llm_cache import AnswerCache, request_key
+from userlm.endpoint import Endpoint, EndpointClient, EndpointError, run_with_endpoint
+from userlm.errors import UserError
+
+SOURCES = ("style", "llm", "column")
+
+POLITENESS = re.compile(
+    r"\b(?:please|pls|plz|thanks|thank\s+you|thank\s+u|thx|ty|sorry|apologi[sz]e|appreciate|kindly|"
+    r"would\s+you\s+mind|merci|danke|gracias|bitte|por\s+favor)\b",
+    re.IGNORECASE,
+)
+ALPHA_WORD = re.compile(r"[^\W\d_]+")
+VOWELS = set("aeiouyàáâäèéêëìíîïòóôöùúûü")
+TRIPLE_LETTER = re.compile(r"([a-z])\1\1")
+# Common lowercase words without vowels that are not typos.
+VOWELLESS_WORDS = {"html", "css", "sql", "http", "https", "www", "js", "npm", "pdf", "xml", "mr", "mrs", "dr",
+                   "st", "vs", "cv", "hmm", "ms", "pm", "km", "kg", "cm", "mm", "nth", "gpt", "cpp", "src"}
+SENTENCE_PUNCTUATION = (".", "!", "?", "…", ")", '"', "'", ":")
+
+MEASURES = ("words_per_turn", "lowercase_start_rate", "punctuation_rate", "typo_rate", "question_rate",
+            "politeness_rate", "turns")
+RATE_WORDS = ("rare", "sometimes", "often")
+BUCKETS = {
+    "length": ("very_short", "short", "medium", "long"),
+    "lowercase": RATE_WORDS,
+    "punctuation": RATE_WORDS,
+    "typos": RATE_WORDS,
+    "questions": RATE_WORDS,
+    "politeness": RATE_WORDS,
+}
+
+
+def _rate_word(rate: float, sometimes_from: float, often_from: float) -> str:
+    return "often" if rate >= often_from else "sometimes" if rate >= sometimes_from else "rare"
+
+
+def measure_style(turns: list[str], languages: list[str | None] = ()) -> dict:
+    """Raw measures and buckets of one user's turns (see the module docstring)."""
+    turns = [turn for turn in turns if turn.strip()]
+    n = len(turns)
+    words = [turn.split() for turn in turns]
+    starts = [match.group(0) for turn in turns if (match := re.search(r"[^\W\d_]", turn))]
+    alpha_words = [w for turn in turns for w in ALPHA_WORD.findall(turn) if w.islower()]
+    typos = [w for w in alpha_words
+             if TRIPLE_LETTER.search(w) or w == "i" or (len(w) > 1 and not VOWELS & set(w) and w not in VOWELLESS_WORDS)]
+    known_languages = Counter(language for language in languages if language)
+    attrs = {
+        "turns": n,
+        "words_per_turn": round(sum(map(len, words)) / n, 2) if n else 0.0,
+        "lowercase_start_rate": round(sum(s.islower() for s in starts) / len(starts), 3) if starts else 0.0,
+        "punctuation_rate": round(sum(t.rstrip().endswith(SENTENCE_PUNCTUATION) for t in turns) / n, 3) if n else 0.0,
+        "typo_rate": round(len(typos) / len(alpha_words), 3) if alpha_words else 0.0,
+        "question_rate": round(sum("?" in t for t in turns) / n, 3) if n else 0.0,
+        "politeness_rate": round(sum(bool(POLITENESS.search(t)) for t in turns) / n, 3) if n else 0.0,
+        "language": known_languages.most_common(1)[0][0] if known_languages else None,
+    }
+    wpt = attrs["words_per_turn"]
+    attrs["buckets"] = {
+        "length": "very_short" if wpt <= 8 else "short" if wpt <= 20 else "medium" if wpt <= 60 else "long",
+        "lowercase": _rate_word(attrs["lowercase_start_rate"], 0.25, 0.6),
+        "punctuation": _rate_word(attrs["punctuation_rate"], 0.3, 0.7),
+        "typos": _rate_word(attrs["typo_rate"], 0.02, 0.08),
+        "questions": _rate_word(attrs["question_rate"], 0.25, 0.6),
+        "politeness": _rate_word(attrs["politeness_rate"], 0.2, 0.5),
+    }
+    return attrs
+
+
+LENGTH_PHRASES = {"very_short": "very short", "short": "short", "medium": "medium-length", "long": "long"}
+LOWERCASE_PHRASES = {"often": "mostly starting in lowercase", "sometimes": "sometimes starting in lowercase",
+                     "rare": "starting with a capital letter"}
+PUNCTUATION_PHRASES = {"often": "usually end them with punctuation", "sometimes": "sometimes leave off the final punctuation",
+                       "rare": "rarely end them with punctuation"}
+QUESTION_PHRASES = {"often": "mostly ask questions", "sometimes": "sometimes ask questions",
+                    "rare": "rarely ask questions"}
+POLITENESS_PHRASES = {"often": "often say please or thanks", "sometimes": "sometimes say please or thanks",
+                      "rare": "rarely say please or thanks"}
+LANGUAGE_NAMES = {"en": "English", "zh": "Chinese", "es": "Spanish", "fr": "French", "de": "German", "ru": "Russian",
+                  "pt": "Portuguese", "it": "Italian", "ja": "Japanese", "ko": "Korean", "ar": "Arabic", "nl": "Dutch"}
+TYPO_PHRASES = {"often": "make frequent typos and use shorthand", "sometimes": "make the occasional typo",
+                "rare": "make almost no typos"}
+
+
+def render_style(attrs: dict) -> str:
+    """The persona block for measured attributes, in the second person, like the intent."""
+    b = attrs["buckets"]
+    text = (
+        f"You write {LENGTH_PHRASES[b['length']]} messages (about {round(attrs['words_per_turn'])} words), "
+        f"{LOWERCASE_PHRASES[b['lowercase']]}; you {PUNCTUATION_PHRASES[b['punctuation']]}, "
+        f"{QUESTION_PHRASES[b['questions']]}, {POLITENESS_PHRASES[b['politeness']]} "
+        f"and {TYPO_PHRASES[b['typos']]}."
+    )
+    if attrs.get("language"):
+        text += f" You write in {LANGUAGE_NAMES.get(attrs['language'], attrs['language'])}."
+    return text
+
+
+def _units(records: list[dict]) -> dict[str, list[dict]]:
+    """Records grouped by who wrote the user turns: user_id, else the conversation itself."""
+    units: dict[str, list[dict]] = defaultdict(list)
+    for record in records:
+        unit = f"user:{record['user_id']}" if record.get("user_id") else f"conversation:{record['conversation_id']}"
+        units[unit].append(record)
+    return units
+
+
+def _user_turns(records: list[dict]) -> list[str]:
+    return [m["content"] for record in records for m in record["messages"] if m["role"] == "user"]
+
+
+def style_by_unit(records: list[dict]) -> dict[str, dict]:
+    """Measured attributes for every record, by conversation_id, aggregated per user."""
+    attrs_by_conversation = {}
+    for unit, members in _units(records).items():
+        attrs = measure_style(_user_turns(members), [r.get("language") for r in members])
+        attrs["unit"] = unit.split(":", 1)[0]
+        for record in members:
+            attrs_by_conversation[record["conversation_id"]] = attrs
+    return attrs_by_conversation
+
+
+PROFILE_INSTRUCTIONS = """Below are messages that one person wrote to an AI assistant. Write a short profile of this person as a user, in the second person ("You ..."), in two or three sentences: how they write (length, tone, formality, care with spelling and punctuation) and any background that is evident (expertise, occupation, language). Do not mention what they asked for or any specific task, names or numbers.
+Reply with only the profile."""
+PROFILE_TURNS = 8
+PROFILE_TURN_CHARS = 300
+
+
+def profile_messages(turns: list[str]) -> list[dict]:
+    """The chat request that asks for one user's profile (their first turns, each cut short)."""
+    shown = [" ".join(turn.split())[:PROFILE_TURN_CHARS] for turn in turns[:PROFILE_TURNS]]
+    lines = "\n".join(f"<user>: {turn}" for turn in shown)
+    return [{"role": "user", "content": f"{PROFILE_INSTRUCTIONS}\n\nMessages:\n{lines}"}]
+
+
+def clean_profile(reply: str) -> str:
+    """The first paragraph of the reply, without a leading label; "" if nothing is left."""
+    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", reply.strip()) if p.strip()]
+    if not paragraphs:
+        return ""
+    return re.sub(r"^\**\s*profile\s*\**\s*:\s*", "", " ".join(paragraphs[0].split()), flags=re.IGNORECASE)
+
+
+def llm_profiles(
+    records: list[dict], endpoint: Endpoint, cache_path: Path, *, progress: bool = True, max_tokens: int = 96
+) -> dict[str, str | EndpointError]:
+    """A profile per unit (user, else conversation), by conversation_id; failures returned."""
+    params = {"max_tokens": max_tokens, "temperature": 0.0}
+    units = _units(records)
+    requests = {unit: profile_messages(_user_turns(members)) for unit, members in units.items()}
+    keys = {unit: request_key(endpoint.model, messages, params) for unit, messages in requests.items()}
+    with AnswerCache(cache_path) as cache:
+        replies = {unit: cache.get(key) for unit, key in keys.items()}
+        missing = [unit for unit, reply in replies.items() if reply is None]
+
+        async def ask(client: EndpointClient, unit: str) -> str:
+            reply = await client.chat(requests[unit], **params)
+            cache.put(keys[unit], "profile", reply)
+            return reply
+
+        replies.update(zip(missing, run_with_endpoint(endpoint, ask, missing, desc="llm personas", progress=progress)))
+    profiles: dict[str, str | EndpointError] = {}
+    for unit, members in units.items():
+        reply = replies[unit]
+        profile = reply if isinstance(reply, EndpointError) else clean_profile(reply)
+        if profile == "":
+            profile = EndpointError(
+                f"The endpoint at {endpoint.host} replied with an empty persona profile; check that the model follows instructions."
+            )
+        for record in members:
+            profiles[record["conversation_id"]] = profile
+    return profiles
+
+
+def assign_personas(
+    records: list[dict],
+    source: str,
+    *,
+    column: str | None = None,
+    endpoint: Endpoint | None = None,
+    cache_path: Path | None = None,
+    progress: bool = True,
+    max_tokens: int = 96,
+) -> dict[str, str]:
+    """Set `persona` and `persona_attrs` on every record in place, from `source`.
+
+    Returns the failures by conversation_id with a reason code: `persona_column_missing`
+    (the column is absent or empty) or `persona_failed` (the endpoint gave up or replied
+    with nothing). A failed record keeps `persona` None and still gets `persona_attrs`.
+    """
+    if source not in SOURCES:
+        raise UserError(f"Unknown persona source {source!r}; use one of {', '.join(SOURCES)}.")
+    if source == "column" and not column:
+        raise UserError("The persona source 'column' needs a column name; pass --persona-column.")
+    if source == "llm" and (endpoint is None or cache_path is None):
+        raise UserError("The persona source 'llm' needs an endpoint and a cache path; pass --persona-endpoint and --persona-model.")
+    style = style_by_unit(records)
+    profiles = llm_profiles(records, endpoint, cache_path, progress=progress, max_tokens=max_tokens) if source == "llm" else {}
+    failures: dict[str, str] = {}
+    for record in records:
+        cid = record["conversation_id"]
+        attrs = {**style[cid], "buckets": dict(style[cid]["buckets"]), "source": source}  # one copy per record
+        persona: str | None = None
+        if source == "style":
+            persona = render_style(attrs)
+        elif source == "column":
+            value = record.get(column, record.get("meta", {}).get(column))
+            if isinstance(value, str) and value.strip():
+                persona = value.strip()
+            else:
+                failures[cid] = "persona_column_missing"
+            attrs["column"] = column
+        else:
+            profile = profiles[cid]
+            if isinstance(profile, EndpointError):
+                failures[cid] = "persona_failed"
+            else:
+                persona = profile
+            attrs["model"] = endpoint.model
+        record["persona"] = persona
+        record["persona_attrs"] = attrs
+    return failures
+
+
+COMPARISONS = {"<=": operator.le, ">=": operator.ge, "!=": operator.ne, "<": operator.lt, ">": operator.gt, "=": operator.eq}
+PART = re.compile(r"^\s*([A-Za-z_]+)\s*(<=|>=|!=|<|>|=)\s*(.*?)\s*$")
+
+
+def parse_filter(expr: str) -> list[tuple[str, str, object]]:
+    """Validate a filter expression; returns (name, operator, value) triples."""
+    conditions = []
+    for part in expr.split(","):
+        match = PART.match(part)
+        if not part.strip() or not match or not match.group(3):
+            raise UserError(f"The persona filter part {part.strip()!r} is not NAME OP VALUE; write it like words_per_turn<=12,politeness=rare.")
+        name, op, value = match.groups()
+        if name in MEASURES:
+            try:
+                number = float(value)
+            except ValueError:
+                raise UserError(f"The persona filter part {part.strip()!r} compares {name} with {value!r}, which is not a number; use a number.") from None
+            conditions.append((name, op, number))
+        elif name in BUCKETS or name == "language":
+            if op not in ("=", "!="):
+                raise UserError(f"The persona filter part {part.strip()!r} uses {op!r} on the word-valued {name}; use = or !=.")
+            words = set(value.split("|"))
+            unknown = sorted(words - set(BUCKETS[name])) if name in BUCKETS else []
+            if unknown:
+                raise UserError(f"The persona filter part {part.strip()!r} has {', '.join(unknown)}, not a value of {name}; use one of {'|'.join(BUCKETS[name])}.")
+            conditions.append((name, op, words))
+        else:
+            names = ", ".join((*MEASURES, *BUCKETS, "language"))
+            raise UserError(f"The persona filter part {part.strip()!r} names an unknown attribute {name!r}; use one of {names}.")
+    return conditions
+
+
+def _holds(attrs: dict, name: str, op: str, value) -> bool:
+    if isinstance(value, set):
+        actual = attrs["buckets"][name] if name in BUCKETS else attrs.get("language")
+        return (actual in value) == (op == "=")
+    return COMPARISONS[op](attrs[name], value)
+
+
+def select_personas(records: list[dict], expr: str) -> tuple[list[dict], list[dict]]:
+    """(selected, not selected) records by a filter expression over the style attributes.
+
+    Uses each record's `persona_attrs` when they hold the measures, else measures them
+    (per user) without changing the records. A bad expression is a UserError naming the part.
+    """
+    conditions = parse_filter(expr)
+    needs_measuring = [r for r in records if not (r.get("persona_attrs") or {}).get("buckets")]
+    measured = style_by_unit(needs_measuring)
+    selected, rest = [], []
+    for record in records:
+        attrs = measured.get(record["conversation_id"]) or record["persona_attrs"]
+        (selected if all(_holds(attrs, *condition) for condition in conditions) else rest).append(record)
+    return selected, rest
