@@ -1,0 +1,143 @@
+"""The loss covers exactly the target user turn and its end-of-turn token (DESIGN.md 3.3).
+
+The labels are read from the batches TRL's own collator builds for the trainer, for
+both flipped templates, and compared with literal expected strings.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from userlm.errors import UserError
+from userlm.train.config import recipe_from_dict
+from userlm.train.data import prepare_datasets
+from userlm.train.sft import build_trainer
+
+TARGETS = [
+    "how do i sort a list in python",
+    "and in reverse order?",
+    "<|endconversation|>",
+    "write a haiku about rain",
+    "<|endconversation|>",
+    "whats the capital of peru",
+    "thanks! population?",
+    "ok bye",
+    "<|endconversation|>",
+    "fix my sql: selct * from t",
+    "<|endconversation|>",
+]
+
+
+def recipe(model, data, out, template, **extra):
+    values = {
+        "model_name_or_path": str(model),
+        "dataset_path": str(data),
+        "template": template,
+        "output_dir": str(out),
+        "method": "full",
+        "max_length": 512,
+        "per_device_train_batch_size": 4,
+        "activation_checkpointing": False,
+        "report_to": "none",
+    }
+    return recipe_from_dict({**values, **extra})
+
+
+def labelled_spans(trainer, tokenizer) -> list[str]:
+    """Decode each run of labelled tokens in every batch the trainer would train on."""
+    spans = []
+    for batch in trainer.get_train_dataloader():
+        for row in batch["labels"].tolist():
+            current = []
+            for token in row + [-100]:
+                if token != -100:
+                    current.append(token)
+                elif current:
+                    spans.append(tokenizer.decode(current, skip_special_tokens=False))
+                    current = []
+    return spans
+
+
+@pytest.mark.parametrize(
+    "template, expected",
+    [
+        ("chatml", [f"{t}<|im_end|>" for t in TARGETS]),
+        ("userlm-llama3", [f"\n{t}<|eot_id|>" for t in TARGETS]),
+    ],
+)
+def test_labels_are_the_target_turn_and_its_end_of_turn_token(
+    template, expected, flipped_samples_dir, tiny_llama_for, llama3_style_tokenizer, default_tokenizer, tmp_path
+):
+    tokenizer = llama3_style_tokenizer if template == "userlm-llama3" else default_tokenizer
+    model = tiny_llama_for(tokenizer, name=template)
+    run = build_trainer(recipe(model, flipped_samples_dir, tmp_path / "out", template))
+
+    spans = labelled_spans(run.trainer, run.tokenizer)
+
+    assert sorted(spans) == sorted(expected)
+    # The literal strings, spelled out once for each template.
+    if template == "chatml":
+        assert "how do i sort a list in python<|im_end|>" in spans
+        assert spans.count("<|endconversation|><|im_end|>") == 4
+    else:
+        assert "\nhow do i sort a list in python<|eot_id|>" in spans
+        assert spans.count("\n<|endconversation|><|eot_id|>") == 4
+    # One span per sample: nothing else in any row is trained (no stray header after the turn).
+    assert len(spans) == len(run.trainer.train_dataset)
+
+
+def test_end_marker_is_one_added_special_token(flipped_samples_dir, tiny_llama, tmp_path):
+    run = build_trainer(recipe(tiny_llama(), flipped_samples_dir, tmp_path / "out", "chatml"))
+    assert run.added_tokens == ["<|endconversation|>"]
+    assert run.tokenizer.encode("<|endconversation|>", add_special_tokens=False) == [len(run.tokenizer) - 1]
+    assert run.trainer.model.get_input_embeddings().weight.shape[0] == len(run.tokenizer)
+
+
+def test_long_prompt_is_cut_from_the_left_and_keeps_the_target(flipped_samples_dir, default_tokenizer, tmp_path):
+    from userlm.data_prep.templates import CHATML
+
+    r = recipe("default", flipped_samples_dir, tmp_path / "out", "chatml", max_length=24)
+    train, _, skipped = prepare_datasets(r, default_tokenizer, CHATML, 24)
+    assert skipped == []
+    last = train[8]  # c3's end sample: the longest prompt
+    assert len(last["input_ids"]) == 24
+    trained = [t for t, m in zip(last["input_ids"], last["completion_mask"]) if m]
+    assert default_tokenizer.decode(trained) == "<|endconversation|><|im_end|>"
+
+
+def test_target_longer_than_max_length_stops_the_run_or_is_listed(flipped_samples_dir, default_tokenizer, tmp_path):
+    from userlm.data_prep.templates import CHATML
+
+    strict = recipe("default", flipped_samples_dir, tmp_path / "out", "chatml", max_length=6)
+    with pytest.raises(UserError, match="longer than max_length=6"):
+        prepare_datasets(strict, default_tokenizer, CHATML, 6)
+
+    lenient = recipe("default", flipped_samples_dir, tmp_path / "out", "chatml", max_length=6, long_samples="skip")
+    train, _, skipped = prepare_datasets(lenient, default_tokenizer, CHATML, 6)
+    assert len(train) + len([s for s in skipped if "split" not in s]) == len(TARGETS)
+    assert {"conversation_id": "c1", "turn_index": 0} in [{k: s[k] for k in ("conversation_id", "turn_index")} for s in skipped]
+
+
+def test_empty_target_still_trains_its_end_of_turn_token(tmp_path, default_tokenizer):
+    from userlm.data_prep.templates import CHATML
+
+    bad = {"prompt": [{"role": "system", "content": "x"}], "completion": [{"role": "user", "content": ""}]}
+    data = tmp_path / "train.jsonl"
+    data.write_text(json.dumps({**bad, "conversation_id": "z", "turn_index": 0}) + "\n")
+    # chatml's turn opening is empty, so an empty target leaves only <|im_end|>: one trained token.
+    r = recipe("default", data, tmp_path / "out", "chatml")
+    train, _, _ = prepare_datasets(r, default_tokenizer, CHATML, 512)
+    assert sum(train[0]["completion_mask"]) == 1
+
+
+def test_jsonl_file_and_hf_folder_are_both_read(flipped_samples_dir, tmp_path):
+    from userlm.train.data import load_samples
+
+    from_jsonl = load_samples(flipped_samples_dir)
+    from_jsonl.save_to_disk(str(tmp_path / "prep" / "hf"))
+    from_hf = load_samples(tmp_path / "prep")
+    assert from_hf["train"]["completion"] == from_jsonl["train"]["completion"]
+    assert set(from_hf) == {"train", "validation"}
+    assert len(load_samples(flipped_samples_dir / "train.jsonl")["train"]) == len(TARGETS)

@@ -1,0 +1,115 @@
+"""Flipped samples in, token ids + completion masks out, checked before any training starts.
+
+Samples come from what `userlm prep` writes: `OUT/hf/` (a `DatasetDict` saved with
+`save_to_disk`) or `OUT/{train,validation,test}.jsonl`; a `DatasetDict` folder or a
+single JSONL file of samples works too. Tokenising is `data_prep.templates.tokenize_sample`,
+the one place samples become ids, so the label mask is the evaluation mask.
+
+Truncation (documented in the README): a sample longer than `max_length` loses the
+*start of its prompt* (oldest history first), never its target turn, because the target
+is what we train on. A sample whose target turn alone does not fit has no whole target
+left; by recipe it either stops the run (`long_samples: error`) or is skipped and listed
+in `skipped_samples.jsonl` (`long_samples: skip`). It is never dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+
+from userlm.data_prep.templates import FlippedTemplate, tokenize_sample
+from userlm.errors import UserError
+
+SPLIT_FILES = {"train": "train.jsonl", "validation": "validation.jsonl", "test": "test.jsonl"}
+
+
+def load_samples(path: str | Path) -> DatasetDict:
+    """The flipped samples at `path` as a DatasetDict with at least a `train` split."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"Dataset {path} does not exist; run `userlm prep` first and pass its output folder.")
+    if path.is_file():
+        return DatasetDict({"train": _read_jsonl(path)})
+    if (path / "hf" / "dataset_dict.json").exists():
+        return load_from_disk(str(path / "hf"))
+    if (path / "dataset_dict.json").exists():
+        return load_from_disk(str(path))
+    found = {split: path / name for split, name in SPLIT_FILES.items() if (path / name).is_file()}
+    if "train" not in found:
+        raise UserError(f"{path} holds no flipped samples (no hf/ folder, no train.jsonl); point dataset_path at `userlm prep` output.")
+    return DatasetDict({split: _read_jsonl(file) for split, file in found.items()})
+
+
+def _read_jsonl(path: Path) -> Dataset:
+    dataset = load_dataset("json", data_files=str(path), split="train")
+    missing = {"prompt", "completion"} - set(dataset.column_names)
+    if missing:
+        raise UserError(f"{path} is not a file of flipped samples (no {', '.join(sorted(missing))} field); write it with `userlm prep`.")
+    return dataset
+
+
+def tokenize_split(dataset: Dataset, tokenizer, template: FlippedTemplate, max_length: int | None) -> tuple[Dataset, list[dict]]:
+    """Tokenise and left-truncate; returns the trainable rows and the samples whose target turn does not fit."""
+
+    def encode(sample: dict) -> dict:
+        ids = tokenize_sample(tokenizer, template, sample)
+        input_ids, mask = ids["input_ids"], ids["completion_mask"]
+        completion_length = sum(mask)
+        fits = max_length is None or completion_length <= max_length
+        if max_length is not None and fits and len(input_ids) > max_length:
+            input_ids, mask = input_ids[-max_length:], mask[-max_length:]
+        return {"input_ids": input_ids, "completion_mask": mask, "trained_tokens": completion_length, "fits": fits}
+
+    encoded = dataset.map(encode, desc="Tokenising flipped samples")
+    no_target = [i for i, n in enumerate(encoded["trained_tokens"]) if n == 0]
+    if no_target:
+        sample = dataset[no_target[0]]
+        raise UserError(
+            f"{len(no_target)} samples have no trained token (first: conversation {sample.get('conversation_id')!r}, "
+            f"turn {sample.get('turn_index')}); their target turn is empty, so re-run `userlm prep` on the source."
+        )
+    fits = encoded["fits"]
+    skipped = [
+        {"conversation_id": row.get("conversation_id"), "turn_index": row.get("turn_index"), "trained_tokens": n, "reason": "target_longer_than_max_length"}
+        for row, n, ok in zip(dataset, encoded["trained_tokens"], fits)
+        if not ok
+    ]
+    kept = encoded.filter(lambda row: row["fits"]) if skipped else encoded
+    return kept.select_columns(["input_ids", "completion_mask"]), skipped
+
+
+def prepare_datasets(recipe, tokenizer, template: FlippedTemplate, max_length: int | None) -> tuple[Dataset, Dataset | None, list[dict]]:
+    """Train and validation sets ready for SFTTrainer, after the long-sample policy."""
+    samples = load_samples(recipe.dataset_path)
+    train = _subset(samples["train"], recipe.max_train_samples)
+    validation = _subset(samples["validation"], recipe.max_eval_samples) if "validation" in samples else None
+    train, skipped = tokenize_split(train, tokenizer, template, max_length)
+    if validation is not None:
+        validation, skipped_eval = tokenize_split(validation, tokenizer, template, max_length)
+        skipped += [dict(row, split="validation") for row in skipped_eval]
+    if skipped and recipe.long_samples == "error":
+        first = skipped[0]
+        raise UserError(
+            f"{len(skipped)} samples have a target user turn longer than max_length={max_length} "
+            f"(first: conversation {first['conversation_id']!r}, {first['trained_tokens']} tokens); "
+            "raise max_length, drop long turns in `userlm prep`, or set long_samples=skip."
+        )
+    if len(train) == 0:
+        raise UserError(f"No training sample fits max_length={max_length}; raise max_length.")
+    return train, validation, skipped
+
+
+def _subset(dataset: Dataset, limit: int | None) -> Dataset:
+    return dataset.select(range(min(limit, len(dataset)))) if limit else dataset
+
+
+def write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as sink:
+        for row in rows:
+            sink.write(json.dumps(row) + "\n")
+    os.replace(tmp, path)
