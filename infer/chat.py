@@ -1,0 +1,66 @@
+"""Interactive chat: the person at the keyboard plays the assistant, the simulator plays the user.
+
+The simulator opens with its first user turn; each message typed is the assistant's reply.
+Ctrl-D (end of input) or the simulator's end marker ends the chat, and the transcript is
+appended to the output file in the schema of `userlm simulate`. A chat ended with Ctrl-D
+has termination_reason "assistant_ended" (the one reason `simulate` never writes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Callable
+
+from .guardrails import Guardrails
+from .sampling import derive_seed
+from .simulate import Conversation, Job, append_record, record_of, user_step
+
+
+def chat(
+    simulator,
+    intent: str,
+    out_file: Path,
+    *,
+    persona: str | None = None,
+    guardrails: Guardrails | None = None,
+    seed: int = 0,
+    max_turns: int | None = None,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    top_p: float = 0.8,
+    read: Callable[[str], str] = input,
+    show: Callable[[str], None] = print,
+) -> dict:
+    """Run one interactive conversation and return its record (also appended to `out_file`)."""
+    conversation_id = f"chat-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
+    conversation = Conversation(Job(conversation_id, intent, persona, 0, derive_seed(seed)), None)
+    options = {"guardrails": guardrails, "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
+    show("You are the assistant. Type each reply on one line; Ctrl-D ends the chat.")
+    while conversation.termination_reason is None:
+        asyncio.run(user_step(simulator, [conversation], options))
+        if conversation.termination_reason is not None:
+            break
+        show(f"user: {conversation.turns[-1]['content']}")
+        try:
+            reply = read("assistant> ")
+        except EOFError:
+            conversation.finish("assistant_ended")
+            break
+        conversation.turns.append({"role": "assistant", "content": reply})
+        if max_turns is not None and conversation.user_turns >= max_turns:
+            conversation.finish("max_turns")
+    if conversation.termination_reason == "user_ended":
+        show("user: [leaves the conversation]")
+    elif conversation.termination_reason in ("guardrails_exhausted", "simulator_error"):
+        show(f"The simulator stopped: {conversation.termination_reason} {conversation.error or ''}".rstrip())
+    settings = {**simulator.settings, "guardrails": guardrails.as_dict() if guardrails else None,
+                "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
+    record = record_of(conversation, settings, {"kind": "human"})
+    out_file = Path(out_file)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_file, "a", encoding="utf-8") as sink:
+        append_record(sink, record)
+    show(f"Saved the transcript ({conversation.user_turns} user turns, {conversation.termination_reason}) to {out_file}.")
+    return record

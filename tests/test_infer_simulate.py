@@ -1,0 +1,245 @@
+"""`userlm simulate` end to end: real `transformers serve` assistants and simulators on
+loopback, a real faulty HTTP server, a real SIGKILL and resume, and `userlm chat`."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from userlm.cli import main
+from userlm.data_prep.format import END_MARKER
+from userlm.infer.assistants import make_assistant
+from userlm.infer.chat import chat
+from userlm.infer.guardrails import Guardrails
+from userlm.infer.simulate import TERMINATION_REASONS, make_jobs, simulate
+from userlm.infer.simulator import UserSimulator
+
+EOT = "<|im_end|>"
+CHAIN = {"Please": {" help": 30}, " help": {" me": 30}, " me": {" now": 30}, " now": {EOT: 30}}
+# Half the conversations open with "Please help me now", half with "Hello there now".
+TWO_OPENINGS = ({"Please": 30, "Hello": 30}, {"Hello": {" there": 30}, " there": {" now": 30}, **CHAIN})
+INTENTS = [
+    "You are a user chatting with an assistant language model to cook dinner.",
+    "You are a user chatting with an assistant language model to fix a bug.",
+]
+RECORD_KEYS = {"conversation_id", "intent", "persona", "trial", "seed", "simulator", "assistant", "turns", "termination_reason", "error", "exhausted_events"}
+
+
+def read_records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture
+def intents_file(tmp_path) -> Path:
+    path = tmp_path / "intents.txt"
+    path.write_text("\n".join(INTENTS) + "\n")
+    return path
+
+
+def test_simulate_against_a_served_assistant(tmp_path, intents_file, programmed_simulator, transformers_server, default_model_dir, capsys):
+    simulator = programmed_simulator(*TWO_OPENINGS)
+    personas = tmp_path / "personas.jsonl"
+    personas.write_text(json.dumps({"persona": "Writes short, lowercase."}) + "\n")
+    out = tmp_path / "sim.jsonl"
+    argv = [
+        "simulate", "--simulator", str(simulator), "--assistant", transformers_server, "--assistant-model",
+        str(default_model_dir), "--assistant-max-tokens", "6",
+        "--intents", str(intents_file), "--personas", str(personas), "--n-per-intent", "2", "--max-turns", "2",
+        "--out", str(out), "--max-attempts", "6", "--no-progress",
+    ]
+    assert main(argv) == 0
+    records = read_records(out)
+    assert len(records) == 4 and all(set(r) == RECORD_KEYS for r in records)
+    assert len({r["seed"] for r in records}) == 4 and len({r["conversation_id"] for r in records}) == 4
+    assert {r["trial"] for r in records} == {0, 1} and all(r["persona"] == "Writes short, lowercase." for r in records)
+    for record in records:
+        assert record["termination_reason"] in ("max_turns", "guardrails_exhausted")
+        assert record["simulator"]["guardrails"]["max_attempts"] == 6
+        users = [t["content"] for t in record["turns"] if t["role"] == "user"]
+        assert users[0] in ("Please help me now", "Hello there now")
+        # Guardrails hold across turns: the second turn never repeats the first.
+        assert len(set(users)) == len(users)
+        assert all(t["content"] for t in record["turns"] if t["role"] == "assistant")
+    summary = capsys.readouterr().out
+    assert "Simulated 4 conversations" in summary and "Guardrail events:" in summary
+    # A rerun skips every finished conversation.
+    assert main(argv) == 0
+    assert len(read_records(out)) == 4
+    assert "Simulated 0 conversations (4 already done, skipped)" in capsys.readouterr().out
+
+
+def test_simulator_behind_the_completions_backend(tmp_path, intents_file, programmed_simulator, serve_folder, transformers_server, default_model_dir):
+    # Opens with the end marker most of the time; the end marker is banned before 1 user turn.
+    simulator = programmed_simulator({END_MARKER: 30, "Please": 29.5}, {END_MARKER: {EOT: 30}, **CHAIN})
+    simulator_url = serve_folder(simulator)
+    out = tmp_path / "sim.jsonl"
+    assert main([
+        "simulate", "--simulator", str(simulator), "--simulator-endpoint", simulator_url,
+        "--assistant", transformers_server, "--assistant-model", str(default_model_dir),
+        "--assistant-max-tokens", "4", "--intents", str(intents_file), "--n-per-intent", "3", "--max-turns", "3",
+        "--min-turns-before-end", "1", "--max-attempts", "10", "--out", str(out), "--no-progress",
+    ]) == 0
+    records = read_records(out)
+    assert len(records) == 6 and all(r["simulator"]["backend"] == "completions" for r in records)
+    events = [e for r in records for t in r["turns"] for e in t.get("events", [])]
+    assert any(e["guardrail"] == "end_too_early" and e["action"] == "rejected" for e in events)
+    for record in records:
+        users = [t["content"] for t in record["turns"] if t["role"] == "user"]
+        if record["termination_reason"] == "guardrails_exhausted":
+            # Every draft was rejected (an early end, or a repeat later on), then the fallback ended it.
+            assert record["exhausted_events"][-1] == {"guardrail": "fallback", "action": "end", "attempt": 10}
+        else:
+            assert record["termination_reason"] == "user_ended"
+        # The guardrail holds: the end marker never comes first.
+        assert not users or users[0] == "Please help me now"
+    assert any(r["termination_reason"] == "user_ended" and r["turns"][-1]["content"] == END_MARKER for r in records)
+
+
+class FaultyAssistant(BaseHTTPRequestHandler):
+    """A chat endpoint that breaks any conversation whose last user message says "Hello"."""
+
+    mode = "500"
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        last_user = [m["content"] for m in body["messages"] if m["role"] == "user"][-1]
+        if "Hello" in last_user:
+            if self.mode == "500":
+                self.send_response(500)
+                self.end_headers()
+                return
+            time.sleep(3)  # past the client's timeout
+        answer = {
+            "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Tell me more."}}],
+        }
+        payload = json.dumps(answer).encode()
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def faulty_server():
+    servers = []
+
+    def start(mode: str) -> str:
+        handler = type("Handler", (FaultyAssistant,), {"mode": mode})
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/v1"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("mode", ["500", "timeout"])
+def test_assistant_faults_break_only_their_conversations(tmp_path, mode, faulty_server, programmed_simulator):
+    simulator = UserSimulator.load(programmed_simulator(*TWO_OPENINGS))
+    assistant = make_assistant(faulty_server(mode), model="m", timeout=1.0, max_retries=1)
+    jobs = make_jobs(INTENTS, [None], n_per_intent=4, seed=0)
+    out = tmp_path / "sim.jsonl"
+    summary = simulate(simulator, assistant, jobs, out, max_turns=1, guardrails=Guardrails(), progress=False)
+    records = read_records(out)
+    assert len(records) == 8 == summary["conversations"]
+    for record in records:
+        opening = record["turns"][0]["content"]
+        if opening == "Hello there now":
+            assert record["termination_reason"] == "assistant_error" and len(record["turns"]) == 1
+            assert ("HTTP 500" if mode == "500" else "did not answer within") in record["error"]
+        else:
+            assert record["termination_reason"] == "max_turns" and record["turns"][1]["content"] == "Tell me more."
+    reasons = summary["termination_reasons"]
+    assert reasons["assistant_error"] > 0 and reasons["max_turns"] > 0
+
+
+def test_closed_port_gives_assistant_error(tmp_path, programmed_simulator):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    simulator = UserSimulator.load(programmed_simulator(*TWO_OPENINGS))
+    assistant = make_assistant(f"http://127.0.0.1:{closed_port}/v1", model="m", timeout=1.0, max_retries=1)
+    out = tmp_path / "sim.jsonl"
+    summary = simulate(simulator, assistant, make_jobs(INTENTS, [None], 2, 0), out, max_turns=2, progress=False)
+    assert summary["termination_reasons"]["assistant_error"] == 4
+    assert all("Could not connect" in r["error"] for r in read_records(out))
+
+
+def test_killed_run_resumes_with_every_conversation_once(tmp_path, intents_file, programmed_simulator):
+    simulator = programmed_simulator(*TWO_OPENINGS)
+    (tmp_path / "slow_assistant.py").write_text(
+        "import time\n\ndef reply(messages):\n    time.sleep(0.4)\n    return 'Go on.'\n"
+    )
+    out = tmp_path / "sim.jsonl"
+    command = [
+        sys.executable, "-m", "userlm.cli", "simulate", "--simulator", str(simulator),
+        "--assistant", "python:slow_assistant:reply", "--intents", str(intents_file), "--n-per-intent", "6",
+        "--max-turns", "2", "--batch-size", "1", "--no-guardrails", "--out", str(out), "--no-progress",
+    ]
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 3):
+        assert process.poll() is None, process.stderr.read().decode()[-2000:]
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    before = out.read_text().splitlines()
+    assert 3 <= len(before) < 12
+    with open(out, "a") as sink:  # a write torn by the kill
+        sink.write('{"conversation_id": "torn')
+    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    records = read_records(out)
+    expected = {job.conversation_id for job in make_jobs(INTENTS, [None], 6, 0)}
+    assert len(records) == 12 and {r["conversation_id"] for r in records} == expected
+    assert out.read_text().splitlines()[: len(before)] == before
+    assert all(r["termination_reason"] in TERMINATION_REASONS for r in records)
+
+
+def test_chat_with_a_person_playing_the_assistant(tmp_path, programmed_simulator, monkeypatch, capsys):
+    folder = programmed_simulator({END_MARKER: 30, "Please": 25}, {END_MARKER: {EOT: 30}, **CHAIN})
+    simulator = UserSimulator.load(folder)
+    out = tmp_path / "chat.jsonl"
+    replies = iter(["Sure, what with?"])
+
+    def read(prompt: str) -> str:
+        try:
+            return next(replies)
+        except StopIteration:
+            raise EOFError from None
+
+    # The end marker is held back for the first turn, then the simulator leaves.
+    record = chat(simulator, INTENTS[0], out, guardrails=Guardrails(min_turns_before_end=1), read=read, show=lambda _: None)
+    assert record["termination_reason"] == "user_ended"
+    assert [t["content"] for t in record["turns"]] == ["Please help me now", "Sure, what with?", END_MARKER]
+    assert record["turns"][0]["events"][0]["guardrail"] == "end_too_early"
+    # Ctrl-D from the keyboard ends it too, through the real CLI; the transcript is appended.
+    monkeypatch.setattr("sys.stdin", io.StringIO("Hello! How can I help?\n"))
+    assert main(["chat", "--simulator", str(folder), "--intent", INTENTS[1], "--min-turns-before-end", "never",
+                 "--no-repetition-filter", "--out", str(out)]) == 0
+    records = read_records(out)
+    assert len(records) == 2 and records[1]["termination_reason"] == "assistant_ended"
+    assert [t["role"] for t in records[1]["turns"]] == ["user", "assistant", "user"]
+    assert "Saved the transcript" in capsys.readouterr().out
