@@ -1,0 +1,168 @@
+"""The word metrics, the judges' rules and the naturalness baseline on hand-computed examples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from userlm.data_prep.format import END_MARKER
+from userlm.errors import UserError
+from userlm.evaluation import metrics
+from userlm.evaluation.evaluate import CheckpointSpec, parse_checkpoint, word_metrics
+from userlm.evaluation.judge import HeuristicJudge, parse_verdict
+from userlm.evaluation.naturalness import StylometricDetector, human_share, load_detector
+from userlm.evaluation.probes import build_probes
+
+INTENT = "You are a user chatting with an assistant language model to fix a broken Python script."
+
+
+def test_word_tokenisation():
+    assert metrics.words("Don't STOP-me now, it's 3pm") == ["don't", "stop", "me", "now", "it's", "3pm"]
+
+
+def test_first_turn_diversity_hand_computed():
+    # Sets {a,b,c}, {a,b,d}, {x,y}: Jaccard 2/4, 0, 0 -> mean 1/6 -> diversity 5/6.
+    assert metrics.pairwise_diversity(["a b c", "A b d", "x y"]) == pytest.approx(5 / 6)
+    assert metrics.pairwise_diversity(["same words", "Same words!"]) == 0.0
+    with pytest.raises(ValueError):
+        metrics.pairwise_diversity(["alone"])
+
+
+def test_intent_decomposition_hand_computed():
+    # Content words of the turn {fix, python, script, please}; of the intent without its prefix
+    # {fix, broken, python, script}: 3 of 4 shared.
+    assert metrics.intent_overlap("Fix my Python script please", INTENT) == pytest.approx(0.75)
+    # "language model" is in the fixed prefix only, which is removed before comparing.
+    assert metrics.intent_overlap("which language model is this", INTENT) == 0.0
+    # A turn without content words copies nothing.
+    assert metrics.intent_overlap("is it?", INTENT) == 0.0
+    assert metrics.intent_decomposition(["Fix my Python script please", "hello there"], [INTENT, INTENT]) == pytest.approx(0.375)
+
+
+def test_termination_f1_hand_computed():
+    # tp 1 (first), fp 2 (second, last), fn 1 (third): P 1/3, R 1/2, F1 2/(2+2+1) = 0.4.
+    result = metrics.f1_for_end([True, True, False, False, True], [True, False, True, False, False])
+    assert (result["tp"], result["fp"], result["fn"]) == (1, 2, 1)
+    assert result["precision"] == pytest.approx(1 / 3)
+    assert result["recall"] == pytest.approx(0.5)
+    assert result["f1"] == pytest.approx(0.4)
+    assert metrics.f1_for_end([False, False], [True, False])["f1"] == 0.0
+
+
+def test_distinct_n_and_within_intent_diversity_hand_computed():
+    # Unigrams a b a a b: 2 distinct of 5. Bigrams (a b) (b a) (a b): 2 of 3.
+    assert metrics.distinct_n(["a b a", "a b"], 1) == pytest.approx(0.4)
+    assert metrics.distinct_n(["a b a", "a b"], 2) == pytest.approx(2 / 3)
+    assert metrics.distinct_n(["a"], 2) == 0.0
+    # Group 1: Jaccard({a,b},{a,c}) = 1/3 -> 2/3; group 2: identical -> 0; mean 1/3.
+    assert metrics.within_intent_diversity([["a b", "a c"], ["x", "x"]]) == pytest.approx(1 / 3)
+
+
+def test_word_metrics_leave_out_and_count_end_turns():
+    result = word_metrics(["a b c", END_MARKER, "a b d"], [INTENT] * 3, [["a b", "a c", END_MARKER], [END_MARKER, "x"]])
+    assert result["ended_at_first_turn"] == 1
+    assert result["first_turn_diversity"] == {"value": pytest.approx(50.0), "n": 2}
+    assert result["within_intent_diversity"]["value"] == pytest.approx(200 / 3)
+    assert result["within_intent_diversity"]["intents_left_out"] == 1
+
+
+def test_parse_checkpoint():
+    assert parse_checkpoint("sim=out/run") == CheckpointSpec("sim", Path("out/run"), None)
+    assert parse_checkpoint("base=default@chatml") == CheckpointSpec("base", Path("default"), "chatml")
+    # An @ that does not name a template belongs to the path.
+    assert parse_checkpoint("x=/tmp/a@b") == CheckpointSpec("x", Path("/tmp/a@b"), None)
+    with pytest.raises(UserError):
+        parse_checkpoint("no-name")
+
+
+def probe(kind):
+    sample = {"prompt": [{"role": "system", "content": INTENT}], "completion": [{"role": "user", "content": "my python script crashes"}]}
+    return build_probes([sample], kind, 1, seed=0)[0]
+
+
+def test_heuristic_judge_role():
+    role = probe("role")
+    assert role.prompt[-1] == {"role": "assistant", "content": role.assistant}
+    judge = HeuristicJudge()
+    replies = [
+        "no idea, thats why im asking you",
+        "Certainly! Here is how you can fix the script.",
+        "As an AI language model, I think you should check the imports.",
+        END_MARKER,
+        "1. Check the traceback\n2. Read the error\n" + "word " * 70,
+    ]
+    assert judge.judge([role] * 5, replies) == [True, False, False, True, False]
+
+
+def test_heuristic_judge_intent():
+    diversion = probe("intent")
+    topic = diversion.diversion
+    assert topic in diversion.assistant
+    judge = HeuristicJudge()
+    replies = [
+        "no, i need my python script fixed first",
+        "sure, lets do that!",
+        f"tell me about {topic}",
+        "not now, back to the crash please",
+        "it still throws an error on line 3",
+        "why not!",
+        "that's a good suggestion. can you tell me more about the beach there.",
+    ]
+    assert judge.judge([diversion] * 7, replies) == [True, False, False, True, True, False, False]
+
+
+def test_parse_verdict():
+    assert parse_verdict("YES.") is True
+    assert parse_verdict(" no, it does not") is False
+    assert parse_verdict("maybe") is None
+
+
+def test_stylometric_detector_separates_users_from_assistants():
+    users = ["how do i sort a list", "thanks! what about reverse", "fix my sql pls", "whats the capital of peru"]
+    assistants = [
+        "Certainly! To sort a list in Python, use the built-in sorted() function:\n\n1. Call sorted(xs).\n2. Pass reverse=True.",
+        "Here is a corrected version of your query, with the typo fixed and the table name quoted.",
+        "The capital of Peru is Lima. It is also the largest city in the country, with about ten million people.",
+    ]
+    detector = StylometricDetector(users, assistants)
+    assert human_share(detector, ["whats a good name for my cat", "ok thanks"]) == 1.0
+    assert human_share(detector, ["Certainly! Here are three options:\n\n1. Luna.\n2. Milo.\n3. Bella, a classic, elegant choice."]) == 0.0
+
+
+def test_load_detector_names_what_is_wrong():
+    with pytest.raises(UserError, match="module:function"):
+        load_detector("no_colon")
+    with pytest.raises(UserError, match="check that it is installed"):
+        load_detector("no_such_module_xyz:detect")
+    assert load_detector("userlm.evaluation.metrics:words") is metrics.words
+
+
+def test_unusable_lines_are_counted_not_fatal(tmp_path, eval_test_file):
+    from userlm.evaluation.evaluate import read_samples
+
+    path = tmp_path / "test.jsonl"
+    path.write_text(eval_test_file.read_text() + '{"cut off\n{"prompt": []}\n')
+    samples, bad = read_samples(path)
+    assert len(samples) == len(eval_test_file.read_text().splitlines())
+    assert [b["reason"] for b in bad] == ["invalid_json", "not_a_flipped_sample"]
+    with pytest.raises(UserError, match="does not exist"):
+        read_samples(tmp_path / "missing.jsonl")
+
+
+def test_subsets_keep_whole_conversations_for_termination(eval_test_file):
+    import json
+
+    from userlm.evaluation.evaluate import EvalConfig, draw_subsets, sample_chars
+
+    samples = [json.loads(line) for line in eval_test_file.read_text().splitlines()]
+    # A limit between e2's longest point and e1's: only conversations whose every point fits are drawn.
+    longest = {c: max(sample_chars(s) for s in samples if s["conversation_id"] == c) for c in ("e1", "e2", "e3", "e4")}
+    limit = longest["e2"]
+    subsets = draw_subsets(samples, EvalConfig(max_sample_chars=limit, first_turn_intents=3, probes_per_kind=2))
+    kept = {p["conversation_id"] for p in subsets.termination_points}
+    assert kept == {c for c, n in longest.items() if n <= limit}
+    assert "e2" in kept and "e1" not in kept
+    assert subsets.counts["conversations_longer_than_max_chars"] == 4 - len(kept)
+    assert len(subsets.first_turns) == 3 and len({s["prompt"][0]["content"] for s in subsets.first_turns}) == 3
+    assert all(sample_chars(s) <= limit for s in subsets.perplexity + subsets.probe_openings)

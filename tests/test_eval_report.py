@@ -1,0 +1,124 @@
+"""`userlm eval` end to end on tiny real models: metrics.json, report.md and report.html,
+and the HTML report opened in headless Chromium with its tables and embedded plots checked."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import shutil
+import subprocess
+from html.parser import HTMLParser
+
+import pytest
+from PIL import Image
+
+from userlm.evaluation import cli as eval_cli
+from userlm.evaluation.report import METRICS, print_summary
+
+CHROMIUM = shutil.which("chromium")
+
+
+class TablesAndImages(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tables = 0
+        self.images: list[str] = []
+        self.published_rows = 0
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table":
+            self.tables += 1
+        elif tag == "img":
+            self.images.append(attrs.get("src", ""))
+        elif tag == "tr" and attrs.get("class") == "published":
+            self.published_rows += 1
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory, eval_test_file, forced_simulator):
+    parser = argparse.ArgumentParser()
+    eval_cli.add_parser(parser.add_subparsers())
+    out = tmp_path_factory.mktemp("eval") / "report"
+    args = parser.parse_args(
+        [
+            "eval",
+            "--checkpoint", f"ender={forced_simulator(always_end=True)}",
+            "--checkpoint", f"talker={forced_simulator(always_end=False)}",
+            # An ordinary model without a flipped template, prompted through chatml.
+            "--checkpoint", f"prompted={forced_simulator(always_end=False, word='hello', flipped=False)}@chatml",
+            "--data", str(eval_test_file),
+            "--out", str(out),
+            "--perplexity-samples", "6",
+            "--max-new-tokens", "8",
+            "--probes-per-kind", "3",
+            "--diversity-intents", "2",
+            "--simulations-per-intent", "3",
+        ]
+    )
+    assert args.run(args) == 0
+    return out
+
+
+def test_metrics_json_and_markdown(report_dir):
+    results = json.loads((report_dir / "metrics.json").read_text())
+    ender, talker, prompted = (results["checkpoints"][n] for n in ("ender", "talker", "prompted"))
+    # 7 decision points, 3 real ENDs (tests/conftest.py): always END -> F1 0.6, never -> 0.
+    assert ender["termination_f1"]["value"] == pytest.approx(60.0)
+    assert talker["termination_f1"]["value"] == 0.0
+    assert ender["ended_at_first_turn"] == 4 and "first_turn_diversity" not in ender
+    # The talker says "ok" every time: no diversity at all.
+    assert talker["first_turn_diversity"]["value"] == 0.0 and talker["within_intent_diversity"]["value"] == 0.0
+    assert prompted["prompted"] and prompted["template"] == "chatml" and not talker["prompted"]
+    assert prompted["examples"][0]["first_turn"] == "hello"
+    assert prompted["perplexity_with_intent"]["n"] == 6
+    assert results["human"]["first_turn_diversity"]["n"] == 4
+    assert results["published"]["figures"]["termination_f1"]["UserLM-8b"] == 63.54
+    assert "heuristic" in results["settings"]["judge"] and "stylometric" in results["settings"]["naturalness_detector"]
+    markdown = (report_dir / "report.md").read_text()
+    for needed in ("Seeds:", "Word tokenisation:", "Sample sizes", "UserLM-8b (published)", "human (this test set, measured)", "offline heuristic judge"):
+        assert needed in markdown
+    for key, *_ in METRICS:
+        assert (report_dir / f"{key}.png").read_bytes().startswith(b"\x89PNG")
+        assert f"]({key}.png)" in markdown
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install -y chromium; .ci/run installs it)")
+def test_report_opens_in_headless_chromium(report_dir, tmp_path):
+    dom = subprocess.run(
+        [
+            CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={tmp_path / 'chromium-profile'}", "--dump-dom", (report_dir / "report.html").as_uri(),
+        ],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout
+    page = TablesAndImages()
+    page.feed(dom)
+    assert page.tables == len(METRICS)
+    assert len(page.images) == len(METRICS)
+    for source in page.images:
+        assert source.startswith("data:image/png;base64,")
+        image = Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1])))
+        assert image.format == "PNG" and image.size[0] > 100
+    # Published rows of every metric the paper reports: 3 + 3 + 2 + 1 + 1.
+    assert page.published_rows == 10
+
+
+def test_terminal_summary_names_every_checkpoint_and_the_output(report_dir, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # rich wraps cells to the terminal width
+    print_summary(json.loads((report_dir / "metrics.json").read_text()), report_dir)
+    printed = capsys.readouterr().out
+    for needed in ("userlm eval", "ender", "talker", "prompted", "termination F1", "60.00", "report.html"):
+        assert needed in printed
+
+
+def test_userlm_eval_is_registered_and_reports_a_missing_test_file(tmp_path, capsys):
+    from userlm.cli import main
+
+    code = main(["eval", "--checkpoint", "base=default@chatml", "--data", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert "userlm eval: The test data" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
