@@ -127,3 +127,288 @@ def transformers_server(default_model_dir, tmp_path_factory):
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+TRAIN_CONVERSATIONS = [
+    ("c1", ["how do i sort a list in python", "and in reverse order?"], ["Use sorted(xs).", "Pass reverse=True."]),
+    ("c2", ["write a haiku about rain"], ["Soft rain on the roof."]),
+    ("c3", ["whats the capital of peru", "thanks! population?", "ok bye"], ["Lima.", "About 10 million.", "Bye!"]),
+    ("c4", ["fix my sql: selct * from t"], ["SELECT * FROM t;"]),
+]
+
+
+def conversation_record(conversation_id: str, users: list[str], assistants: list[str], intent: str, meta: dict) -> dict:
+    """A hand-made conversation record (DESIGN.md 3.1) alternating the given user and assistant turns."""
+    messages = []
+    for user, assistant in zip(users, assistants):
+        messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+    return {
+        "conversation_id": conversation_id,
+        "user_id": None,
+        "source": "test",
+        "language": "en",
+        "messages": messages,
+        "system": None,
+        "intent": intent,
+        "intent_source": "column",
+        "persona": None,
+        "persona_attrs": None,
+        "meta": meta,
+    }
+
+
+def train_conversation_records() -> list[dict]:
+    """Small hand-made conversation records for the train tests."""
+    intent = "You are a user chatting with an assistant language model to get quick answers."
+    return [conversation_record(cid, users, assistants, intent, {}) for cid, users, assistants in TRAIN_CONVERSATIONS]
+
+
+@pytest.fixture
+def flipped_samples_dir(tmp_path) -> Path:
+    """A folder shaped like `userlm prep` output: train.jsonl and validation.jsonl of flipped samples."""
+    import json
+
+    from userlm.data_prep.format import flip
+
+    folder = tmp_path / "prep"
+    folder.mkdir()
+    records = train_conversation_records()
+    splits = {"train": records, "validation": records[:2]}
+    for split, rows in splits.items():
+        with open(folder / f"{split}.jsonl", "w") as sink:
+            for record in rows:
+                for sample in flip(record, split):
+                    sink.write(json.dumps(sample) + "\n")
+    return folder
+
+
+EVAL_CONVERSATIONS = [
+    # (id, intent tail, user turns, assistant turns, the real user left after the last turn)
+    ("e1", "sort a list in Python", ["how do i sort a list in python", "and in reverse order?"], ["Use sorted(xs).", "Pass reverse=True."], True),
+    ("e2", "get a short poem about rain", ["write a haiku about rain"], ["Soft rain on the roof,\nquiet streets."], True),
+    ("e3", "learn facts about Peru", ["whats the capital of peru", "thanks! population?", "and the currency"], ["Lima.", "About 34 million.", "The sol."], False),
+    ("e4", "fix a broken SQL query", ["fix my sql: selct * from t", "still fails on postgres"], ["SELECT * FROM t;", "Check the table name."], True),
+]
+
+
+def eval_conversation_records() -> list[dict]:
+    """Hand-made held-out conversations for the evaluation tests: 7 decision points, 3 of them END.
+
+    e1: continue, END; e2: END; e3 (a cut log, meta.ends False): continue, continue; e4: continue, END.
+    """
+    return [
+        conversation_record(
+            cid, users, assistants, f"You are a user chatting with an assistant language model to {goal}.", {"ends": ends}
+        )
+        for cid, goal, users, assistants, ends in EVAL_CONVERSATIONS
+    ]
+
+
+@pytest.fixture(scope="session")
+def eval_test_file(tmp_path_factory) -> Path:
+    """A test.jsonl of flipped samples from `eval_conversation_records`, as `userlm prep` writes it (read-only)."""
+    import json
+
+    from userlm.data_prep.format import flip
+
+    path = tmp_path_factory.mktemp("eval-data") / "test.jsonl"
+    with open(path, "w") as sink:
+        for record in eval_conversation_records():
+            for sample in flip(record, "test"):
+                sink.write(json.dumps(sample) + "\n")
+    return path
+
+
+def make_forced_simulator(folder: Path, tokenizer, *, always_end: bool, word: str = "ok", flipped: bool = True) -> Path:
+    """A tiny Llama whose output is fixed whatever the prompt, saved as a chatml simulator checkpoint
+    (or, with flipped=False, as an ordinary model that keeps the tokenizer's own chat template).
+
+    always_end: every turn is `<|endconversation|>` then `<|im_end|>`; otherwise every turn is
+    `word` then `<|im_end|>`, so the model never ends. The layers' output projections are zero,
+    so the last hidden state is the current token's embedding; embeddings put every token on
+    dimension 0 except the turn's own token, on dimension 1; the output layer maps dimension 0
+    to the turn's token and dimension 1 to the end-of-turn token.
+    """
+    import copy
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from userlm.data_prep.format import END_MARKER
+    from userlm.data_prep.templates import CHATML, attach_template
+
+    tokenizer = copy.deepcopy(tokenizer)
+    tokenizer.add_tokens([END_MARKER], special_tokens=True)
+    if flipped:
+        attach_template(tokenizer, CHATML)
+    turn_token = tokenizer.convert_tokens_to_ids(END_MARKER) if always_end else tokenizer.convert_tokens_to_ids(word)
+    eot = tokenizer.convert_tokens_to_ids(CHATML.eot_token)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    config.architectures = ["LlamaForCausalLM"]
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        embeddings = model.model.embed_tokens.weight
+        embeddings.zero_()
+        embeddings[:, 0] = 1.0
+        embeddings[turn_token, 0] = 0.0
+        embeddings[turn_token, 1] = 1.0
+        model.model.norm.weight.zero_()
+        model.model.norm.weight[:2] = 1.0
+        model.lm_head.weight.zero_()
+        model.lm_head.weight[turn_token, 0] = 50.0
+        model.lm_head.weight[eot, 1] = 50.0
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def forced_simulator(tmp_path_factory, default_tokenizer):
+    """A factory: forced_simulator(always_end=True|False, word=..., flipped=...) -> folder of a model
+    that always / never ends; built once per session per arguments (treat the folders as read-only)."""
+    built: dict[tuple, Path] = {}
+
+    def build(*, always_end: bool, word: str = "ok", flipped: bool = True) -> Path:
+        key = (always_end, word, flipped)
+        if key not in built:
+            folder = tmp_path_factory.mktemp(f"forced-{'end' if always_end else word}-{'flipped' if flipped else 'plain'}")
+            built[key] = make_forced_simulator(folder, default_tokenizer, always_end=always_end, word=word, flipped=flipped)
+        return built[key]
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def llama3_style_tokenizer(default_tokenizer):
+    """SmolLM2's tokenizer plus Llama-3's chat special tokens: no Llama-3 tokenizer can be fetched here."""
+    import copy
+
+    tokenizer = copy.deepcopy(default_tokenizer)
+    tokenizer.add_tokens(["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"], special_tokens=True)
+    return tokenizer
+
+
+@pytest.fixture
+def tiny_llama_for(tmp_path):
+    """A factory: tiny_llama_for(tokenizer, name="m", **config) -> folder of a random Llama with that tokenizer."""
+
+    def build(tokenizer, name: str = "tiny-llama-tok", **kwargs) -> Path:
+        return make_tiny_llama(tmp_path / name, tokenizer, **kwargs)
+
+    return build
+
+
+def make_programmed_simulator(folder: Path, tokenizer, start: dict, transitions: dict) -> Path:
+    """A real Llama programmed as a bigram model, saved as a chatml simulator checkpoint with the end marker.
+
+    The next-token logits depend only on the current token: the layers' output projections
+    are zero, so the last hidden state is the current token's embedding. Each token named in
+    `transitions` gets its own embedding direction, with logits `transitions[token]`; every
+    other token (the whole prompt) shares direction 0, with logits `start`. Token texts must
+    be single tokens.
+    """
+    import copy
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from userlm.data_prep.format import END_MARKER
+    from userlm.data_prep.templates import CHATML, attach_template
+
+    tokenizer = copy.deepcopy(tokenizer)
+    tokenizer.add_tokens([END_MARKER], special_tokens=True)
+    attach_template(tokenizer, CHATML)
+    hidden = 64
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    config.architectures = ["LlamaForCausalLM"]
+    model = LlamaForCausalLM(config)
+
+    def token_id(text: str) -> int:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert len(ids) == 1, f"{text!r} is not one token"
+        return ids[0]
+
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        embeddings = model.model.embed_tokens.weight
+        embeddings.zero_()
+        embeddings[:, 0] = 1.0
+        model.lm_head.weight.zero_()
+        scale = hidden**0.5  # RMSNorm turns a one-hot embedding into sqrt(hidden) times it
+        for state, (source, logits) in enumerate([(None, start), *transitions.items()]):
+            if source is not None:
+                embeddings[token_id(source)] = 0.0
+                embeddings[token_id(source), state] = 1.0
+            for target, logit in logits.items():
+                model.lm_head.weight[token_id(target), state] = logit / scale
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def programmed_simulator(tmp_path, default_tokenizer):
+    """A factory: programmed_simulator(start, transitions, name=...) -> folder of a bigram-programmed simulator."""
+
+    def build(start: dict, transitions: dict, name: str = "programmed") -> Path:
+        return make_programmed_simulator(tmp_path / name, default_tokenizer, start, transitions)
+
+    return build
+
+
+def serve(folder: Path, log: Path):
+    """Start a real `transformers serve` of `folder` on loopback; returns (process, base URL ending in /v1)."""
+    port = free_port()
+    with open(log, "wb") as sink:
+        process = subprocess.Popen(
+            [Path(sys.executable).parent / "transformers", "serve", str(folder), "--host", "127.0.0.1",
+             "--port", str(port), "--device", "cpu", "--default-seed", "0"],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/health", process)
+    except Exception:
+        process.kill()
+        raise
+    return process, f"http://127.0.0.1:{port}/v1"
+
+
+@pytest.fixture
+def serve_folder(tmp_path):
+    """A factory: serve_folder(folder) -> base URL (…/v1) of a real `transformers serve` of that folder, stopped after the test."""
+    processes = []
+
+    def start(folder: Path) -> str:
+        process, url = serve(folder, tmp_path / f"serve-{len(processes)}.log")
+        processes.append(process)
+        return url
+
+    yield start
+    for process in processes:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
