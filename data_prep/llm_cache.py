@@ -14,6 +14,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+from userlm.endpoint import Endpoint, EndpointClient, run_with_endpoint
 from userlm.errors import UserError
 
 
@@ -57,3 +58,20 @@ class AnswerCache:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def cached_chats(endpoint: Endpoint, requests: dict, cache_path: Path, *, kind: str, params: dict, desc: str, progress: bool = True) -> tuple[dict, int]:
+    """Each request's reply (or EndpointError), from the cache when there, else asked and cached at
+    once; and how many were asked."""
+    keys = {name: request_key(endpoint.model, messages, params) for name, messages in requests.items()}
+    with AnswerCache(cache_path) as cache:
+        replies = {name: cache.get(key) for name, key in keys.items()}
+        missing = [name for name, reply in replies.items() if reply is None]
+
+        async def ask(client: EndpointClient, name) -> str:
+            reply = await client.chat(requests[name], **params)
+            cache.put(keys[name], kind, reply)
+            return reply
+
+        replies.update(zip(missing, run_with_endpoint(endpoint, ask, missing, desc=desc, progress=progress)))
+    return replies, len(missing)

@@ -16,8 +16,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from userlm.data_prep.format import INTENT_PREFIX
-from userlm.data_prep.llm_cache import AnswerCache, request_key
-from userlm.endpoint import Endpoint, EndpointClient, EndpointError, run_with_endpoint
+from userlm.data_prep.llm_cache import cached_chats
+from userlm.endpoint import Endpoint, EndpointError
 
 # Long turns are cut to their head and tail: the goal of a turn is usually stated at its
 # start, and pasted code or documents in the middle say little about the intent.
@@ -146,18 +146,7 @@ def llm_intents(
     """
     params = {"max_tokens": max_tokens, "temperature": 0.0}
     requests = {record["conversation_id"]: intent_messages(record) for record in records}
-    keys = {cid: request_key(endpoint.model, messages, params) for cid, messages in requests.items()}
-    with AnswerCache(cache_path) as cache:
-        replies = {cid: cache.get(key) for cid, key in keys.items()}
-        missing = [cid for cid, reply in replies.items() if reply is None]
-
-        async def ask(client: EndpointClient, cid: str) -> str:
-            reply = await client.chat(requests[cid], **params)
-            cache.put(keys[cid], "intent", reply)
-            return reply
-
-        answers = run_with_endpoint(endpoint, ask, missing, desc="llm intents", progress=progress)
-    replies.update(zip(missing, answers))
+    replies, asked = cached_chats(endpoint, requests, cache_path, kind="intent", params=params, desc="llm intents", progress=progress)
 
     results: dict[str, str | EndpointError] = {}
     repaired_count = 0
@@ -181,7 +170,7 @@ def llm_intents(
     if progress:
         failed = sum(isinstance(result, EndpointError) for result in results.values())
         tqdm.write(
-            f"llm intents: {len(records) - len(missing)} from cache, {len(missing)} asked, "
+            f"llm intents: {len(records) - asked} from cache, {asked} asked, "
             f"{repaired_count} prefix repaired, {failed} failed (cache: {cache_path})"
         )
     return results

@@ -36,8 +36,8 @@ import re
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from userlm.data_prep.llm_cache import AnswerCache, request_key
-from userlm.endpoint import Endpoint, EndpointClient, EndpointError, run_with_endpoint
+from userlm.data_prep.llm_cache import cached_chats
+from userlm.endpoint import Endpoint, EndpointError
 from userlm.errors import UserError
 
 SOURCES = ("style", "llm", "column")
@@ -185,17 +185,7 @@ def llm_profiles(
     params = {"max_tokens": max_tokens, "temperature": 0.0}
     units = _units(records)
     requests = {unit: profile_messages(_user_turns(members)) for unit, members in units.items()}
-    keys = {unit: request_key(endpoint.model, messages, params) for unit, messages in requests.items()}
-    with AnswerCache(cache_path) as cache:
-        replies = {unit: cache.get(key) for unit, key in keys.items()}
-        missing = [unit for unit, reply in replies.items() if reply is None]
-
-        async def ask(client: EndpointClient, unit: str) -> str:
-            reply = await client.chat(requests[unit], **params)
-            cache.put(keys[unit], "profile", reply)
-            return reply
-
-        replies.update(zip(missing, run_with_endpoint(endpoint, ask, missing, desc="llm personas", progress=progress)))
+    replies, _ = cached_chats(endpoint, requests, cache_path, kind="profile", params=params, desc="llm personas", progress=progress)
     profiles: dict[str, str | EndpointError] = {}
     for unit, members in units.items():
         reply = replies[unit]
