@@ -22,11 +22,13 @@ A flipped sample (3.3) is TRL's conversational prompt-completion shape:
 
 from __future__ import annotations
 
+import re
 from typing import Iterator
 
 END_MARKER = "<|endconversation|>"
 INTENT_PREFIX = "You are a user chatting with an assistant language model to"
 ROLES = ("user", "assistant")
+BLANK_LINES = re.compile(r"\n[ \t]*\n\s*")
 
 CONVERSATION_KEYS = (
     "conversation_id",
@@ -44,10 +46,26 @@ CONVERSATION_KEYS = (
 
 
 def system_text(intent: str, persona: str | None = None) -> str:
-    """The simulator's system message: the intent, then a blank line and the persona block."""
+    """The simulator's system message: the intent, then a blank line and the persona block.
+
+    A blank line inside the intent is folded to a single line break, so that the first
+    blank line always separates intent from persona and `parse_system_text` can undo this.
+    """
+    intent = BLANK_LINES.sub("\n", intent.strip())
     if persona:
-        return f"{intent}\n\n{persona}"
+        return f"{intent}\n\n{persona.strip()}"
     return intent
+
+
+def parse_system_text(text: str) -> tuple[str, str | None]:
+    """(intent, persona or None) of a system message written by `system_text`."""
+    intent, _, persona = text.strip().partition("\n\n")
+    return intent.strip(), persona.strip() or None
+
+
+def count_user_turns(messages: list[dict]) -> int:
+    """User turns in a message list (a flipped prompt, a conversation's messages or turns)."""
+    return sum(1 for m in messages if m["role"] == "user")
 
 
 def conversation_ends(record: dict) -> bool:

@@ -79,9 +79,9 @@ def attach_template(tokenizer, template: FlippedTemplate) -> None:
     tokenizer.chat_template = template.jinja
 
 
-def render(tokenizer, messages: list[dict]) -> str:
-    """Render messages with the tokenizer's flipped template; the text ends with an open user turn."""
-    return tokenizer.apply_chat_template(messages, tokenize=False)
+def render(tokenizer, template: FlippedTemplate, messages: list[dict]) -> str:
+    """A flipped prompt as text: `messages` rendered with `template`, ending with an open user turn."""
+    return tokenizer.apply_chat_template(messages, tokenize=False, chat_template=template.jinja)
 
 
 def tokenize_sample(tokenizer, template: FlippedTemplate, sample: dict) -> dict:
@@ -90,7 +90,7 @@ def tokenize_sample(tokenizer, template: FlippedTemplate, sample: dict) -> dict:
     The prompt and the completion are tokenised separately and concatenated, so the
     boundary is exact whatever the tokenizer's merges across it.
     """
-    prompt_text = tokenizer.apply_chat_template(sample["prompt"], tokenize=False, chat_template=template.jinja)
+    prompt_text = render(tokenizer, template, sample["prompt"])
     completion_text = template.completion_text(sample["completion"][0]["content"])
     prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
     completion_ids = tokenizer(completion_text, add_special_tokens=False)["input_ids"]

@@ -62,7 +62,9 @@ def test_rendering_matches_the_reference(tokenizer, template, expected, completi
     sample = list(flip(RECORD, "train"))[1]
     attach_template(tokenizer, template)
     assert template_of(tokenizer) is template
-    assert render(tokenizer, sample["prompt"]) == expected
+    assert render(tokenizer, template, sample["prompt"]) == expected
+    # The attached template renders the same: inference cannot pick a different one.
+    assert tokenizer.apply_chat_template(sample["prompt"], tokenize=False) == expected
     assert template.completion_text(sample["completion"][0]["content"]) == completion
 
 
@@ -70,7 +72,7 @@ def test_llama3_rendering_of_a_whole_conversation_and_the_end_sample(tokenizer):
     attach_template(tokenizer, USERLM_LLAMA3)
     end = list(flip(RECORD, "train"))[-1]
     assert end["is_end"] and end["completion"][0]["content"] == END_MARKER
-    assert render(tokenizer, end["prompt"]) == (
+    assert render(tokenizer, USERLM_LLAMA3, end["prompt"]) == (
         LLAMA3_PROMPT + "\nSoft or hard?<|eot_id|>"
         "<|start_header_id|>assistant<|end_header_id|>\nHard.<|eot_id|>"
         "<|start_header_id|>user<|end_header_id|>"
@@ -92,3 +94,16 @@ def test_tokenize_sample_mask_is_exactly_the_completion(tokenizer, template):
         assert tokenizer.decode(untrained) == prompt_text
         # The mask is one contiguous block at the end.
         assert mask == [0] * mask.index(1) + [1] * (len(mask) - mask.index(1))
+
+
+def test_system_text_parses_back_even_when_the_intent_has_a_blank_line():
+    from userlm.data_prep.format import parse_system_text, system_text
+
+    intent = "You are a user chatting with an assistant language model to plan a trip.\n\nThey like trains."
+    persona = "You write short messages.\n\nYou never say thanks."
+    text = system_text(intent, persona)
+    assert parse_system_text(text) == (
+        "You are a user chatting with an assistant language model to plan a trip.\nThey like trains.",
+        persona,
+    )
+    assert parse_system_text(system_text(intent)) == (parse_system_text(text)[0], None)

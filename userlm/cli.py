@@ -1,40 +1,59 @@
-"""The `userlm` console script: one subcommand per stage, each a thin shell over a function."""
+"""The `userlm` console script: one subcommand per stage, each a thin shell over a function.
+
+Every subcommand reads its stage's config dataclass from a YAML file, key=value words and
+--flags (`userlm.config.parse_config`); `userlm COMMAND --help` lists its keys.
+"""
 
 from __future__ import annotations
 
-import argparse
+import importlib
 import sys
 
 from userlm import __version__
 from userlm.errors import UserError
 
+# command -> (module:function taking the command's words and returning an exit code, one line of help)
+COMMANDS = {
+    "prep": ("userlm.data_prep.cli:main", "turn conversation logs into flipped, intent-conditioned datasets"),
+    "train": ("userlm.train.cli:train_main", "fine-tune a user simulator from a YAML recipe"),
+    "merge": ("userlm.train.cli:merge_main", "merge a LoRA/QLoRA adapter into its unquantised base"),
+    "simulate": ("userlm.infer.cli:simulate_main", "simulate conversations between a user simulator and an assistant"),
+    "chat": ("userlm.infer.cli:chat_main", "chat with a user simulator: you play the assistant"),
+    "eval": ("userlm.evaluation.cli:main", "evaluate simulator checkpoints side by side with the paper's metrics"),
+    "quickstart": ("userlm.quickstart:main", "run the whole pipeline on the embedded default on a CPU"),
+}
 
-def build_parser() -> argparse.ArgumentParser:
-    # Stage modules are imported here, not at module level, so `userlm --help` stays fast.
-    from userlm import quickstart
-    from userlm.data_prep import cli as prep_cli
-    from userlm.evaluation import cli as eval_cli
-    from userlm.infer import cli as infer_cli
-    from userlm.train import cli as train_cli
 
-    parser = argparse.ArgumentParser(prog="userlm", description="Build, train, run and evaluate user simulators.")
-    parser.add_argument("--version", action="version", version=f"userlm-kit {__version__}")
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (prep_cli, train_cli, eval_cli, infer_cli, quickstart):
-        module.add_parser(subparsers)
-    return parser
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: userlm COMMAND [CONFIG.yaml] [key=value ...] [--key value ...]", "", "Build, train, run and evaluate user simulators.", "", "commands:"]
+    lines += [f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
+    lines += ["", "`userlm COMMAND --help` lists a command's keys."]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        print(f"userlm-kit {__version__}")
+        return 0
+    command, words = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"userlm: unknown command {command!r}; use one of {', '.join(COMMANDS)}.", file=sys.stderr)
+        return 2
+    target, _ = COMMANDS[command]
+    module_name, function_name = target.split(":")
     try:
-        return args.run(args) or 0
+        function = getattr(importlib.import_module(module_name), function_name)
+        return function(words) or 0
     except UserError as error:
-        print(f"userlm {args.command}: {error}", file=sys.stderr)
+        print(f"userlm {command}: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"userlm {args.command}: interrupted.", file=sys.stderr)
+        print(f"userlm {command}: interrupted.", file=sys.stderr)
         return 130
 
 
