@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from tqdm.auto import tqdm
 
+from userlm.data_prep.format import count_user_turns
+
 # The detector reads only this much of the user's text: enough for a stable guess, and
 # long code-heavy turns would slow it down without helping.
 LANGUAGE_SAMPLE_CHARS = 120
-
-
-def user_turns(record: dict) -> int:
-    return sum(1 for m in record["messages"] if m["role"] == "user")
 
 
 def total_chars(record: dict) -> int:
@@ -25,7 +23,7 @@ def total_chars(record: dict) -> int:
 def by_user_turns(records: list[dict], low: int, high: int | None) -> tuple[list[dict], list[dict]]:
     kept, removed = [], []
     for record in records:
-        turns = user_turns(record)
+        turns = count_user_turns(record["messages"])
         (kept if turns >= low and (high is None or turns <= high) else removed).append(record)
     return kept, removed
 
@@ -64,7 +62,7 @@ def detect_languages(records: list[dict], *, progress: bool = False) -> None:
         record["language"] = found[0]["lang"] if found else None
 
 
-def by_language(records: list[dict], languages: tuple[str, ...]) -> tuple[list[dict], list[dict]]:
+def by_language(records: list[dict], languages: list[str]) -> tuple[list[dict], list[dict]]:
     wanted = {code.lower() for code in languages}
     kept, removed = [], []
     for record in records:

@@ -16,12 +16,16 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from pathlib import Path
+from typing import Iterator
 
 from userlm.errors import UserError
 
-from .reading import Rejection
+from .reading import Rejection, read_file
 
 FORMATS = ("sharegpt", "wildchat", "lmsys", "openai")
+# How many readable records may pass without one whose keys name a format.
+DETECT_WINDOW = 100
 SHAREGPT_PART = re.compile(r"^(.*)_(\d+)$")
 
 # The language names WildChat and LMSYS-Chat-1M use, mapped to the ISO codes the detector gives.
@@ -49,10 +53,44 @@ def detect_format(record: dict) -> str | None:
     return None
 
 
-def check_format(name: str) -> str:
-    if name not in FORMATS:
-        raise UserError(f"Unknown format {name!r}; use one of {', '.join(FORMATS)} or leave --format out to detect it.")
-    return name
+def read_records(path: Path, fmt: str | None, *, progress: bool = False) -> Iterator[tuple[dict, dict | Rejection, str]]:
+    """(location, record or Rejection, format) for every record of one input; the format is
+    `fmt`, else detected from the keys of the file's first records (held back until then)."""
+    records = read_file(path, progress=progress)
+    if fmt is not None:
+        for where, record in records:
+            yield where, record, fmt
+        return
+    held = []
+    readable = 0
+    for where, record in records:
+        held.append((where, record))
+        if isinstance(record, Rejection):
+            continue
+        fmt = detect_format(record)
+        readable += 1
+        if fmt is not None or readable >= DETECT_WINDOW:
+            break
+    if fmt is None:
+        if not readable:
+            # Nothing readable: every record is rejected, whatever the format.
+            for where, record in held:
+                yield where, record, "unknown"
+            return
+        raise UserError(f"Cannot tell the format of {path} from its records' keys; pass --format with one of {', '.join(FORMATS)}.")
+    for where, record in held:
+        yield where, record, fmt
+    for where, record in records:
+        yield where, record, fmt
+
+
+def raw_id(record) -> str | None:
+    """The source's own id of a raw record, for rejected.jsonl."""
+    if isinstance(record, dict):
+        for key in ("id", "conversation_id", "conversation_hash"):
+            if isinstance(record.get(key), (str, int)):
+                return str(record[key])
+    return None
 
 
 def language_code(name) -> str | None:

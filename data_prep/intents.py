@@ -21,10 +21,10 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from userlm.data_prep.format import INTENT_PREFIX
+from userlm.data_prep.words import STOPWORDS
 
 from .reading import Rejection
 
-INTENT_SOURCES = ("heuristic", "llm", "column")
 TASK_CHARS = 600
 TOPIC_CHARS = 1500
 
@@ -66,21 +66,16 @@ TASK_RULES = (
     (re.compile(r"\b(explain|what is|what are|how does|how do|why|difference between)\b"), "understand a topic"),
 )
 
-STOPWORDS = set(
-    """a about above after again against all also am an and any are aren't as at be because been before being
-    below between both but by can can't cannot could couldn't did didn't do does doesn't doing don't down during
-    each few for from further had has have having he her here hers herself him himself his how i i'm if in into
-    is isn't it it's its itself just let's me more most my myself no nor not now of off on once only or other
-    our ours ourselves out over own same she should so some such than that that's the their theirs them
-    themselves then there there's these they this those through to too under until up very was we were what
-    when where which while who whom why will with would you you're your yours yourself yourselves
-    please write create make give help need want like using use used also following provide example examples
-    explain tell know something things thing answer question questions based thanks thank okay ok sure yes
-    get got one two three new way ways good best well much many every another really even still able
-    continue more less within without include including each etc via per may might must shall
-    generate list show find take keep put set go going see look let now then here there being done
-    describe create write rewrite draft compose translate summarize summarise""".split()
+# Words that name the request rather than its topic, on top of the common stopwords.
+REQUEST_WORDS = frozenset(
+    """also just now please write create make give help need want like using use used following provide example
+    examples explain tell know something things thing answer question questions based thanks thank okay ok sure
+    yes get got one two three new way ways good best well much many every another really even still able continue
+    more less within without include including each etc via per may might must shall generate list show find take
+    keep put set go going see look let then here there being done describe rewrite draft compose translate
+    summarize summarise""".split()
 )
+TOPIC_STOPWORDS = STOPWORDS | REQUEST_WORDS
 
 
 def topic_words(first_turn: str, all_user_text: str, limit: int = 3, exclude: frozenset = frozenset()) -> list[str]:
@@ -89,7 +84,7 @@ def topic_words(first_turn: str, all_user_text: str, limit: int = 3, exclude: fr
     counts = Counter(w.lower() for w in WORD.findall(all_user_text))
     candidates = []
     for word in first:
-        if len(word) >= 4 and word not in STOPWORDS and word not in exclude and word not in candidates:
+        if len(word) >= 4 and word not in TOPIC_STOPWORDS and word not in exclude and word not in candidates:
             candidates.append(word)
     chosen = sorted(candidates, key=lambda w: (-counts[w], candidates.index(w)))[:limit]
     # Never reproduce the whole first turn: a turn made only of topic words loses some.

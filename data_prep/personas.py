@@ -6,7 +6,7 @@ Sources (`assign_personas(records, source)`):
   rendered in the second person ("You write short messages, mostly starting in lowercase, ...").
 - `llm`: a short second-person profile of the user's style and background, written by an
   OpenAI-compatible chat endpoint from the user's turns only (USP-style), cached like intents.
-- `column`: an existing field of the record (top level, else `meta`).
+- `column`: an existing field of the record, else of its source row (`columns`) or its `meta`.
 
 Attributes are measured per user (all conversations of one `user_id`), or per conversation
 when `user_id` is null, and are stored in `persona_attrs` whatever the source, so that
@@ -37,16 +37,12 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from userlm.data_prep.llm_cache import cached_chats
+from userlm.data_prep.words import POLITENESS
 from userlm.endpoint import Endpoint, EndpointError
 from userlm.errors import UserError
 
 SOURCES = ("style", "llm", "column")
 
-POLITENESS = re.compile(
-    r"\b(?:please|pls|plz|thanks|thank\s+you|thank\s+u|thx|ty|sorry|apologi[sz]e|appreciate|kindly|"
-    r"would\s+you\s+mind|merci|danke|gracias|bitte|por\s+favor)\b",
-    re.IGNORECASE,
-)
 ALPHA_WORD = re.compile(r"[^\W\d_]+")
 VOWELS = set("aeiouyàáâäèéêëìíîïòóôöùúûü")
 TRIPLE_LETTER = re.compile(r"([a-z])\1\1")
@@ -199,6 +195,14 @@ def llm_profiles(
     return profiles
 
 
+def source_field(record: dict, name: str):
+    """A field of the record, else of its source row (`columns`), else of its `meta`."""
+    for where in (record, record.get("columns") or {}, record.get("meta") or {}):
+        if name in where:
+            return where[name]
+    return None
+
+
 def assign_personas(
     records: list[dict],
     source: str,
@@ -231,7 +235,7 @@ def assign_personas(
         if source == "style":
             persona = render_style(attrs)
         elif source == "column":
-            value = record.get(column, record.get("meta", {}).get(column))
+            value = source_field(record, column)
             if isinstance(value, str) and value.strip():
                 persona = value.strip()
             else:

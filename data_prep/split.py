@@ -18,3 +18,13 @@ def split_of(record: dict, shares: tuple[float, float, float]) -> str:
         if point < bound:
             return name
     return SPLITS[-1]
+
+
+def split_by_user(records: list[dict], shares: tuple[float, float, float]) -> dict[str, list[dict]]:
+    """The records of each split; each record's `meta["split"]` says where it went."""
+    by_split: dict[str, list[dict]] = {split: [] for split in SPLITS}
+    for record in records:
+        split = split_of(record, shares)
+        record["meta"]["split"] = split
+        by_split[split].append(record)
+    return by_split

@@ -1,51 +1,21 @@
-"""Writing prep's outputs atomically: JSONL files, stats.json and the `OUT/hf/` DatasetDict.
+"""Writing prep's flipped samples: `OUT/<split>.jsonl` and the `OUT/hf/` DatasetDict.
 
-Each file is written to a temporary name in the same folder and renamed into place, so a
-killed run never leaves a half-written file under a final name.
+Every file and the `hf/` folder go through `userlm.atomic`, so a killed run never leaves a
+half-written file or folder under a final name.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
+from userlm.atomic import atomic_open, replace_folder, staging_folder
 from userlm.data_prep.format import flip
 
 from .split import SPLITS
-
-
-@contextmanager
-def atomic_open(path: Path) -> Iterator:
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            yield stream
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-
-
-def write_jsonl(path: Path, rows: Iterable[dict]) -> int:
-    count = 0
-    with atomic_open(path) as stream:
-        for row in rows:
-            stream.write(json.dumps(row, ensure_ascii=False, default=str))
-            stream.write("\n")
-            count += 1
-    return count
-
-
-def write_json(path: Path, value) -> None:
-    with atomic_open(path) as stream:
-        json.dump(value, stream, ensure_ascii=False, indent=2, default=str)
-        stream.write("\n")
 
 
 SAMPLE_KEYS = {"prompt", "completion", "conversation_id", "turn_index", "is_end", "split"}
@@ -165,20 +135,13 @@ def save_hf(out: Path, split_counts: dict[str, dict], *, progress: bool = False)
             parse_options=pajson.ParseOptions(explicit_schema=features.arrow_schema),
         )
         parts[split] = Dataset(table.select(list(features)))
-    staging = Path(tempfile.mkdtemp(dir=out, prefix=".hf."))
+    final = out / "hf"
+    staging = staging_folder(final)
     try:
         # One shard each: an empty split saved with none cannot be loaded back.
-        shards = {split: 1 for split in SPLITS}
-        if progress:
-            DatasetDict(parts).save_to_disk(str(staging), num_shards=shards)
-        else:
-            with progress_bars_off():
-                DatasetDict(parts).save_to_disk(str(staging), num_shards=shards)
-        final = out / "hf"
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
+        with nullcontext() if progress else progress_bars_off():
+            DatasetDict(parts).save_to_disk(str(staging), num_shards={split: 1 for split in SPLITS})
+        return replace_folder(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return final

@@ -180,15 +180,28 @@ def test_bounded_concurrency(loopback_server):
     assert peak[0] == 2
 
 
-def test_real_transformers_serve_chat_and_complete(transformers_server, default_model_dir):
+def test_real_transformers_serve_chat_and_complete(transformers_server, default_model_dir, default_tokenizer):
     endpoint = Endpoint(base_url=transformers_server, model=str(default_model_dir), timeout=300)
+    chat = [{"role": "user", "content": "Say hello."}]
+    prompt = "The capital of France is"
 
     async def go():
         async with EndpointClient(endpoint) as client:
-            text = await client.chat([{"role": "user", "content": "Say hello."}], max_tokens=4, temperature=0.0)
-            choice = await client.complete("The capital of France is", max_tokens=3, temperature=0.0)
+            text = await client.chat(chat, max_tokens=4, temperature=0.0)
+            choice = await client.complete(prompt, max_tokens=3, temperature=0.0)
             return text, choice
 
     text, choice = asyncio.run(go())
-    assert isinstance(text, str) and text.strip()
-    assert isinstance(choice.text, str) and choice.text.strip()
+    # Greedy decoding: each answer is the model's own continuation, computed here without the server.
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(default_model_dir)
+
+    def greedy(input_ids, max_new_tokens: int) -> str:
+        output = model.generate(input_ids, max_new_tokens=max_new_tokens, do_sample=False)
+        return default_tokenizer.decode(output[0, input_ids.shape[1]:], skip_special_tokens=True)
+
+    chat_ids = default_tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
+    assert text.strip() and choice.text.strip()
+    assert text == greedy(chat_ids, 4)
+    assert choice.text == greedy(default_tokenizer(prompt, return_tensors="pt")["input_ids"], 3)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from userlm.data_prep.pipeline import PrepConfig, prep
+from userlm.data_prep.config import PrepConfig
+from userlm.data_prep.pipeline import prep
 from userlm.errors import UserError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "prep"
@@ -55,7 +56,7 @@ def run(tmp_path: Path, inputs, **options):
     options.setdefault("languages", None)
     options.setdefault("progress", False)
     options.setdefault("hf", False)
-    return prep(PrepConfig(inputs=[Path(p) for p in inputs], out_dir=tmp_path / "out", **options))
+    return prep(PrepConfig(inputs=[Path(p) for p in inputs], out=tmp_path / "out", **options))
 
 
 def assert_counts_close(stats: dict) -> None:
@@ -111,7 +112,7 @@ def test_cut_off_gzip_keeps_what_was_complete(tmp_path):
     whole = gzip.compress(("\n".join(lines) + "\n").encode())
     path = tmp_path / "cut.jsonl.gz"
     path.write_bytes(whole[: len(whole) * 2 // 3])
-    stats = run(tmp_path, [path], exact_dedup=False, near_dup_threshold=None).stats
+    stats = run(tmp_path, [path], exact_dedup=False, near_dup_threshold=0).stats
     assert 0 < stats["kept"] < 200
     assert_counts_close(stats)
     assert stats["rejected"].get("truncated_record", 0) <= 1
@@ -144,19 +145,28 @@ def test_folder_that_is_not_a_dataset_stops(tmp_path):
 @pytest.mark.parametrize(
     "options, match",
     [
-        ({"min_user_turns": 5, "max_user_turns": 2}, "user turns bounds"),
-        ({"min_chars": 100, "max_chars": 10}, "characters bounds"),
-        ({"split_shares": (0.8, 0.1, 0.05)}, "summing to 1"),
-        ({"intents": "column"}, "--intent-column"),
-        ({"intents": "llm"}, "--intent-endpoint"),
-        ({"personas": "column"}, "--persona-column"),
-        ({"format": "reddit"}, "Unknown format"),
-        ({"near_dup_threshold": 1.5}, "threshold"),
+        ({"min_user_turns": 5, "max_user_turns": 2}, "The user turns bounds make no sense"),
+        ({"min_chars": 100, "max_chars": 10}, "The characters bounds make no sense"),
+        ({"min_user_turns": 0}, "`min_user_turns` must be at least 1"),
+        ({"split": (0.8, 0.1, 0.05)}, "must sum to 1"),
+        ({"split": (1.2, -0.1, -0.1)}, "`split` must be at most 1"),
+        ({"intents": "column"}, "`intents: column` needs `intent_column`"),
+        ({"intents": "llm"}, "`intents: llm` needs `intent_endpoint` and `intent_model`"),
+        ({"intents": "vibes"}, "`intents` must be one of 'heuristic', 'llm', 'column'"),
+        ({"personas": "column"}, "`personas: column` needs `persona_column`"),
+        ({"personas": "llm"}, "`personas: llm` needs an endpoint"),
+        ({"format": "reddit"}, "`format` must be one of sharegpt, wildchat, lmsys, openai"),
+        ({"near_dup_threshold": 1.5}, "`near_dup_threshold` must be at most 1"),
+        ({"endpoint_concurrency": 0}, "`endpoint_concurrency` must be at least 1"),
+        ({"endpoint_timeout": 0}, "`endpoint_timeout` must be more than 0"),
+        ({"languages": []}, "`languages` must not be empty"),
+        ({"persona_filter": "shoe_size>3"}, "unknown attribute 'shoe_size'"),
     ],
 )
-def test_nonsensical_options_stop(tmp_path, options, match):
+def test_nonsensical_options_stop_before_any_work(tmp_path, options, match):
     with pytest.raises(UserError, match=match):
         run(tmp_path, [FIXTURES / "openai.jsonl"], **options)
+    assert not (tmp_path / "out").exists()
 
 
 def test_repeated_ids_are_renamed_not_merged(tmp_path):

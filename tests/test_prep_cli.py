@@ -31,18 +31,20 @@ def test_prep_writes_everything_and_prints_a_summary(tmp_path):
     assert (out / "hf" / "dataset_dict.json").is_file()
     stats = json.loads((out / "stats.json").read_text())
     assert stats["read"] == 7 and stats["filtered"]["toxic"] == 1 and stats["filtered"]["language"] == 1
-    assert stats["config"]["split_shares"] == [0.5, 0.25, 0.25]
-    assert "records read" in done.stdout and str(out / "train.jsonl") in done.stdout
+    assert stats["config"]["split"] == [0.5, 0.25, 0.25] and stats["config"]["languages"] == ["en"]
+    assert "7 records read" in done.stdout and "7 read = 5 kept + 0 rejected + 2 filtered" in done.stdout
+    assert str(out / "train.jsonl") in done.stdout
     assert not list(out.glob(".*")), "no temporary files are left behind"
 
 
 @pytest.mark.parametrize(
     "args, words",
     [
-        (["--format", "wildchat", "--intents", "column"], "--intent-column"),
+        (["--format", "wildchat", "--intents", "column"], "`intents: column` needs `intent_column`"),
         (["--min-user-turns", "4", "--max-user-turns", "2"], "bounds make no sense"),
-        (["--split", "0.7,0.2,0.2"], "summing to 1"),
-        (["--split", "a,b"], "three numbers"),
+        (["--split", "0.7,0.2,0.2"], "must sum to 1"),
+        (["--split", "a,b"], "`split` (--split) must be 3 values, each a number"),
+        (["--min-user-turn", "2"], "Unknown key `--min-user-turn` on the command line; did you mean `--min-user-turns`?"),
     ],
 )
 def test_nonsensical_options_exit_2_with_one_sentence(tmp_path, args, words):

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from userlm.data_prep.config import PrepConfig
 from userlm.data_prep.format import CONVERSATION_KEYS, END_MARKER, INTENT_PREFIX
-from userlm.data_prep.pipeline import PrepConfig, prep
+from userlm.data_prep.pipeline import prep
 
 FIXTURES = Path(__file__).parent / "fixtures" / "prep"
 
@@ -23,7 +24,7 @@ def run(tmp_path: Path, inputs, **options):
     options.setdefault("languages", None)
     options.setdefault("progress", False)
     options.setdefault("hf", False)
-    return prep(PrepConfig(inputs=[Path(p) for p in inputs], out_dir=tmp_path / "out", **options))
+    return prep(PrepConfig(inputs=[Path(p) for p in inputs], out=tmp_path / "out", **options))
 
 
 def assert_counts_close(stats: dict) -> None:
@@ -44,8 +45,14 @@ def test_sharegpt_json_array(tmp_path):
     records = conversations(result)
     for record in records.values():
         assert tuple(record) == CONVERSATION_KEYS
-        assert record["source"] == "sharegpt"
-        assert record["intent"].startswith(INTENT_PREFIX)
+        assert record["source"] == "sharegpt" and record["intent_source"] == "heuristic"
+    # Heuristic intents: the task type and the topic words of each conversation, in the prefix's convention.
+    assert {cid: record["intent"] for cid, record in records.items()} == {
+        "abc123_0": f"{INTENT_PREFIX} get help writing a cover letter, touching on junior, data and analyst.",
+        "abc123_1": f"{INTENT_PREFIX} get help writing an email, touching on interview.",
+        "q9Zk2_0": f"{INTENT_PREFIX} understand a topic, touching on photosynthesis, turn and sunlight.",
+        "py7Fn_0": f"{INTENT_PREFIX} get help with a programming task, touching on python, function and raises.",
+    }
     # user_id is the id root; a part followed by a later part does not end.
     assert records["abc123_0"]["user_id"] == records["abc123_1"]["user_id"] == "abc123"
     assert records["abc123_0"]["meta"]["ends"] is False
@@ -65,7 +72,7 @@ def test_sharegpt_json_array(tmp_path):
 
 
 def test_samples_flip_each_kept_conversation(tmp_path):
-    result = run(tmp_path, [FIXTURES / "sharegpt.json"], split_shares=(1.0, 0.0, 0.0))
+    result = run(tmp_path, [FIXTURES / "sharegpt.json"], split=(1.0, 0.0, 0.0))
     samples = read_jsonl(result.written["train"])
     by_conversation: dict[str, list[dict]] = {}
     for sample in samples:
@@ -98,7 +105,7 @@ def test_wildchat_language_and_toxicity(tmp_path):
 
 
 def test_wildchat_keep_toxic(tmp_path):
-    stats = run(tmp_path, [FIXTURES / "wildchat.jsonl"], drop_toxic=False).stats
+    stats = run(tmp_path, [FIXTURES / "wildchat.jsonl"], keep_toxic=True).stats
     assert stats["kept"] == 4 and stats["filtered"].get("toxic", 0) == 0
 
 
@@ -152,7 +159,7 @@ def write_containers(tmp_path: Path) -> dict[str, Path]:
 def test_every_container_gives_the_same_conversations(tmp_path):
     expected = None
     for name, path in write_containers(tmp_path).items():
-        result = run(tmp_path / name, [path], drop_toxic=False)
+        result = run(tmp_path / name, [path], keep_toxic=True)
         assert result.stats["inputs"][0]["format"] == "wildchat", name
         assert result.stats["read"] == 4 and result.stats["kept"] == 4, name
         got = {cid: r["messages"] for cid, r in conversations(result).items()}
@@ -164,7 +171,7 @@ def test_every_container_gives_the_same_conversations(tmp_path):
 def test_forced_format_and_hf_output(tmp_path):
     from datasets import load_from_disk
 
-    result = run(tmp_path, [FIXTURES / "lmsys.jsonl"], format="lmsys", hf=True, split_shares=(0.5, 0.5, 0.0))
+    result = run(tmp_path, [FIXTURES / "lmsys.jsonl"], format="lmsys", hf=True, split=(0.5, 0.5, 0.0))
     saved = load_from_disk(str(result.written["hf"]))
     assert set(saved) == {"train", "validation", "test"}
     for split in saved:
@@ -172,7 +179,7 @@ def test_forced_format_and_hf_output(tmp_path):
     assert len(saved["test"]) == 0
 
 
-@pytest.mark.parametrize("threshold", [0.5, None])
+@pytest.mark.parametrize("threshold", [0.5, 0])
 def test_duplicates_on_user_text(tmp_path, threshold):
     rows = read_jsonl(FIXTURES / "lmsys.jsonl")
     exact = json.loads(json.dumps(rows[0]))
@@ -184,16 +191,16 @@ def test_duplicates_on_user_text(tmp_path, threshold):
     near["conversation"][0]["content"] = "Summarize the plot of Hamlet in two short sentences."
     path = tmp_path / "dups.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows + [exact, near]) + "\n", encoding="utf-8")
-    stats = run(tmp_path, [path], drop_toxic=False, near_dup_threshold=threshold).stats
+    stats = run(tmp_path, [path], keep_toxic=True, near_dup_threshold=threshold).stats
     assert stats["filtered"]["exact_duplicate"] == 1
     assert stats["filtered"].get("near_duplicate", 0) == (1 if threshold else 0)
     assert_counts_close(stats)
 
 
 def test_turn_and_char_bounds(tmp_path):
-    stats = run(tmp_path, [FIXTURES / "lmsys.jsonl"], drop_toxic=False, min_user_turns=2).stats
+    stats = run(tmp_path, [FIXTURES / "lmsys.jsonl"], keep_toxic=True, min_user_turns=2).stats
     assert stats["filtered"]["user_turns"] == 2 and stats["kept"] == 1
-    stats = run(tmp_path, [FIXTURES / "lmsys.jsonl"], drop_toxic=False, max_chars=70).stats
+    stats = run(tmp_path, [FIXTURES / "lmsys.jsonl"], keep_toxic=True, max_chars=70).stats
     assert stats["filtered"]["chars"] == 2 and stats["kept"] == 1
 
 

@@ -4,9 +4,12 @@ profile through the real `transformers serve` (plumbing only) with its cache."""
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
+
 import pytest
 
-from userlm.data_prep.personas import assign_personas, measure_style, render_style, select_personas
+from userlm.data_prep.personas import assign_personas, clean_profile, measure_style, render_style, select_personas
 from userlm.endpoint import Endpoint
 from userlm.errors import UserError
 
@@ -156,8 +159,12 @@ def test_llm_profiles_from_real_server_are_cached(tmp_path, transformers_server,
     endpoint = Endpoint(base_url=transformers_server, model=str(default_model_dir), timeout=300, max_concurrency=2)
     records = corpus()
     assert assign_personas(records, "llm", endpoint=endpoint, cache_path=cache, progress=False, max_tokens=16) == {}
-    assert all(isinstance(r["persona"], str) and r["persona"] for r in records)
-    assert records[0]["persona"] == records[1]["persona"]  # one profile per user
+    # One profile per user (u1 wrote a and b; c has no user id): the endpoint's two answers, cleaned.
+    with closing(sqlite3.connect(cache)) as db:
+        answers = [answer for (answer,) in db.execute("SELECT answer FROM answers WHERE kind = 'profile'")]
+    assert records[0]["persona"] == records[1]["persona"]
+    assert sorted([records[0]["persona"], records[2]["persona"]]) == sorted(clean_profile(answer) for answer in answers)
+    assert all(r["persona"] for r in records)
     assert records[0]["persona_attrs"]["source"] == "llm" and records[0]["persona_attrs"]["model"] == str(default_model_dir)
     # Everything is cached now, so a dead endpoint (nothing listens on port 9) is never asked.
     dead = Endpoint(base_url="http://127.0.0.1:9/v1", model=str(default_model_dir), max_retries=0, timeout=5)

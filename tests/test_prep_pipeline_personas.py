@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from userlm.data_prep.format import system_text
-from userlm.data_prep.pipeline import PrepConfig, prep
+from userlm.data_prep.config import PrepConfig
+from userlm.data_prep.pipeline import prep
 from userlm.errors import UserError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "prep"
@@ -19,9 +20,9 @@ def run(tmp_path: Path, **options):
     return prep(
         PrepConfig(
             inputs=[FIXTURES / "openai.jsonl", FIXTURES / "wildchat.jsonl"],
-            out_dir=tmp_path,
+            out=tmp_path,
             languages=None,
-            split_shares=(1.0, 0.0, 0.0),
+            split=(1.0, 0.0, 0.0),
             progress=False,
             hf=False,
             **options,

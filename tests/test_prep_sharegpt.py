@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from userlm.data_prep.format import CONVERSATION_KEYS, END_MARKER, INTENT_PREFIX
-from userlm.data_prep.pipeline import run_quickstart_prep
+from userlm.data_prep.config import PrepConfig
+from userlm.data_prep.format import CONVERSATION_KEYS, END_MARKER, INTENT_PREFIX, count_user_turns
+from userlm.data_prep.intents import heuristic_intent
+from userlm.data_prep.pipeline import prep
 
 pytestmark = pytest.mark.slow
 
@@ -18,7 +20,7 @@ pytestmark = pytest.mark.slow
 def prepped(sharegpt_file, tmp_path_factory):
     """The quickstart's prep step: the bundled file with the defaults."""
     out = tmp_path_factory.mktemp("sharegpt_prep")
-    result = run_quickstart_prep(out, progress=False)
+    result = prep(PrepConfig(inputs=[sharegpt_file], out=out, progress=False))
     assert result.stats["inputs"] == [{"path": str(sharegpt_file), "format": "sharegpt"}]
     return result
 
@@ -32,31 +34,36 @@ def read_jsonl(path: Path):
 def test_counts_close_and_the_cut_off_tail_is_rejected(prepped):
     stats = json.loads(Path(prepped.written["stats"]).read_text())
     assert stats["read"] == 17_671 + 1
-    assert stats["rejected"]["truncated_record"] == 1
-    assert stats["rejected"]["empty_conversation"] == 126
+    assert stats["rejected"] == {"truncated_record": 1, "empty_conversation": 126, "non_alternating": 150}
     assert stats["read"] == stats["kept"] + sum(stats["rejected"].values()) + sum(stats["filtered"].values())
     rejected = list(read_jsonl(prepped.written["rejected"]))
     assert len(rejected) == sum(stats["rejected"].values())
     tail = [r for r in rejected if r["reason"] == "truncated_record"]
     assert tail[0]["location"]["record"] == 17_671
-    # Every filter ran and removed something real from these logs.
-    assert stats["filtered"]["language"] > 0 and stats["filtered"]["exact_duplicate"] > 0
-    assert stats["kept"] > 15_000
+    # The language and duplicate filters remove something real from these logs; the others find nothing.
+    assert stats["filtered"] == {"user_turns": 0, "chars": 0, "toxic": 0, "language": 435, "exact_duplicate": 1096,
+                                 "near_duplicate": 157}
+    assert stats["kept"] == 15_707
 
 
 def test_no_user_in_two_splits_and_records_are_complete(prepped):
     split_of_user: dict[str, set] = defaultdict(set)
+    intents = {}
     kept = 0
     for record in read_jsonl(prepped.written["conversations"]):
         kept += 1
         assert tuple(record) == CONVERSATION_KEYS
-        assert record["intent"].startswith(INTENT_PREFIX) and record["intent_source"] == "heuristic"
+        # Each record carries the heuristic intent of its own conversation, never its first turn.
+        assert record["intent"] == heuristic_intent(record) and record["intent_source"] == "heuristic"
         first = record["messages"][0]["content"]
         assert record["intent"] != f"{INTENT_PREFIX} {first}"
+        intents[record["conversation_id"]] = record["intent"]
         roles = [m["role"] for m in record["messages"]]
         assert roles[::2] == ["user"] * len(roles[::2]) and roles[1::2] == ["assistant"] * len(roles[1::2])
         split_of_user[record["user_id"]].add(record["meta"]["split"])
     assert kept == prepped.stats["kept"]
+    assert intents["QWJhYvA_0"] == f"{INTENT_PREFIX} get a text summarized, touching on launch, main and ideas."
+    assert intents["A5AbcES_0"] == f"{INTENT_PREFIX} get help with a programming task, touching on object, student and point."
     assert all(len(splits) == 1 for splits in split_of_user.values())
     assert {s for splits in split_of_user.values() for s in splits} == {"train", "validation", "test"}
 
@@ -66,7 +73,7 @@ def test_samples_one_user_completion_and_one_end_per_ending_conversation(prepped
     user_turns = {}
     for record in read_jsonl(prepped.written["conversations"]):
         ends[record["conversation_id"]] = record["meta"]["ends"]
-        user_turns[record["conversation_id"]] = sum(m["role"] == "user" for m in record["messages"])
+        user_turns[record["conversation_id"]] = count_user_turns(record["messages"])
     # ShareGPT parts followed by a later part exist and do not end.
     assert 0 < sum(not e for e in ends.values()) < len(ends)
     end_samples: dict[str, int] = defaultdict(int)
