@@ -12,20 +12,23 @@ padding share (pad positions / all positions), over one whole epoch of the batch
 trainer builds from the same samples.
 
     python bench/train.py --data out/quickstart/prep [--steps 6]
+    python bench/train.py data=out/quickstart/prep steps=6       # the same keys as key=value words
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
+import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from userlm.config import Config, parse_config
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "smollm2-cpu-quickstart.yaml"
+RECIPE = "smollm2-cpu-quickstart"  # the shipped recipe, found by name
 
 
 class CountingCollator:
@@ -86,12 +89,12 @@ def userlm_run(data: Path, out: Path, steps: int) -> dict:
 
 def baseline_run(data: Path, out: Path, steps: int) -> dict:
     import torch
-    from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
     from userlm.train.config import load_recipe
     from userlm.train.data import load_samples
+    from userlm.train.sft import lora_config, model_folder
 
     recipe = load_recipe(RECIPE, [f"dataset_path={data}"])
     train = load_samples(data)["train"]
@@ -106,22 +109,25 @@ def baseline_run(data: Path, out: Path, steps: int) -> dict:
         report_to="none",
         seed=recipe.sft["seed"],
     )
-    model = AutoModelForCausalLM.from_pretrained(recipe.model_name_or_path, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(recipe.model_name_or_path)
-    peft = LoraConfig(r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout,
-                      target_modules=recipe.lora_target_modules, task_type="CAUSAL_LM")
+    model = AutoModelForCausalLM.from_pretrained(model_folder(recipe.model_name_or_path), dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(model_folder(recipe.model_name_or_path))
+    peft = lora_config(recipe, model, tokenizer, added_tokens=[])  # the recipe's LoRA, no new token rows
     trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer, peft_config=peft)
     return measure(trainer)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True, help="`userlm prep` output folder")
-    parser.add_argument("--out", type=Path, default=Path("out/bench-train"))
-    parser.add_argument("--steps", type=int, default=6)
-    args = parser.parse_args()
+@dataclass(kw_only=True)
+class BenchConfig(Config):
+    data: Path = field(metadata={"help": "`userlm prep` output folder"})
+    out: Path = field(default=Path("out/bench-train"), metadata={"help": "where train_bench.json and the runs go"})
+    steps: int = field(default=6, metadata={"min": 1, "help": "timed training steps per run"})
 
+
+def main() -> None:
+    args = parse_config(BenchConfig, sys.argv[1:], prog="python bench/train.py", description=__doc__.split("\n\n")[0])
     import torch
+
+    from userlm.atomic import write_json
 
     results = {"userlm train": userlm_run(args.data, args.out, args.steps), "TRL defaults": baseline_run(args.data, args.out, args.steps)}
     ours, base = results["userlm train"], results["TRL defaults"]
@@ -133,7 +139,7 @@ def main() -> None:
     print(f"trained tokens per processed position over an epoch: {ours['epoch_trained_per_position']:.3f} vs {base['epoch_trained_per_position']:.3f}")
     report = {"steps": args.steps, "threads": torch.get_num_threads(), "results": results, "ratio": round(ratio, 3)}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "train_bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out / "train_bench.json", report)
     print(f"Wrote {args.out / 'train_bench.json'}.")
 
 

@@ -16,13 +16,16 @@ published Llama-3.1-8B LoRA figure, 4,699 tokens/s on one A6000.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
+
+from userlm.config import Config, parse_config
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -71,12 +74,13 @@ class CountingCollator:
 def run(name: str, values: dict) -> dict:
     import torch
 
-    from userlm.train.config import recipe_from_dict
+    from userlm.config import from_dict
+    from userlm.train.config import TrainConfig
     from userlm.train.sft import build_trainer
 
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    trainer = build_trainer(recipe_from_dict(values)).trainer
+    trainer = build_trainer(from_dict(TrainConfig, values)).trainer
     counter = CountingCollator(trainer.data_collator)
     trainer.data_collator = counter
     started = time.perf_counter()
@@ -103,16 +107,19 @@ def run(name: str, values: dict) -> dict:
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--work", type=Path, default=Path("out/bench-gpu"))
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--tiny", action="store_true", help="a 2-layer model of the same vocabulary, for a CPU smoke run")
-    parser.add_argument("--runs", default="lora,full", help="lora, full, or both (each in its own process)")
-    args = parser.parse_args()
+@dataclass(kw_only=True)
+class BenchConfig(Config):
+    data: Path = field(metadata={"help": "`userlm prep` output folder"})
+    work: Path = field(default=Path("out/bench-gpu"), metadata={"help": "where the model, the runs and the figures go"})
+    steps: int = field(default=30, metadata={"min": 1, "help": "timed training steps per run"})
+    tiny: bool = field(default=False, metadata={"help": "a 2-layer model of the same vocabulary, for a CPU smoke run"})
+    runs: list[Literal["lora", "full"]] = field(default_factory=lambda: ["lora", "full"], metadata={
+        "nonempty": True, "help": "lora, full, or both (each in its own process)"})
 
-    runs = args.runs.split(",")
+
+def main() -> None:
+    args = parse_config(BenchConfig, sys.argv[1:], prog="python bench/train_gpu.py", description=__doc__.split("\n\n")[0])
+    runs = args.runs
     if len(runs) > 1:
         # One process per run: DeepSpeed's process group cannot follow a plain run in one process.
         for name in runs:
@@ -120,6 +127,8 @@ def main() -> None:
         return
 
     import torch
+
+    from userlm.atomic import write_json
 
     model = build_model(args.work / ("tiny-llama31" if args.tiny else "llama31-8b-random"), TINY if args.tiny else LLAMA31_8B)
     gpu = torch.cuda.is_available()
@@ -140,8 +149,9 @@ def main() -> None:
         result = run(f"full, {config.stem}", {**common, "method": "full", "deepspeed": str(config), "output_dir": str(args.work / "full")})
     args.work.mkdir(parents=True, exist_ok=True)
     path = args.work / f"train_gpu_bench_{runs[0]}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(path, result)
     print(f"Wrote {path}.")
+
 
 if __name__ == "__main__":
     main()

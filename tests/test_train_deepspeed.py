@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import free_port
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -45,7 +47,7 @@ def test_two_rank_zero3_run_completes_loss_falls_and_checkpoint_loads(flipped_sa
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launcher = Path(sys.executable).parent / "deepspeed"
     result = subprocess.run(
-        [str(launcher), "--num_gpus", "2", "--master_port", "29617", "--module", "userlm.train", str(recipe)],
+        [str(launcher), "--num_gpus", "2", "--master_port", str(free_port()), "--module", "userlm.train", str(recipe)],
         env=env, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

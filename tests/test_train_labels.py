@@ -1,7 +1,8 @@
 """The loss covers exactly the target user turn and its end-of-turn token (DESIGN.md 3.3).
 
 The labels are read from the batches TRL's own collator builds for the trainer, for
-both flipped templates, and compared with literal expected strings.
+both flipped templates, padded and packed (`packing: true`, `packing_strategy: bfd`,
+what the GPU default turns on), and compared with literal expected strings.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ import json
 
 import pytest
 
+from userlm.config import from_dict
 from userlm.errors import UserError
-from userlm.train.config import recipe_from_dict
+from userlm.train.config import TrainConfig
 from userlm.train.data import prepare_datasets
-from userlm.train.sft import build_trainer
+from userlm.train.sft import batching_defaults, build_trainer
 
 TARGETS = [
     "how do i sort a list in python",
@@ -42,13 +44,17 @@ def recipe(model, data, out, template, **extra):
         "activation_checkpointing": False,
         "report_to": "none",
     }
-    return recipe_from_dict({**values, **extra})
+    return from_dict(TrainConfig, {**values, **extra})
 
 
-def labelled_spans(trainer, tokenizer) -> list[str]:
+def training_batches(trainer) -> list[dict]:
+    return list(trainer.get_train_dataloader())
+
+
+def labelled_spans(batches, tokenizer) -> list[str]:
     """Decode each run of labelled tokens in every batch the trainer would train on."""
     spans = []
-    for batch in trainer.get_train_dataloader():
+    for batch in batches:
         for row in batch["labels"].tolist():
             current = []
             for token in row + [-100]:
@@ -60,6 +66,7 @@ def labelled_spans(trainer, tokenizer) -> list[str]:
     return spans
 
 
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
 @pytest.mark.parametrize(
     "template, expected",
     [
@@ -68,13 +75,15 @@ def labelled_spans(trainer, tokenizer) -> list[str]:
     ],
 )
 def test_labels_are_the_target_turn_and_its_end_of_turn_token(
-    template, expected, flipped_samples_dir, tiny_llama_for, llama3_style_tokenizer, default_tokenizer, tmp_path
+    template, expected, packed, flipped_samples_dir, tiny_llama_for, llama3_style_tokenizer, default_tokenizer, tmp_path
 ):
     tokenizer = llama3_style_tokenizer if template == "userlm-llama3" else default_tokenizer
     model = tiny_llama_for(tokenizer, name=template)
-    run = build_trainer(recipe(model, flipped_samples_dir, tmp_path / "out", template))
+    packing = batching_defaults({}, "flash_attention_2") if packed else {}
+    run = build_trainer(recipe(model, flipped_samples_dir, tmp_path / "out", template, **packing))
+    batches = training_batches(run.trainer)
 
-    spans = labelled_spans(run.trainer, run.tokenizer)
+    spans = labelled_spans(batches, run.tokenizer)
 
     assert sorted(spans) == sorted(expected)
     # The literal strings, spelled out once for each template.
@@ -85,7 +94,18 @@ def test_labels_are_the_target_turn_and_its_end_of_turn_token(
         assert "\nhow do i sort a list in python<|eot_id|>" in spans
         assert spans.count("\n<|endconversation|><|eot_id|>") == 4
     # One span per sample: nothing else in any row is trained (no stray header after the turn).
-    assert len(spans) == len(run.trainer.train_dataset)
+    samples = sum(len(row) for row in run.trainer.train_dataset["seq_lengths"]) if packed else len(run.trainer.train_dataset)
+    assert len(spans) == samples == len(TARGETS)
+    if packed:
+        # Padding-free packing: one row per batch, holding several samples (position ids restart at each).
+        assert packing == {"packing": True, "packing_strategy": "bfd"}
+        assert all(batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch for batch in batches)
+        assert max(int((batch["position_ids"] == 0).sum()) for batch in batches) > 1
+
+
+def test_without_flash_attention_batches_are_grouped_by_length_not_packed():
+    assert batching_defaults({}, "sdpa") == {"train_sampling_strategy": "group_by_length"}
+    assert batching_defaults({"packing": False}, "flash_attention_2") == {}
 
 
 def test_end_marker_is_one_added_special_token(flipped_samples_dir, tiny_llama, tmp_path):

@@ -1,142 +1,153 @@
-"""The training recipe: one YAML file, validated, with `key=value` overrides (DESIGN.md 5).
+"""`TrainConfig`: a training recipe, at once its YAML file, its command-line flags and its Python API.
 
-A recipe's keys are TRL `SFTConfig` fields (kept under their own names) plus the few
-of our own in `RECIPE_KEYS`. Any other key is an error that names it.
+    userlm train smollm2-cpu-quickstart dataset_path=out/prep --max_steps 50
+    train(load_recipe("recipes/my-recipe.yaml", ["learning_rate=1e-4"]))
+
+A recipe's keys are our own few (the fields below) plus any TRL `SFTConfig` field under its
+own name, which lands in `TrainConfig.sft` and goes to `SFTConfig` as it is. Both are checked
+by type when the config is built (userlm/config.py), so `learning_rate: fast` or
+`max_steps: -3` is one sentence naming the key, before any model loads; an unknown key is
+one sentence naming it. Relative paths in a recipe (`deepspeed`, `dataset_path`, a model
+folder) are read beside the recipe when they exist there.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar, Literal
 
-import yaml
+from trl import SFTConfig
 
+from userlm.config import Config, check_value, parse_config, shipped_config, unknown_key_message
 from userlm.data_prep.templates import TEMPLATES
 from userlm.errors import UserError
 
-METHODS = ("full", "lora", "qlora")
-LONG_SAMPLE_POLICIES = ("error", "skip")
-# SFTConfig fields the run sets itself: the loss mask is ours, so these are not knobs.
+# SFTConfig fields the run sets itself: the loss mask comes from the flipped samples.
 FIXED_SFT_KEYS = {"completion_only_loss": True, "assistant_only_loss": False}
-
-
-@dataclass
-class Recipe:
-    """Our own recipe keys; `sft` holds every `SFTConfig` field the recipe sets."""
-
-    model_name_or_path: str
-    dataset_path: str
-    template: str
-    output_dir: str
-    method: str = "lora"
-    dtype: str = "auto"
-    attn_implementation: str | None = None
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_target_modules: str | list[str] = "all-linear"
-    # Tokens (besides an added end marker) whose embedding rows LoRA trains too, e.g. the
-    # Llama-3 base's untrained `<|eot_id|>` and header tokens.
-    trainable_tokens: list[str] = field(default_factory=list)
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
-    # A sample whose target turn alone exceeds max_length: stop the run, or skip it and
-    # list it in OUTPUT/skipped_samples.jsonl.
-    long_samples: str = "error"
-    sft: dict = field(default_factory=dict)
-
-
-RECIPE_KEYS = {f.name for f in dataclasses.fields(Recipe)} - {"sft"}
-TEXT_KEYS = {"model_name_or_path", "dataset_path", "template", "output_dir", "run_name", "hub_model_id"}
+# YAML 1.1 reads `eval_strategy: no` as false.
 STRATEGY_KEYS = ("eval_strategy", "save_strategy", "logging_strategy")
-SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+# Bounds of the SFTConfig keys recipes set, checked with our own keys' bounds.
+SFT_BOUNDS = {
+    "learning_rate": {"above": 0},
+    "num_train_epochs": {"above": 0},
+    "per_device_train_batch_size": {"min": 1},
+    "per_device_eval_batch_size": {"min": 1},
+    "gradient_accumulation_steps": {"min": 1},
+    "max_length": {"min": 1},
+    "warmup_steps": {"min": 0},
+    "logging_steps": {"above": 0},
+    "save_steps": {"above": 0},
+    "eval_steps": {"above": 0},
+    "save_total_limit": {"min": 1},
+    "weight_decay": {"min": 0},
+    "max_grad_norm": {"min": 0},
+    "seed": {"min": 0},
+}
 
 
-def sft_config_keys() -> set[str]:
-    from trl import SFTConfig
+@dataclass(kw_only=True)
+class TrainConfig(Config):
+    """Our own recipe keys; `sft` holds every `SFTConfig` key the recipe sets."""
 
-    return {f.name for f in dataclasses.fields(SFTConfig) if f.init}
+    passthrough: ClassVar[type] = SFTConfig
+    passthrough_field: ClassVar[str] = "sft"
+    path_keys: ClassVar[tuple[str, ...]] = ("deepspeed", "dataset_path", "model_name_or_path")
 
+    model_name_or_path: str = field(metadata={
+        "nonempty": True, "help": "base model: a saved folder, a hub id, or default (the embedded SmolLM2-135M-Instruct)"})
+    dataset_path: Path = field(metadata={
+        "help": "flipped samples: a `userlm prep` output folder, a DatasetDict folder or one JSONL file"})
+    template: str = field(metadata={
+        "choices": tuple(TEMPLATES), "help": f"the flipped chat template of the base's chat format: {' or '.join(TEMPLATES)}"})
+    output_dir: str = field(metadata={
+        "nonempty": True, "help": "where checkpoints, the model or adapter and train_summary.json go"})
+    method: Literal["full", "lora", "qlora"] = field(default="lora", metadata={
+        "help": "full (fine-tuning), lora, or qlora (LoRA on a 4-bit base)"})
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = field(default="auto", metadata={
+        "help": "dtype the base model loads in: auto, bfloat16, float16 or float32"})
+    attn_implementation: str | None = field(default=None, metadata={
+        "help": "e.g. flash_attention_2 or sdpa (default: flash_attention_2 where installed on a GPU, else sdpa)"})
+    lora_r: int = field(default=16, metadata={"min": 1, "help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"min": 1, "help": "LoRA scaling: the update is multiplied by lora_alpha / lora_r"})
+    lora_dropout: float = field(default=0.05, metadata={"min": 0, "max": 1, "help": "dropout on the LoRA input"})
+    lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"], metadata={
+        "nonempty": True, "help": "module names LoRA adapts, or all-linear"})
+    trainable_tokens: list[str] = field(default_factory=list, metadata={
+        "help": "tokens whose embedding rows LoRA trains too, besides an added end marker, "
+        "e.g. the Llama-3 base's untrained <|eot_id|>"})
+    max_train_samples: int | None = field(default=None, metadata={"min": 1, "help": "use only the first N training samples"})
+    max_eval_samples: int | None = field(default=None, metadata={"min": 1, "help": "use only the first N validation samples"})
+    long_samples: Literal["error", "skip"] = field(default="error", metadata={
+        "help": "a sample whose target turn alone exceeds max_length stops the run (error), "
+        "or is skipped and listed in skipped_samples.jsonl (skip)"})
+    sft: dict[str, Any] = field(default_factory=dict, metadata={"help": "TRL SFTConfig keys, under their own names"})
 
-def parse_override(text: str) -> tuple[str, object]:
-    """`key=value` from the command line; the value is read as YAML (numbers, bools, lists)."""
-    if "=" not in text:
-        raise UserError(f"Override {text!r} is not key=value; write it like `learning_rate=1e-4`.")
-    key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value) if value.strip() else None
+    @classmethod
+    def passthrough_types(cls) -> dict[str, Any]:
+        types = super().passthrough_types()
+        for key in STRATEGY_KEYS:
+            types[key] = types[key] | bool  # validate() reads false back as "no"
+        return types
 
-
-def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"Recipe {path} does not exist; pass a YAML file such as recipes/smollm2-cpu-quickstart.yaml.")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise UserError(f"Recipe {path} is not valid YAML ({error.__class__.__name__}); fix the file.") from None
-    if not isinstance(values, dict):
-        raise UserError(f"Recipe {path} must be a mapping of keys to values.")
-    for text in overrides:
-        key, value = parse_override(text)
-        values[key] = value
-    return recipe_from_dict(values, base_dir=path.parent)
-
-
-def recipe_from_dict(values: dict, base_dir: Path | None = None) -> Recipe:
-    """Validate keys and values; paths in the recipe are relative to the recipe's folder."""
-    sft_keys = sft_config_keys()
-    unknown = sorted(k for k in values if k not in RECIPE_KEYS and k not in sft_keys)
-    if unknown:
-        raise UserError(
-            f"Unknown recipe key {unknown[0]!r}; use a TRL SFTConfig field or one of: {', '.join(sorted(RECIPE_KEYS))}."
-        )
-    for key in ("model_name_or_path", "dataset_path", "template", "output_dir"):
-        if values.get(key) in (None, ""):
-            raise UserError(f"The recipe sets no {key!r}; add `{key}: ...` to it or pass {key}=... on the command line.")
-    for key, fixed in FIXED_SFT_KEYS.items():
-        if key in values and values[key] != fixed:
-            raise UserError(f"Recipe key {key!r} must be {fixed!r}: the loss mask comes from the flipped samples.")
-    if values["template"] not in TEMPLATES:
-        raise UserError(f"Unknown template {values['template']!r}; choose one of: {', '.join(TEMPLATES)}.")
-    if values.get("method", "lora") not in METHODS:
-        raise UserError(f"Unknown method {values['method']!r}; choose one of: {', '.join(METHODS)}.")
-    if values.get("long_samples", "error") not in LONG_SAMPLE_POLICIES:
-        raise UserError(f"long_samples must be one of {', '.join(LONG_SAMPLE_POLICIES)}, not {values['long_samples']!r}.")
-    values = {k: v if k in TEXT_KEYS else yaml_number(v) for k, v in values.items()}
-    for key in STRATEGY_KEYS:
-        if values.get(key) is False:
-            values[key] = "no"  # YAML 1.1 reads `eval_strategy: no` as false
-    ours = {k: v for k, v in values.items() if k in RECIPE_KEYS}
-    sft = {k: v for k, v in values.items() if k not in RECIPE_KEYS}
-    for key in ("dataset_path", "model_name_or_path"):
-        ours[key] = resolve_path(str(ours[key]), base_dir)
-    deepspeed = sft.get("deepspeed")
-    if isinstance(deepspeed, str):
-        sft["deepspeed"] = resolve_path(deepspeed, base_dir)
-        if not Path(sft["deepspeed"]).is_file():
-            raise UserError(f"The DeepSpeed config {deepspeed} does not exist; point `deepspeed:` at a JSON file.")
-    ours["trainable_tokens"] = list(ours.get("trainable_tokens") or [])
-    return Recipe(**ours, sft=sft)
-
-
-def yaml_number(value):
-    """YAML 1.1 reads `1e-4` (no dot) as a string; a recipe means the number."""
-    if isinstance(value, str) and SCIENTIFIC.fullmatch(value.strip()):
-        return float(value)
-    return value
+    def validate(self) -> None:
+        types = self.passthrough_types()
+        for key, value in self.sft.items():
+            if key not in types:
+                raise UserError(unknown_key_message(key, sorted(types), " in the recipe"))
+            self.sft[key] = check_value(key, value, types[key], SFT_BOUNDS.get(key))
+        for key in STRATEGY_KEYS:
+            if self.sft.get(key) is False:
+                self.sft[key] = "no"
+        if "report_to" in self.sft:
+            self.sft["report_to"] = report_targets(self.sft["report_to"])
+        steps = self.sft.get("max_steps", -1)
+        if steps != -1 and steps < 1:
+            raise UserError(f"`max_steps` must be -1 (train for num_train_epochs) or at least 1, not {steps}.")
+        for key, fixed in FIXED_SFT_KEYS.items():
+            if key in self.sft and self.sft[key] != fixed:
+                raise UserError(f"`{key}` must be {fixed}: the loss mask comes from the flipped samples.")
+        deepspeed = self.sft.get("deepspeed")
+        if isinstance(deepspeed, str) and not Path(deepspeed).is_file():
+            raise UserError(f"The DeepSpeed config {deepspeed} does not exist; point `deepspeed` at a JSON file.")
 
 
-def resolve_path(value: str, base_dir: Path | None) -> str:
-    """`default` is the embedded model; a relative path that exists next to the recipe wins over the cwd."""
-    if value == "default":
-        from userlm.defaults import default_model_dir
+def report_targets(value) -> list[str]:
+    """`report_to` as the list SFTConfig makes of it (`none` -> ["none"], `wandb` -> ["wandb"])."""
+    if value is None:
+        return ["none"]
+    return [value] if isinstance(value, str) else list(value)
 
-        return str(default_model_dir())
-    candidate = Path(value).expanduser()
-    if not candidate.is_absolute() and base_dir is not None and not candidate.exists():
-        beside = base_dir / candidate
-        if beside.exists():
-            return str(beside)
-    return str(candidate)
+
+def find_recipe(word: str) -> Path:
+    """A word that is not a file on the command line names a shipped recipe."""
+    found = shipped_config(word)
+    if found is None:
+        raise UserError(f"No recipe {word}: it is not a file, nor a shipped recipe such as smollm2-cpu-quickstart.")
+    return found
+
+
+def load_recipe(name_or_path: str | Path, overrides: list[str] = ()) -> TrainConfig:
+    """A shipped recipe by name (`smollm2-cpu-quickstart`) or a YAML path, with `key=value` or `--key value` overrides."""
+    return parse_train_words([str(name_or_path), *overrides])
+
+
+def parse_train_words(words: list[str]) -> TrainConfig:
+    return parse_config(TrainConfig, list(words), prog="userlm train", description=TRAIN_DESCRIPTION, find_config=find_recipe)
+
+
+TRAIN_DESCRIPTION = (
+    "Fine-tune a user simulator with TRL's SFTTrainer from a recipe: a YAML file or the name of a shipped one "
+    "(smollm2-cpu-quickstart, userlm8b-lora-persona, llama31-8b-qlora-1gpu, llama31-8b-full-zero3). "
+    "Besides the keys below, every TRL SFTConfig field is a key (learning_rate, max_steps, max_length, "
+    "per_device_train_batch_size, deepspeed, resume_from_checkpoint: auto, report_to, ...)."
+)
+
+
+@dataclass(kw_only=True)
+class MergeConfig(Config):
+    adapter: Path = field(metadata={"positional": True, "help": "an adapter folder written by `userlm train` (lora or qlora)"})
+    out: Path = field(metadata={"help": "folder to write the merged model and tokenizer to"})
+    base: str | None = field(default=None, metadata={
+        "help": "the unquantised base model (default: the adapter's base_model_name_or_path)"})
+    dtype: Literal["bfloat16", "float32"] = field(default="bfloat16", metadata={"help": "dtype of the merged weights"})

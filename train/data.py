@@ -14,9 +14,6 @@ in `skipped_samples.jsonl` (`long_samples: skip`). It is never dropped silently.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
@@ -82,16 +79,16 @@ def tokenize_split(dataset: Dataset, tokenizer, template: FlippedTemplate, max_l
     return kept.select_columns(["input_ids", "completion_mask"]), skipped
 
 
-def prepare_datasets(recipe, tokenizer, template: FlippedTemplate, max_length: int | None) -> tuple[Dataset, Dataset | None, list[dict]]:
+def prepare_datasets(config, tokenizer, template: FlippedTemplate, max_length: int | None) -> tuple[Dataset, Dataset | None, list[dict]]:
     """Train and validation sets ready for SFTTrainer, after the long-sample policy."""
-    samples = load_samples(recipe.dataset_path)
-    train = _subset(samples["train"], recipe.max_train_samples)
-    validation = _subset(samples["validation"], recipe.max_eval_samples) if "validation" in samples else None
+    samples = load_samples(config.dataset_path)
+    train = _subset(samples["train"], config.max_train_samples)
+    validation = _subset(samples["validation"], config.max_eval_samples) if "validation" in samples else None
     train, skipped = tokenize_split(train, tokenizer, template, max_length)
     if validation is not None:
         validation, skipped_eval = tokenize_split(validation, tokenizer, template, max_length)
         skipped += [dict(row, split="validation") for row in skipped_eval]
-    if skipped and recipe.long_samples == "error":
+    if skipped and config.long_samples == "error":
         first = skipped[0]
         raise UserError(
             f"{len(skipped)} samples have a target user turn longer than max_length={max_length} "
@@ -105,11 +102,3 @@ def prepare_datasets(recipe, tokenizer, template: FlippedTemplate, max_length: i
 
 def _subset(dataset: Dataset, limit: int | None) -> Dataset:
     return dataset.select(range(min(limit, len(dataset)))) if limit else dataset
-
-
-def write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as sink:
-        for row in rows:
-            sink.write(json.dumps(row) + "\n")
-    os.replace(tmp, path)

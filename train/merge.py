@@ -5,17 +5,15 @@ into NF4 weights would round the update away, so a QLoRA adapter is "dequantised
 merging into the original unquantised weights it was trained against. The result is a
 plain `save_pretrained` folder with the adapter's tokenizer (end marker, flipped
 template), loadable without PEFT and servable by vLLM (whose LoRA path cannot carry new
-vocabulary).
+vocabulary). It is built beside `out` and swapped in whole.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from userlm.atomic import replace_folder, staging_folder
 from userlm.errors import UserError
 
 
@@ -24,26 +22,21 @@ def merge_adapter(adapter: str | Path, out: str | Path, *, base: str | None = No
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .sft import model_folder
     from .vocab import resize_embeddings
 
     adapter, out = Path(adapter), Path(out)
     config_file = adapter / "adapter_config.json"
     if not config_file.is_file():
         raise UserError(f"{adapter} is not an adapter folder (no adapter_config.json); pass the output_dir of a lora or qlora run.")
-    base = base or json.loads(config_file.read_text())["base_model_name_or_path"]
-    if not Path(base).exists() and os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise UserError(f"The adapter's base model {base} is not a local folder; pass --base FOLDER.")
+    base = model_folder(base or json.loads(config_file.read_text())["base_model_name_or_path"])
 
     tokenizer = AutoTokenizer.from_pretrained(adapter)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=getattr(torch, dtype))
     resize_embeddings(model, tokenizer)
     merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    staging = staging_folder(out)
     merged.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
-    return out
+    return replace_folder(staging, out)
