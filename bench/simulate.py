@@ -2,6 +2,7 @@
 card's sequential loop, and the cost of the guardrails, all in one run.
 
     python bench/simulate.py [--conversations 16] [--turns 4] [--user-tokens 24] [--assistant-tokens 24] [--threads N]
+    python bench/simulate.py conversations=8 turns=2          # the same keys as key=value words
 
 SmolLM2 (the embedded default) plays the user (prompted, chatml flipped template) and the
 assistant. Three runs of the same conversations:
@@ -15,15 +16,18 @@ Targets: batched at least 4x sequential; guarded at most 1.3x the time of unguar
 
 from __future__ import annotations
 
-import argparse
+import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from userlm.config import Config, parse_config
 from userlm.data_prep.format import system_text
+from userlm.data_prep.templates import render
 from userlm.infer.assistants import LocalAssistant
 from userlm.infer.guardrails import Guardrails
 from userlm.infer.simulate import make_jobs, simulate
@@ -35,6 +39,16 @@ GOALS = [
     "improve a slow SQL query", "train for a first 10k run", "pick a houseplant for a dark room", "translate a menu",
     "prepare for a job interview", "set up a home Wi-Fi network", "write a birthday poem", "learn about black holes",
 ]
+
+
+@dataclass(kw_only=True)
+class BenchConfig(Config):
+    conversations: int = field(default=16, metadata={"help": "conversations per run", "min": 1})
+    turns: int = field(default=4, metadata={"help": "user turns per conversation", "min": 1})
+    user_tokens: int = field(default=24, metadata={"help": "max new tokens per user turn", "min": 1})
+    assistant_tokens: int = field(default=24, metadata={"help": "max new tokens per assistant reply", "min": 1})
+    threads: int | None = field(default=None, metadata={
+        "help": "torch CPU threads (on a shared, oversubscribed CPU, 1 is often fastest)", "min": 1})
 
 
 def intents(n: int) -> list[str]:
@@ -50,9 +64,8 @@ def sequential(simulator: UserSimulator, assistant: LocalAssistant, goals: list[
     for intent in tqdm(goals, desc="sequential", unit="conv"):
         messages = [{"role": "system", "content": system_text(intent)}]
         for _ in range(turns):
-            inputs = tokenizer.apply_chat_template(
-                messages, chat_template=simulator.template.jinja, return_tensors="pt", return_dict=True
-            ).to(model.device)
+            text = render(tokenizer, simulator.template, messages)
+            inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
             output = model.generate(
                 **inputs, do_sample=True, top_p=0.8, temperature=1.0, max_new_tokens=user_tokens,
                 eos_token_id=eot, pad_token_id=tokenizer.pad_token_id,
@@ -81,34 +94,28 @@ def timed(function, *args):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--conversations", type=int, default=16)
-    parser.add_argument("--turns", type=int, default=4, help="user turns per conversation")
-    parser.add_argument("--user-tokens", type=int, default=24, help="max new tokens per user turn")
-    parser.add_argument("--assistant-tokens", type=int, default=24, help="max new tokens per assistant reply")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (on a shared, oversubscribed CPU, 1 is often fastest)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    config = parse_config(BenchConfig, sys.argv[1:], prog="python bench/simulate.py", description=__doc__.split("\n\n")[0])
+    if config.threads:
+        torch.set_num_threads(config.threads)
 
     torch.manual_seed(0)
     simulator = UserSimulator.load("default")
-    assistant = LocalAssistant("default", max_tokens=args.assistant_tokens)
-    goals = intents(args.conversations)
+    assistant = LocalAssistant("default", max_tokens=config.assistant_tokens)
+    goals = intents(config.conversations)
     simulator.generate([[{"role": "system", "content": goals[0]}]], guardrails=Guardrails(), max_new_tokens=2)  # warm-up, token tables
 
-    seq_time, seq_tokens = timed(sequential, simulator, assistant, goals, args.turns, args.user_tokens)
-    plain_time, plain = timed(batched, simulator, assistant, goals, args.turns, args.user_tokens, None)
-    guarded_time, guarded = timed(batched, simulator, assistant, goals, args.turns, args.user_tokens, Guardrails())
+    seq_time, seq_tokens = timed(sequential, simulator, assistant, goals, config.turns, config.user_tokens)
+    plain_time, plain = timed(batched, simulator, assistant, goals, config.turns, config.user_tokens, None)
+    guarded_time, guarded = timed(batched, simulator, assistant, goals, config.turns, config.user_tokens, Guardrails())
 
     def per_minute(seconds: float) -> float:
-        return args.conversations / seconds * 60
+        return config.conversations / seconds * 60
 
-    print(f"\n{args.conversations} conversations x {args.turns} user turns, SmolLM2-135M as simulator and assistant, "
-          f"{args.user_tokens}/{args.assistant_tokens} max new tokens per user/assistant turn, "
+    print(f"\n{config.conversations} conversations x {config.turns} user turns, SmolLM2-135M as simulator and assistant, "
+          f"{config.user_tokens}/{config.assistant_tokens} max new tokens per user/assistant turn, "
           f"{torch.get_num_threads()} torch threads, device {simulator.model.device}")
     print(f"{'run':<22}{'seconds':>9}{'conv/min':>10}{'user turns':>12}")
-    print(f"{'sequential (card)':<22}{seq_time:>9.1f}{per_minute(seq_time):>10.2f}{args.conversations * args.turns:>12}")
+    print(f"{'sequential (card)':<22}{seq_time:>9.1f}{per_minute(seq_time):>10.2f}{config.conversations * config.turns:>12}")
     print(f"{'batched':<22}{plain_time:>9.1f}{per_minute(plain_time):>10.2f}{plain['user_turns']:>12}")
     print(f"{'batched + guardrails':<22}{guarded_time:>9.1f}{per_minute(guarded_time):>10.2f}{guarded['user_turns']:>12}")
     print(f"batched / sequential speed-up: {seq_time / plain_time:.2f}x (target >= 4x)")

@@ -13,9 +13,21 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from userlm.config import to_dict
+
+from .config import ChatConfig
 from .guardrails import Guardrails
 from .sampling import derive_seed
-from .simulate import Conversation, Job, append_record, record_of, user_step
+from .simulate import Conversation, Job, append_record, load_simulator, open_output, record_of, user_step
+
+
+def run_chat(config: ChatConfig, *, read: Callable[[str], str] = input, show: Callable[[str], None] = print) -> dict:
+    """`userlm chat`: load the simulator the config names and chat with it."""
+    return chat(
+        load_simulator(config), config.intent, config.out, persona=config.persona, guardrails=config.guardrails,
+        seed=config.seed, max_turns=config.max_turns, max_new_tokens=config.max_new_tokens,
+        temperature=config.temperature, top_p=config.top_p, read=read, show=show,
+    )
 
 
 def chat(
@@ -55,12 +67,11 @@ def chat(
         show("user: [leaves the conversation]")
     elif conversation.termination_reason in ("guardrails_exhausted", "simulator_error"):
         show(f"The simulator stopped: {conversation.termination_reason} {conversation.error or ''}".rstrip())
-    settings = {**simulator.settings, "guardrails": guardrails.as_dict() if guardrails else None,
+    settings = {**simulator.settings, "guardrails": to_dict(guardrails),
                 "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
     record = record_of(conversation, settings, {"kind": "human"})
     out_file = Path(out_file)
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(out_file, "a", encoding="utf-8") as sink:
+    with open_output(out_file) as sink:
         append_record(sink, record)
     show(f"Saved the transcript ({conversation.user_turns} user turns, {conversation.termination_reason}) to {out_file}.")
     return record

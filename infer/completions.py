@@ -20,19 +20,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import typing
 from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from userlm.data_prep.format import END_MARKER
+from userlm.data_prep.format import END_MARKER, count_user_turns
+from userlm.data_prep.templates import render
 from userlm.endpoint import Endpoint, EndpointClient
 
-from .guardrails import Guardrails, check_draft, user_turn_count
+from .config import SimulatorServer
+from .guardrails import Guardrails, check_draft
 from .loading import resolve_template
 from .sampling import derive_seed
 from .simulator import GeneratedTurn, UserSimulator
 
-SERVERS = ("transformers", "vllm", "llamacpp")
+SERVERS = typing.get_args(SimulatorServer)
 
 
 class CompletionsSimulator:
@@ -51,9 +54,6 @@ class CompletionsSimulator:
     def settings(self) -> dict:
         return {"backend": "completions", "server": self.server, "base_url": self.endpoint.base_url,
                 "model": self.endpoint.model, "template": self.template.name}
-
-    def render(self, prompt: list[dict]) -> str:
-        return self.tokenizer.apply_chat_template(prompt, tokenize=False, chat_template=self.template.jinja)
 
     async def agenerate(
         self,
@@ -78,8 +78,9 @@ class CompletionsSimulator:
         events: list[dict] = []
         attempts = guardrails.max_attempts if guardrails else 1
         text = ""
+        rendered = render(self.tokenizer, self.template, prompt)
         for attempt in range(1, attempts + 1):
-            choice = await self._client.complete(self.render(prompt), seed=derive_seed(seed, attempt) % 2**31, **params)
+            choice = await self._client.complete(rendered, seed=derive_seed(seed, attempt) % 2**31, **params)
             text = self._text(choice)
             reason = check_draft(text, prompt, guardrails) if guardrails else None
             if reason is None:
@@ -103,7 +104,7 @@ class CompletionsSimulator:
                 stops.append(self.end_token_id)
             config = {"do_sample": temperature > 0, "eos_token_id": stops, "pad_token_id": self.tokenizer.pad_token_id}
             params["extra_body"] = {"generation_config": json.dumps(config)}
-        end_banned = guardrails is not None and not guardrails.end_allowed(user_turn_count(prompt))
+        end_banned = guardrails is not None and not guardrails.end_allowed(count_user_turns(prompt))
         if end_banned and self.end_token_id is not None and self.server in ("vllm", "llamacpp"):
             params["logit_bias"] = {str(self.end_token_id): -100}
         return params

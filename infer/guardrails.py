@@ -20,61 +20,49 @@ Fallback when `max_attempts` drafts in a row were rejected:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
-from userlm.data_prep.format import END_MARKER
+from userlm.config import Config
+from userlm.data_prep.format import END_MARKER, count_user_turns, parse_system_text
 from userlm.errors import UserError
 
 DEFAULT_BANNED_FIRST_WORDS = ("I", "You", "Here", "i", "you", "here")
-FALLBACKS = ("end", "keep")
 _FIRST_WORD = re.compile(r"[^\W\d_]+")
 
 
-@dataclass
-class Guardrails:
-    # 1. First-word filter; an empty tuple turns it off.
-    banned_first_words: tuple[str, ...] = DEFAULT_BANNED_FIRST_WORDS
-    # 2. Termination control: the end marker is banned until the user has written this many
-    #    turns; "never" bans it always, 0 allows it from the first turn.
-    min_turns_before_end: int | str = 2
-    # 3. Length bounds in words (the paper used 3 and 25); None turns a bound off.
-    min_words: int | None = 3
-    max_words: int | None = 25
-    # 4. Verbatim repetition of an earlier user turn, the intent, or an assistant turn.
-    filter_repetition: bool = True
-    # Drafts per turn before the fallback applies.
-    max_attempts: int = 4
-    fallback: str = "end"
+@dataclass(kw_only=True)
+class Guardrails(Config):
+    """The guardrails' settings: a `guardrails:` mapping in a simulate/chat config, `--guardrails.KEY` flags."""
 
-    def __post_init__(self) -> None:
-        self.banned_first_words = tuple(self.banned_first_words)
-        if self.min_turns_before_end != "never" and not (
-            isinstance(self.min_turns_before_end, int) and self.min_turns_before_end >= 0
-        ):
-            raise UserError('Set min_turns_before_end to a whole number of turns (0 or more) or to "never".')
-        if self.fallback not in FALLBACKS:
-            raise UserError(f"Set the guardrail fallback to one of: {', '.join(FALLBACKS)}.")
-        if self.max_attempts < 1:
-            raise UserError("Set max_attempts to at least 1.")
+    banned_first_words: tuple[str, ...] = field(
+        default=DEFAULT_BANNED_FIRST_WORDS,
+        metadata={"help": "words a turn may not begin with (first-word filter); an empty list turns it off"},
+    )
+    min_turns_before_end: int | Literal["never"] = field(
+        default=2,
+        metadata={"help": "user turns written before the end marker is allowed; 0 allows it at once, 'never' bans it", "min": 0},
+    )
+    min_words: int | None = field(default=3, metadata={"help": "fewest words in a turn; null turns the bound off", "min": 0})
+    max_words: int | None = field(default=25, metadata={"help": "most words in a turn; null turns the bound off", "min": 1})
+    filter_repetition: bool = field(
+        default=True, metadata={"help": "resample a turn equal to an earlier user turn, the intent or an assistant turn"}
+    )
+    max_attempts: int = field(default=4, metadata={"help": "drafts per turn before the fallback applies", "min": 1})
+    fallback: Literal["end", "keep"] = field(
+        default="end",
+        metadata={"help": "after max_attempts rejected drafts: 'end' stops the conversation (guardrails_exhausted), 'keep' uses the last draft"},
+    )
+
+    def validate(self) -> None:
         if self.min_words is not None and self.max_words is not None and self.min_words > self.max_words:
-            raise UserError("Set min_words no larger than max_words.")
+            raise UserError(f"Set guardrails.min_words ({self.min_words}) no larger than guardrails.max_words ({self.max_words}).")
 
     def end_allowed(self, user_turns_so_far: int) -> bool:
         """Whether the user may leave now, having written `user_turns_so_far` turns."""
         if self.min_turns_before_end == "never":
             return False
         return user_turns_so_far >= self.min_turns_before_end
-
-    def as_dict(self) -> dict:
-        return {
-            "banned_first_words": list(self.banned_first_words),
-            "min_turns_before_end": self.min_turns_before_end,
-            "min_words": self.min_words,
-            "max_words": self.max_words,
-            "filter_repetition": self.filter_repetition,
-            "max_attempts": self.max_attempts,
-            "fallback": self.fallback,
-        }
 
 
 def normalise(text: str) -> str:
@@ -91,17 +79,13 @@ def word_count(text: str) -> int:
     return len(text.split())
 
 
-def user_turn_count(prompt: list[dict]) -> int:
-    return sum(1 for m in prompt if m["role"] == "user")
-
-
 def check_draft(text: str, prompt: list[dict], guardrails: Guardrails) -> dict | None:
     """The reason a finished draft is rejected (an event without `attempt`), or None if it passes.
 
     `text` is stripped; the end marker is exempt from the length and repetition checks.
     """
     if text == END_MARKER:
-        if not guardrails.end_allowed(user_turn_count(prompt)):
+        if not guardrails.end_allowed(count_user_turns(prompt)):
             return {"guardrail": "end_too_early", "action": "rejected"}
         return None
     if guardrails.banned_first_words and first_word(text) in guardrails.banned_first_words:
@@ -123,8 +107,7 @@ def repeated_source(text: str, prompt: list[dict]) -> str | None:
     draft = normalise(text)
     for message in prompt:
         if message["role"] == "system":
-            # The system message is the intent, then a blank line and the persona (DESIGN.md 3.2).
-            intent = message["content"].split("\n\n")[0]
+            intent, _ = parse_system_text(message["content"])
             if draft in (normalise(intent), normalise(message["content"])):
                 return "intent"
         elif draft == normalise(message["content"]):

@@ -30,9 +30,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from userlm.data_prep.format import END_MARKER, system_text
+from userlm.atomic import fsync_folder
+from userlm.config import to_dict
+from userlm.data_prep.format import END_MARKER, count_user_turns, system_text
 from userlm.errors import UserError
+from userlm.summary import Summary
 
+from .config import SimulateConfig, SimulatorOptions
 from .guardrails import Guardrails
 from .sampling import derive_seed
 
@@ -59,7 +63,7 @@ class Conversation:
 
     @property
     def user_turns(self) -> int:
-        return sum(1 for t in self.turns if t["role"] == "user")
+        return count_user_turns(self.turns)
 
     def simulator_prompt(self) -> list[dict]:
         """The flipped prompt: the intent (and persona) as system message, then the turns so far."""
@@ -75,27 +79,38 @@ class Conversation:
         self.error = error
 
 
-def read_inputs(path: Path, key: str) -> list[str]:
-    """Intents or personas: a JSONL file of objects with `key` (conversation records and
-    samples work), or a text file with one per line."""
-    path = Path(path)
-    if not path.exists():
+def read_inputs(source: Path | list[str], key: str) -> list[str]:
+    """Intents or personas, each once, in order: a list of them, a JSONL file of objects with
+    `key` (conversation records and samples work), or a text file with one per line."""
+    if isinstance(source, (list, tuple)):
+        values = [value.strip() for value in source]
+    else:
+        values = read_input_file(Path(source), key)
+    values = [value for value in dict.fromkeys(values) if value]
+    if not values and isinstance(source, (list, tuple)):
+        raise UserError(f"Every {key} in the list of {key}s is empty; give at least one.")
+    if not values:
+        raise UserError(f"{source} holds no {key}s; write one per line (or JSONL objects with {key!r}).")
+    return values
+
+
+def read_input_file(path: Path, key: str) -> list[str]:
+    if not path.is_file():
         raise UserError(f"No {key} file at {path}; check the path.")
     values = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
-        if path.suffix == ".jsonl":
-            try:
-                value = json.loads(line)[key]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise UserError(f"Line {number} of {path} is not a JSON object with a {key!r} field; fix or remove it.") from None
-        else:
-            value = line.strip()
-        if value and value not in values:
-            values.append(value)
-    if not values:
-        raise UserError(f"{path} holds no {key}s; write one per line (or JSONL objects with {key!r}).")
+        if path.suffix != ".jsonl":
+            values.append(line.strip())
+            continue
+        try:
+            value = json.loads(line)[key]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise UserError(f"Line {number} of {path} is not a JSON object with a {key!r} field; fix or remove it.") from None
+        if not isinstance(value, str):
+            raise UserError(f"Line {number} of {path} has a {key!r} that is not a text; fix or remove it.")
+        values.append(value.strip())
     return values
 
 
@@ -147,6 +162,16 @@ def record_of(conversation: Conversation, simulator_settings: dict, assistant_se
     }
 
 
+def open_output(out_file: Path):
+    """The output JSONL, opened for appending; a new file's entry in its folder is made durable too."""
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    created = not out_file.exists()
+    sink = open(out_file, "a", encoding="utf-8")
+    if created:
+        fsync_folder(out_file.parent)
+    return sink
+
+
 def append_record(sink, record: dict) -> None:
     # One line per finished conversation, on disk before the next: a kill loses at most the line being written.
     sink.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -165,7 +190,7 @@ def summarise(records: list[dict], skipped: int, out_file: Path) -> dict:
         "conversations": len(records),
         "skipped_already_done": skipped,
         "turns": sum(len(r["turns"]) for r in records),
-        "user_turns": sum(1 for r in records for t in r["turns"] if t["role"] == "user"),
+        "user_turns": sum(count_user_turns(r["turns"]) for r in records),
         "termination_reasons": {reason: reasons.get(reason, 0) for reason in TERMINATION_REASONS},
         "guardrail_events": dict(sorted(rejections.items())),
         "out": str(out_file),
@@ -188,13 +213,12 @@ async def simulate_async(
     progress: bool = True,
 ) -> dict:
     out_file = Path(out_file)
-    out_file.parent.mkdir(parents=True, exist_ok=True)
     done = finished_ids(out_file)
     waiting = [job for job in jobs if job.conversation_id not in done]
     skipped = len(jobs) - len(waiting)
     simulator_settings = {
         **simulator.settings,
-        "guardrails": guardrails.as_dict() if guardrails else None,
+        "guardrails": to_dict(guardrails),
         "max_new_tokens": max_new_tokens,
         "temperature": temperature,
         "top_p": top_p,
@@ -205,7 +229,7 @@ async def simulate_async(
     active: list[Conversation] = []
     counts: Counter = Counter()
     bar = tqdm(total=len(jobs), initial=skipped, desc="conversations", unit="conv", disable=not progress)
-    with open(out_file, "a", encoding="utf-8") as sink:
+    with open_output(out_file) as sink:
         while waiting or active:
             while waiting and len(active) < batch_size:
                 active.append(Conversation(waiting.pop(0), assistant_system))
@@ -267,14 +291,56 @@ def simulate(simulator, assistant, jobs: list[Job], out_file: Path, **options) -
     return asyncio.run(run())
 
 
-def print_summary(summary: dict) -> None:
-    reasons = ", ".join(f"{k} {v}" for k, v in summary["termination_reasons"].items() if v) or "none"
-    events = ", ".join(f"{k} {v}" for k, v in summary["guardrail_events"].items()) or "none"
-    print(
-        f"Simulated {summary['conversations']} conversations ({summary['skipped_already_done']} already done, skipped), "
-        f"{summary['turns']} turns ({summary['user_turns']} user).\n"
-        f"Termination: {reasons}.\nGuardrail events: {events}.\nWrote {summary['out']}."
+def load_simulator(options: SimulatorOptions, *, timeout: float = 60.0, max_retries: int = 4, concurrency: int = 8):
+    """The simulator the options name: a local model, or the completions endpoint that serves it
+    (with the endpoint's request limits)."""
+    if options.simulator_endpoint:
+        from userlm.endpoint import Endpoint
+
+        from .completions import CompletionsSimulator
+
+        endpoint = Endpoint(
+            base_url=options.simulator_endpoint, model=options.simulator_model or options.simulator,
+            timeout=timeout, max_retries=max_retries, max_concurrency=concurrency,
+        )
+        return CompletionsSimulator(endpoint, options.simulator, server=options.simulator_server, template=options.template)
+    from .simulator import UserSimulator
+
+    return UserSimulator.load(options.simulator, template=options.template, adapter=options.adapter)
+
+
+def run_simulation(config: SimulateConfig) -> dict:
+    """`userlm simulate`: every intent with every persona, `n_per_intent` conversations each,
+    against the assistant; appends to `config.out` and returns the summary (`summarise`)."""
+    from .assistants import make_assistant
+
+    intents = read_inputs(config.intents, "intent")
+    personas = read_inputs(config.personas, "persona") if config.personas is not None else [None]
+    jobs = make_jobs(intents, personas, config.n_per_intent, config.seed)
+    limits = {"timeout": config.timeout, "max_retries": config.max_retries}
+    assistant = make_assistant(
+        config.assistant, model=config.assistant_model, api_key_env=config.assistant_key_env,
+        max_concurrency=config.concurrency, max_tokens=config.assistant_max_tokens, **limits,
     )
+    simulator = load_simulator(config, concurrency=config.concurrency, **limits)
+    return simulate(
+        simulator, assistant, jobs, config.out, max_turns=config.max_turns, guardrails=config.guardrails,
+        batch_size=config.batch_size, assistant_system=config.assistant_system, max_new_tokens=config.max_new_tokens,
+        temperature=config.temperature, top_p=config.top_p, progress=config.progress,
+    )
+
+
+def simulation_summary(summary: dict) -> Summary:
+    """The closing table of a simulation: conversations, turns, how they ended, guardrail events."""
+    rows: list[tuple] = [
+        ("conversations simulated", summary["conversations"]),
+        ("already done, skipped", summary["skipped_already_done"]),
+        ("turns", summary["turns"]),
+        ("user turns", summary["user_turns"]),
+    ]
+    rows += [(f"ended: {reason}", count) for reason, count in summary["termination_reasons"].items()]
+    rows += [(f"guardrail event: {name}", count) for name, count in summary["guardrail_events"].items()]
+    return Summary(title="userlm simulate", columns=("", "count"), rows=rows, wrote={"conversations": summary["out"]})
 
 
 def print_transcript(record: dict) -> None:

@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
-from userlm.data_prep.format import END_MARKER
-from userlm.data_prep.templates import FlippedTemplate
+from userlm.data_prep.format import END_MARKER, count_user_turns
+from userlm.data_prep.templates import FlippedTemplate, render
 
-from .guardrails import Guardrails, check_draft, first_word, user_turn_count
+from .guardrails import Guardrails, check_draft, first_word
 from .loading import load_model_and_tokenizer, resolve_template
 from .sampling import RowSampler, WordLimit, derive_seed
 
@@ -62,9 +62,6 @@ class UserSimulator:
     async def agenerate(self, prompts: list[list[dict]], **options) -> list[GeneratedTurn]:
         """`generate` for the simulation loop, which drives both backends the same way."""
         return self.generate(prompts, **options)
-
-    def render(self, prompt: list[dict]) -> str:
-        return self.tokenizer.apply_chat_template(prompt, tokenize=False, chat_template=self.template.jinja)
 
     def generate(
         self,
@@ -124,7 +121,7 @@ class UserSimulator:
     def _sample(self, prompts, seeds, guardrails, *, max_new_tokens, temperature, top_p):
         """One batched `generate` call: the stripped draft text and the draw events of each prompt."""
         batch = self.tokenizer(
-            [self.render(p) for p in prompts], return_tensors="pt", padding=True, add_special_tokens=False
+            [render(self.tokenizer, self.template, p) for p in prompts], return_tensors="pt", padding=True, add_special_tokens=False
         ).to(self.model.device)
         prompt_length = batch["input_ids"].shape[1]
         first_word_mask = None
@@ -139,7 +136,7 @@ class UserSimulator:
             first_word_mask=first_word_mask,
             whitespace_ids=self._whitespace_ids() if first_word_mask is not None else None,
             end_token_id=self.end_token_id,
-            end_banned=[bool(guardrails) and not guardrails.end_allowed(user_turn_count(p)) for p in prompts],
+            end_banned=[bool(guardrails) and not guardrails.end_allowed(count_user_turns(p)) for p in prompts],
             token_text=lambda token: self.token_texts[token],
         )
         stopping = StoppingCriteriaList()

@@ -8,9 +8,9 @@ import copy
 import pytest
 import torch
 
-from userlm.data_prep.format import END_MARKER
+from userlm.data_prep.format import END_MARKER, system_text
 from userlm.data_prep.templates import CHATML
-from userlm.infer.guardrails import Guardrails, first_word
+from userlm.infer.guardrails import Guardrails, first_word, normalise, repeated_source
 from userlm.infer.simulator import UserSimulator
 
 INTENT = "You are a user chatting with an assistant language model to get help with a recipe."
@@ -97,6 +97,15 @@ def test_verbatim_repeats_are_resampled(programmed):
     assert sources == {"assistant_turn", "intent"}
 
 
+def test_repetition_of_the_intent_is_read_through_the_format():
+    # An intent with a blank line of its own: the system message still parses back into it.
+    intent = "You are a user chatting with an assistant language model to plan a trip.\n\nTo Rome, in May."
+    system = [{"role": "system", "content": system_text(intent, "Writes short.")}]
+    assert repeated_source("you are a user chatting with an assistant language model to plan a trip. to rome, in may.", system) == "intent"
+    assert repeated_source("Writes short.", system) is None
+    assert repeated_source("To Rome, in May.", system) is None
+
+
 def test_fallback_after_the_cap_is_recorded(programmed):
     sim = programmed({"Please": 30}, CHAIN)
     earlier = prompt("please help me now", "Sure.")
@@ -144,9 +153,11 @@ def test_smollm2_with_an_eager_end_marker(default_model_dir, smollm2):
 def test_smollm2_length_bounds(smollm2):
     guardrails = Guardrails(**{**OFF, "max_words": 2, "max_attempts": 2})
     [turn] = smollm2.generate([prompt()], guardrails=guardrails, seed=2, max_new_tokens=8)
-    lengths = [e for e in turn.events if e["guardrail"] == "length"]
-    assert lengths and all(e["words"] == 3 for e in lengths)
-    assert turn.exhausted or len(turn.text.split()) <= 2
+    # Prompted SmolLM2 writes long turns: each draft is stopped at its third word and rejected,
+    # the second draws with its own seed, then the fallback ends the turn.
+    assert [(e["guardrail"], e.get("words"), e["attempt"]) for e in turn.events] == [("length", 3, 1), ("length", 3, 2), ("fallback", None, 2)]
+    assert turn.events[0]["draft"] != turn.events[1]["draft"]
+    assert turn.exhausted and turn.text == turn.events[1]["draft"]
 
 
 def test_smollm2_repetition(smollm2):
@@ -154,8 +165,11 @@ def test_smollm2_repetition(smollm2):
     repeats = prompt("Can you help me with a recipe?", "Hello")
     [unguarded] = smollm2.generate([repeats], seed=0, max_new_tokens=10)
     assert unguarded.text == "Can you help me with a recipe?"
-    [guarded] = smollm2.generate([repeats], guardrails=Guardrails(**{**OFF, "filter_repetition": True, "max_attempts": 2}), seed=0, max_new_tokens=10)
+    [guarded] = smollm2.generate([repeats], guardrails=Guardrails(**{**OFF, "filter_repetition": True, "max_attempts": 4}), seed=0, max_new_tokens=10)
     assert guarded.events[0] == {
         "guardrail": "repetition", "action": "rejected", "draft": unguarded.text, "repeats": "user_turn", "attempt": 1
     }
-    assert guarded.exhausted or guarded.text.lower() != unguarded.text.lower()
+    # A later draft that repeats nothing is taken.
+    assert not guarded.exhausted and guarded.attempts == len(guarded.events) + 1
+    assert all(e["guardrail"] == "repetition" for e in guarded.events)
+    assert normalise(guarded.text) != normalise(unguarded.text) and repeated_source(guarded.text, repeats) is None

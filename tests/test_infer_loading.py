@@ -11,7 +11,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
 from userlm.data_prep.format import END_MARKER
-from userlm.data_prep.templates import CHATML, attach_template
+from userlm.data_prep.templates import CHATML, attach_template, render
 from userlm.defaults import smollm2_gguf
 from userlm.errors import UserError
 from userlm.infer.simulator import UserSimulator
@@ -47,12 +47,29 @@ def test_lora_output_folder_loads_with_its_base_and_new_vocabulary(lora_output):
     assert sim.template is CHATML and sim.end_token_id == len(sim.tokenizer) - 1
     assert sim.model.get_input_embeddings().weight.shape[0] == len(sim.tokenizer)
     assert torch.all(sim.model.get_input_embeddings().weight[-1] == 3.0)
-    [turn] = sim.generate([PROMPT], max_new_tokens=3)
-    assert isinstance(turn.text, str)
-    assert sim.render(PROMPT).endswith("<|im_start|>user\n")
+    # Greedy drafting is the merged model's argmax, token by token, after the flipped prompt.
+    [turn] = sim.generate([PROMPT], max_new_tokens=4, temperature=0)
+    assert turn.text == greedy_text(sim, PROMPT, 4) != ""
     # The same adapter named explicitly on top of its base gives the same model.
     explicit = UserSimulator.load(base, adapter=out)
     assert torch.equal(explicit.model.get_input_embeddings().weight, sim.model.get_input_embeddings().weight)
+
+
+def greedy_text(sim: UserSimulator, prompt: list[dict], max_new_tokens: int) -> str:
+    """The turn the model's argmax writes after the rendered prompt, computed step by step."""
+    rendered = render(sim.tokenizer, sim.template, prompt)
+    assert rendered.endswith("<|im_start|>user\n")
+    ids = sim.tokenizer(rendered, add_special_tokens=False)["input_ids"]
+    generated: list[int] = []
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            token = int(sim.model(torch.tensor([ids + generated])).logits[0, -1].argmax())
+            if token == sim.end_token_id:
+                return END_MARKER
+            if token == sim.eot_token_id:
+                break
+            generated.append(token)
+    return sim.tokenizer.decode(generated).strip()
 
 
 def test_full_and_merged_folders_and_missing_template(tmp_path, lora_output):
@@ -78,5 +95,8 @@ def test_ordinary_instruct_model_needs_a_named_template(tiny_llama):
 @pytest.mark.slow
 def test_embedded_gguf_loads_as_a_prompted_simulator():
     sim = UserSimulator.load(smollm2_gguf(), template="chatml")
-    [turn] = sim.generate([PROMPT], seed=0, max_new_tokens=2)
-    assert turn.text and sim.end_token_id is None
+    assert sim.end_token_id is None
+    # The "default" folder holds the GGUF's weights dequantised: both write the same greedy turn.
+    [turn] = sim.generate([PROMPT], max_new_tokens=6, temperature=0)
+    [expected] = UserSimulator.load("default").generate([PROMPT], max_new_tokens=6, temperature=0)
+    assert turn.text == expected.text == greedy_text(sim, PROMPT, 6) != ""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -21,8 +22,9 @@ from userlm.cli import main
 from userlm.data_prep.format import END_MARKER
 from userlm.infer.assistants import make_assistant
 from userlm.infer.chat import chat
+from userlm.infer.config import SimulateConfig
 from userlm.infer.guardrails import Guardrails
-from userlm.infer.simulate import TERMINATION_REASONS, make_jobs, simulate
+from userlm.infer.simulate import TERMINATION_REASONS, make_jobs, run_simulation, simulate
 from userlm.infer.simulator import UserSimulator
 
 EOT = "<|im_end|>"
@@ -56,7 +58,7 @@ def test_simulate_against_a_served_assistant(tmp_path, intents_file, programmed_
         "simulate", "--simulator", str(simulator), "--assistant", transformers_server, "--assistant-model",
         str(default_model_dir), "--assistant-max-tokens", "6",
         "--intents", str(intents_file), "--personas", str(personas), "--n-per-intent", "2", "--max-turns", "2",
-        "--out", str(out), "--max-attempts", "6", "--no-progress",
+        "--out", str(out), "--guardrails.max_attempts", "6", "--no-progress",
     ]
     assert main(argv) == 0
     records = read_records(out)
@@ -72,11 +74,14 @@ def test_simulate_against_a_served_assistant(tmp_path, intents_file, programmed_
         assert len(set(users)) == len(users)
         assert all(t["content"] for t in record["turns"] if t["role"] == "assistant")
     summary = capsys.readouterr().out
-    assert "Simulated 4 conversations" in summary and "Guardrail events:" in summary
+    assert re.search(r"conversations simulated\W+4\b", summary) and re.search(r"already done, skipped\W+0\b", summary)
+    ended = sum(r["termination_reason"] == "max_turns" for r in records)
+    assert re.search(rf"ended: max_turns\W+{ended}\b", summary) and str(out) in summary
     # A rerun skips every finished conversation.
     assert main(argv) == 0
     assert len(read_records(out)) == 4
-    assert "Simulated 0 conversations (4 already done, skipped)" in capsys.readouterr().out
+    summary = capsys.readouterr().out
+    assert re.search(r"conversations simulated\W+0\b", summary) and re.search(r"already done, skipped\W+4\b", summary)
 
 
 def test_simulator_behind_the_completions_backend(tmp_path, intents_file, programmed_simulator, serve_folder, transformers_server, default_model_dir):
@@ -84,12 +89,15 @@ def test_simulator_behind_the_completions_backend(tmp_path, intents_file, progra
     simulator = programmed_simulator({END_MARKER: 30, "Please": 29.5}, {END_MARKER: {EOT: 30}, **CHAIN})
     simulator_url = serve_folder(simulator)
     out = tmp_path / "sim.jsonl"
-    assert main([
-        "simulate", "--simulator", str(simulator), "--simulator-endpoint", simulator_url,
-        "--assistant", transformers_server, "--assistant-model", str(default_model_dir),
-        "--assistant-max-tokens", "4", "--intents", str(intents_file), "--n-per-intent", "3", "--max-turns", "3",
-        "--min-turns-before-end", "1", "--max-attempts", "10", "--out", str(out), "--no-progress",
-    ]) == 0
+    # `userlm simulate CONFIG.yaml`: intents inline, guardrails a mapping.
+    config = tmp_path / "sim.yaml"
+    config.write_text(
+        f"simulator: {simulator}\nsimulator_endpoint: {simulator_url}\n"
+        f"assistant: {transformers_server}\nassistant_model: {default_model_dir}\nassistant_max_tokens: 4\n"
+        f"intents: {json.dumps(INTENTS)}\nn_per_intent: 3\nmax_turns: 3\nout: {out}\nprogress: false\n"
+        "guardrails:\n  min_turns_before_end: 1\n  max_attempts: 10\n"
+    )
+    assert main(["simulate", str(config)]) == 0
     records = read_records(out)
     assert len(records) == 6 and all(r["simulator"]["backend"] == "completions" for r in records)
     events = [e for r in records for t in r["turns"] for e in t.get("events", [])]
@@ -157,11 +165,12 @@ def faulty_server():
 
 @pytest.mark.parametrize("mode", ["500", "timeout"])
 def test_assistant_faults_break_only_their_conversations(tmp_path, mode, faulty_server, programmed_simulator):
-    simulator = UserSimulator.load(programmed_simulator(*TWO_OPENINGS))
-    assistant = make_assistant(faulty_server(mode), model="m", timeout=1.0, max_retries=1)
-    jobs = make_jobs(INTENTS, [None], n_per_intent=4, seed=0)
     out = tmp_path / "sim.jsonl"
-    summary = simulate(simulator, assistant, jobs, out, max_turns=1, guardrails=Guardrails(), progress=False)
+    config = SimulateConfig(
+        simulator=str(programmed_simulator(*TWO_OPENINGS)), assistant=faulty_server(mode), assistant_model="m",
+        timeout=1.0, max_retries=1, intents=INTENTS, n_per_intent=4, max_turns=1, out=out, progress=False,
+    )
+    summary = run_simulation(config)
     records = read_records(out)
     assert len(records) == 8 == summary["conversations"]
     for record in records:
@@ -193,11 +202,12 @@ def test_killed_run_resumes_with_every_conversation_once(tmp_path, intents_file,
         "import time\n\ndef reply(messages):\n    time.sleep(0.4)\n    return 'Go on.'\n"
     )
     out = tmp_path / "sim.jsonl"
-    command = [
-        sys.executable, "-m", "userlm.cli", "simulate", "--simulator", str(simulator),
-        "--assistant", "python:slow_assistant:reply", "--intents", str(intents_file), "--n-per-intent", "6",
-        "--max-turns", "2", "--batch-size", "1", "--no-guardrails", "--out", str(out), "--no-progress",
-    ]
+    config = tmp_path / "sim.yaml"
+    config.write_text(
+        f"simulator: {simulator}\nassistant: python:slow_assistant:reply\nintents: {intents_file}\n"
+        f"n_per_intent: 6\nmax_turns: 2\nbatch_size: 1\nguardrails: null\nout: {out}\nprogress: false\n"
+    )
+    command = [sys.executable, "-m", "userlm.cli", "simulate", str(config)]
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
@@ -237,9 +247,11 @@ def test_chat_with_a_person_playing_the_assistant(tmp_path, programmed_simulator
     assert record["turns"][0]["events"][0]["guardrail"] == "end_too_early"
     # Ctrl-D from the keyboard ends it too, through the real CLI; the transcript is appended.
     monkeypatch.setattr("sys.stdin", io.StringIO("Hello! How can I help?\n"))
-    assert main(["chat", "--simulator", str(folder), "--intent", INTENTS[1], "--min-turns-before-end", "never",
-                 "--no-repetition-filter", "--out", str(out)]) == 0
+    assert main(["chat", "--simulator", str(folder), "--intent", INTENTS[1], "--guardrails.min_turns_before_end", "never",
+                 "guardrails.filter_repetition=false", "--out", str(out)]) == 0
     records = read_records(out)
     assert len(records) == 2 and records[1]["termination_reason"] == "assistant_ended"
+    guardrails = records[1]["simulator"]["guardrails"]
+    assert guardrails["min_turns_before_end"] == "never" and guardrails["filter_repetition"] is False
     assert [t["role"] for t in records[1]["turns"]] == ["user", "assistant", "user"]
     assert "Saved the transcript" in capsys.readouterr().out
