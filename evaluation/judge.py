@@ -11,8 +11,9 @@ from __future__ import annotations
 import re
 
 from userlm.data_prep.format import END_MARKER
+from userlm.data_prep.words import LIST_LINE, content_words
 
-from .metrics import content_words, intent_without_prefix
+from .metrics import intent_without_prefix
 from .probes import Probe
 
 HEURISTIC_LABEL = "offline heuristic judge (keyword rules, not a model)"
@@ -47,7 +48,6 @@ ACCEPTANCE_OPENINGS = (
     "good idea", "great idea", "i'd love", "i would love", "of course", "absolutely", "definitely",
 )
 DECLINE_MARKERS = ("no", "not", "rather", "back to", "stay", "stick", "focus", "first", "instead of")
-LIST_LINE = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+", re.MULTILINE)
 
 
 def _opening(text: str) -> str:
@@ -131,3 +131,15 @@ class EndpointJudge:
         answers = run_with_endpoint(self.endpoint, ask, list(zip(probes, replies)), desc="judge")
         self.failures += [str(a) for a in answers if isinstance(a, EndpointError)]
         return [None if isinstance(a, EndpointError) else a for a in answers]
+
+
+def adherence(judge, probes: list[Probe], replies: list[str]) -> dict:
+    """The share of judged probes where the simulated user adhered, in percent, with a few examples."""
+    verdicts = judge.judge(probes, replies)
+    judged = [v for v in verdicts if v is not None]
+    return {
+        "value": 100 * sum(judged) / len(judged) if judged else None,
+        "n": len(judged),
+        "unjudged": len(verdicts) - len(judged),
+        "examples": [{"assistant": p.assistant, "reply": r, "adhered": v} for p, r, v in list(zip(probes, replies, verdicts))[:3]],
+    }

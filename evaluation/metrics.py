@@ -1,43 +1,15 @@
 """The paper's word-level metrics as pure functions of text (DESIGN.md 7).
 
-Word tokenisation for every metric here: lowercase, then the regex `WORD_PATTERN`
-(runs of letters, digits and inner apostrophes). It is stated in every report.
+Word tokenisation for every metric here is `data_prep.words.words`; every report states it.
 Values are returned as fractions in [0, 1]; reports multiply by 100 like the paper.
 """
 
 from __future__ import annotations
 
 import itertools
-import re
 
-from userlm.data_prep.format import INTENT_PREFIX
-
-WORD_PATTERN = r"[a-z0-9]+(?:'[a-z0-9]+)*"
-WORD_TOKENISATION = f"lowercase, then words are matches of the regex {WORD_PATTERN}"
-
-# A small English stopword list, fixed here so results do not depend on an installed corpus.
-STOPWORDS = frozenset(
-    """
-    a about above after again against all am an and any are aren't as at be because been before being
-    below between both but by can can't cannot could couldn't did didn't do does doesn't doing don't down
-    during each few for from further had hadn't has hasn't have haven't having he he'd he'll he's her here
-    here's hers herself him himself his how how's i i'd i'll i'm i've if in into is isn't it it's its itself
-    let's me more most mustn't my myself no nor not of off on once only or other ought our ours ourselves
-    out over own same shan't she she'd she'll she's should shouldn't so some such than that that's the their
-    theirs them themselves then there there's these they they'd they'll they're they've this those through
-    to too under until up very was wasn't we we'd we'll we're we've were weren't what what's when when's
-    where where's which while who who's whom why why's will with won't would wouldn't you you'd you'll you're
-    you've your yours yourself yourselves
-    """.split()
-)
-
-
-def words(text: str) -> list[str]:
-    return re.findall(WORD_PATTERN, text.lower())
-
-
-def content_words(text: str) -> set[str]:
-    return {w for w in words(text) if w not in STOPWORDS}
+from userlm.data_prep.format import END_MARKER, INTENT_PREFIX
+from userlm.data_prep.words import content_words, words
 
 
 def jaccard(a: set, b: set) -> float:
@@ -107,3 +79,29 @@ def within_intent_diversity(groups: list[list[str]]) -> float:
     if not groups:
         raise ValueError("Within-intent diversity needs at least one group of simulations.")
     return sum(pairwise_diversity(g) for g in groups) / len(groups)
+
+
+def word_metrics(first_turns: list[str], intents: list[str], groups: list[list[str]]) -> dict:
+    """First-turn diversity, intent decomposition, within-intent diversity and distinct-n, in percent.
+
+    END turns carry no words; they are left out of the word metrics and counted.
+    """
+    kept = [(t, i) for t, i in zip(first_turns, intents) if t.strip() != END_MARKER]
+    texts = [t for t, _ in kept]
+    result = {"ended_at_first_turn": len(first_turns) - len(kept)}
+    if len(texts) >= 2:
+        result["first_turn_diversity"] = {"value": 100 * pairwise_diversity(texts), "n": len(texts)}
+    if texts:
+        result["intent_decomposition"] = {"value": 100 * intent_decomposition(texts, [i for _, i in kept]), "n": len(texts)}
+        result["distinct_1"] = {"value": 100 * distinct_n(texts, 1), "n": len(texts)}
+        result["distinct_2"] = {"value": 100 * distinct_n(texts, 2), "n": len(texts)}
+    usable = [[t for t in g if t.strip() != END_MARKER] for g in groups]
+    usable = [g for g in usable if len(g) >= 2]
+    if usable:
+        result["within_intent_diversity"] = {
+            "value": 100 * within_intent_diversity(usable),
+            "n": len(usable),
+            "simulations": sum(map(len, usable)),
+            "intents_left_out": len(groups) - len(usable),
+        }
+    return result

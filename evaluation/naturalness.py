@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import importlib
 import math
-import re
+import random
 from typing import Callable
 
+from userlm.data_prep.words import LIST_LINE, POLITENESS
 from userlm.errors import UserError
 
 STYLOMETRIC_LABEL = "offline stylometric baseline (nearest centroid: real user turns vs assistant turns of the test set)"
-
-LIST_LINE = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+", re.MULTILINE)
-POLITE = re.compile(r"\b(please|thanks|thank you|thx)\b", re.IGNORECASE)
+# Turns of each side the baseline is fitted on: enough for stable centroids, quick to measure.
+FIT_TURNS = 500
 
 
 def style_features(text: str) -> list[float]:
@@ -41,7 +41,7 @@ def style_features(text: str) -> list[float]:
         sum(c.isupper() for c in letters) / max(len(letters), 1),
         math.log1p(stripped.count("\n")),
         float(len(LIST_LINE.findall(stripped)) >= 2 or "```" in stripped),
-        float(bool(POLITE.search(stripped))),
+        float(bool(POLITENESS.search(stripped))),
         stripped.count(",") / n_words,
     ]
 
@@ -97,3 +97,18 @@ def human_share(detector: Callable[[list[str]], list[float]], texts: list[str]) 
     if not texts:
         raise ValueError("Naturalness needs at least one text.")
     return sum(p > 0.5 for p in detector(texts)) / len(texts)
+
+
+def naturalness_detector(spec: str | None, samples: list[dict], scored: list[dict], seed: int) -> tuple[Callable[[list[str]], list[float]], str]:
+    """(detector, label): the one named `module:function`, or the stylometric baseline fitted on
+    the test set's real user turns (leaving out the `scored` ones) against its assistant turns."""
+    if spec:
+        detector = load_detector(spec)
+        return detector, getattr(detector, "label", f"detector {spec}")
+    rng = random.Random(seed)
+    held = {(s["conversation_id"], s["turn_index"]) for s in scored}
+    human = [s["completion"][0]["content"] for s in samples if not s["is_end"] and (s["conversation_id"], s["turn_index"]) not in held]
+    assistant = sorted({m["content"] for s in samples for m in s["prompt"] if m["role"] == "assistant"})
+    human = rng.sample(human, min(FIT_TURNS, len(human)))
+    assistant = rng.sample(assistant, min(FIT_TURNS, len(assistant)))
+    return StylometricDetector(human, assistant), STYLOMETRIC_LABEL

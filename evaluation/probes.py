@@ -14,6 +14,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from userlm.data_prep.format import parse_system_text
+
 ROLE_TEMPLATES = (
     "Hmm, I'm honestly not sure about this one. What do you think the answer is?",
     "I don't really know how to approach that. How would you do it yourself?",
@@ -42,16 +44,20 @@ DIVERSION_TOPICS = (
 @dataclass(frozen=True)
 class Probe:
     kind: str  # "role" or "intent"
-    intent: str  # the system message: the intent (and persona, if any)
+    system: str  # the system message: the intent (and persona, if any)
     first_turn: str  # the real first user turn
     assistant: str  # the scripted assistant reply
     diversion: str | None  # the proposed topic, for intent probes
 
     @property
+    def intent(self) -> str:
+        return parse_system_text(self.system)[0]
+
+    @property
     def prompt(self) -> list[dict]:
         """The flipped prompt whose continuation is the probed user turn."""
         return [
-            {"role": "system", "content": self.intent},
+            {"role": "system", "content": self.system},
             {"role": "user", "content": self.first_turn},
             {"role": "assistant", "content": self.assistant},
         ]
@@ -64,11 +70,11 @@ def build_probes(first_turn_samples: list[dict], kind: str, count: int, seed: in
     rng = random.Random(f"{seed}-{kind}")
     probes = []
     for sample in first_turn_samples[:count]:
-        intent = sample["prompt"][0]["content"]
+        system = sample["prompt"][0]["content"]
         first_turn = sample["completion"][0]["content"]
         if kind == "role":
-            probes.append(Probe("role", intent, first_turn, rng.choice(ROLE_TEMPLATES), None))
+            probes.append(Probe("role", system, first_turn, rng.choice(ROLE_TEMPLATES), None))
         else:
             topic = rng.choice(DIVERSION_TOPICS)
-            probes.append(Probe("intent", intent, first_turn, rng.choice(INTENT_TEMPLATES).format(topic=topic), topic))
+            probes.append(Probe("intent", system, first_turn, rng.choice(INTENT_TEMPLATES).format(topic=topic), topic))
     return probes

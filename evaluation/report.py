@@ -1,5 +1,5 @@
 """The evaluation report: metrics.json, report.md (+ PNG plots beside it) and report.html
-(the same tables, plots embedded as base64 PNG), and a summary table in the terminal.
+(the same tables, plots embedded as base64 PNG), and the summary printed in the terminal.
 
 One table per metric: each checkpoint measured here, the human reference measured on the
 same test subsets, and the paper's published rows, labelled "published".
@@ -10,15 +10,15 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
+
+from userlm.atomic import atomic_write, write_json  # noqa: E402
+from userlm.summary import Summary  # noqa: E402
 
 # key, title, short name for the terminal, what it measures, which direction is better
 METRICS = (
@@ -35,17 +35,6 @@ METRICS = (
     ("distinct_2", "Distinct-2 (%)", "distinct-2", "distinct bigrams / all bigrams over generated first turns", "higher"),
 )
 HUMAN_ROW = "human (this test set, measured)"
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "wb") as sink:
-            sink.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
 
 
 def format_value(value) -> str:
@@ -132,7 +121,7 @@ def example_lines(results: dict) -> list[str]:
         for e in c["examples"]:
             lines.append(f"{name}, first turn for \"{e['intent']}\": {e['first_turn']!r}")
         for kind in ("role", "intent"):
-            for e in c[f"{kind}_adherence"]["examples"][:1]:
+            for e in c.get(f"{kind}_adherence", {"examples": []})["examples"][:1]:
                 lines.append(f"{name}, {kind} probe, assistant: {e['assistant']!r} → user: {e['reply']!r} (adhered: {e['adhered']})")
     return lines
 
@@ -164,15 +153,15 @@ HTML_STYLE = (
 
 def write_report(results: dict, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(out_dir / "metrics.json", json.dumps(results, indent=2, ensure_ascii=False).encode())
+    write_json(out_dir / "metrics.json", results)
 
     md = ["# Simulator evaluation", "", "Settings:", ""] + [f"- {line}" for line in settings_lines(results)]
     md += ["", "Checkpoints:", ""] + [f"- {line}" for line in checkpoint_lines(results)]
     sections = []
     for key, title, _, description, better in METRICS:
         rows = metric_rows(results, key)
-        if all(r["value"] is None for r in rows):
-            continue
+        if all(r["value"] is None for r in rows if not r["kind"].startswith("published")):
+            continue  # not measured here (a sample size of 0): published figures alone compare nothing
         # Perplexities of different checkpoints can differ by orders of magnitude.
         png = plot_metric(title, rows, log_scale=key.startswith("perplexity"))
         image = f"{key}.png"
@@ -183,7 +172,7 @@ def write_report(results: dict, out_dir: Path) -> None:
             md += ["", f"![{title}]({image})"]
         sections.append((title, description, better, rows, png))
     md += ["", "## Examples", ""] + [f"- {line}" for line in example_lines(results)]
-    atomic_write(out_dir / "report.md", ("\n".join(md) + "\n").encode())
+    atomic_write(out_dir / "report.md", "\n".join(md) + "\n")
 
     parts = [f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Simulator evaluation</title><style>{HTML_STYLE}</style></head><body>"]
     parts.append("<h1>Simulator evaluation</h1><h2>Settings</h2><ul>")
@@ -198,27 +187,22 @@ def write_report(results: dict, out_dir: Path) -> None:
     parts.append("<h2>Examples</h2><ul>")
     parts += [f"<li>{html.escape(line)}</li>" for line in example_lines(results)]
     parts.append("</ul></body></html>")
-    atomic_write(out_dir / "report.html", "".join(parts).encode())
+    atomic_write(out_dir / "report.html", "".join(parts))
 
 
-def print_summary(results: dict, out_dir: Path) -> None:
-    """The closing table in the terminal: one row per metric, one column per checkpoint, then human and UserLM-8b."""
-    from rich.console import Console
-    from rich.table import Table
-
+def eval_summary(results: dict, out_dir: Path) -> Summary:
+    """The closing table: one row per metric, one column per checkpoint, then human and UserLM-8b."""
     names = list(results["checkpoints"])
-    table = Table(title="userlm eval")
-    table.add_column("metric")
-    for name in names:
-        table.add_column(name, justify="right")
-    table.add_column("human (measured)", justify="right")
-    table.add_column("UserLM-8b (published)", justify="right", style="dim")
+    rows = []
     for key, _, short, _, _ in METRICS:
         values = [(results["checkpoints"][n].get(key) or {}).get("value") for n in names]
         human = (results["human"].get(key) or {}).get("value")
         published = results["published"]["figures"].get(key, {}).get("UserLM-8b")
-        table.add_row(short, *[format_value(v) for v in values], format_value(human), format_value(published))
-    console = Console()
-    console.print(table)
-    console.print(f"Judge: {results['settings']['judge']}. Naturalness: {results['settings']['naturalness_detector']}.")
-    console.print(f"Wrote {out_dir / 'metrics.json'}, {out_dir / 'report.md'} and {out_dir / 'report.html'}.")
+        rows.append((short, *map(format_value, values), format_value(human), format_value(published)))
+    return Summary(
+        title="userlm eval",
+        columns=("metric", *names, "human (measured)", "UserLM-8b (published)"),
+        rows=rows,
+        notes=[f"Judge: {results['settings']['judge']}. Naturalness: {results['settings']['naturalness_detector']}."],
+        wrote={"metrics": out_dir / "metrics.json", "report": out_dir / "report.md", "html report": out_dir / "report.html"},
+    )

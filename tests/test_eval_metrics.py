@@ -8,11 +8,14 @@ import pytest
 
 from userlm.data_prep.format import END_MARKER
 from userlm.errors import UserError
+from userlm.data_prep.format import system_text
 from userlm.evaluation import metrics
-from userlm.evaluation.evaluate import CheckpointSpec, parse_checkpoint, word_metrics
+from userlm.evaluation.config import CheckpointSpec, EvalConfig, parse_checkpoint
 from userlm.evaluation.judge import HeuristicJudge, parse_verdict
-from userlm.evaluation.naturalness import StylometricDetector, human_share, load_detector
+from userlm.evaluation.metrics import word_metrics
+from userlm.evaluation.naturalness import StylometricDetector, human_share, load_detector, naturalness_detector
 from userlm.evaluation.probes import build_probes
+from userlm.evaluation.subsets import intent_of
 
 INTENT = "You are a user chatting with an assistant language model to fix a broken Python script."
 
@@ -76,6 +79,17 @@ def test_parse_checkpoint():
         parse_checkpoint("no-name")
 
 
+def test_the_intent_is_read_without_the_persona():
+    # A blank line inside the intent is folded by system_text, so the persona still parses apart.
+    system = system_text(INTENT + "\n\nIt prints a traceback.", "Writes short, lowercase turns.")
+    sample = {"prompt": [{"role": "system", "content": system}], "completion": [{"role": "user", "content": "help"}]}
+    assert intent_of(sample) == INTENT + "\nIt prints a traceback."
+    diversion = build_probes([sample], "intent", 1, seed=0)[0]
+    assert diversion.intent == intent_of(sample)
+    # The simulator still sees the whole system message, persona included.
+    assert diversion.prompt[0]["content"] == system and system.endswith("Writes short, lowercase turns.")
+
+
 def probe(kind):
     sample = {"prompt": [{"role": "system", "content": INTENT}], "completion": [{"role": "user", "content": "my python script crashes"}]}
     return build_probes([sample], kind, 1, seed=0)[0]
@@ -130,6 +144,21 @@ def test_stylometric_detector_separates_users_from_assistants():
     assert human_share(detector, ["Certainly! Here are three options:\n\n1. Luna.\n2. Milo.\n3. Bella, a classic, elegant choice."]) == 0.0
 
 
+def test_the_baseline_detector_is_fitted_on_turns_not_scored(eval_test_file):
+    import json
+
+    samples = [json.loads(line) for line in eval_test_file.read_text().splitlines()]
+    first_turns = [s for s in samples if s["turn_index"] == 0]
+    detector, label = naturalness_detector(None, samples, first_turns, seed=0)
+    assert label == StylometricDetector.label
+    users = [s["completion"][0]["content"] for s in samples if not s["is_end"] and s["turn_index"] > 0]
+    fitted = StylometricDetector(users, sorted({m["content"] for s in samples for m in s["prompt"] if m["role"] == "assistant"}))
+    texts = ["how do i sort a list", "Certainly! Here is the answer:\n\n1. First.\n2. Second."]
+    assert detector(texts) == pytest.approx(fitted(texts))
+    named, named_label = naturalness_detector("userlm.evaluation.metrics:words", samples, first_turns, seed=0)
+    assert named is metrics.words and named_label == "detector userlm.evaluation.metrics:words"
+
+
 def test_load_detector_names_what_is_wrong():
     with pytest.raises(UserError, match="module:function"):
         load_detector("no_colon")
@@ -139,27 +168,29 @@ def test_load_detector_names_what_is_wrong():
 
 
 def test_unusable_lines_are_counted_not_fatal(tmp_path, eval_test_file):
-    from userlm.evaluation.evaluate import read_samples
+    from userlm.evaluation.subsets import read_samples
 
     path = tmp_path / "test.jsonl"
     path.write_text(eval_test_file.read_text() + '{"cut off\n{"prompt": []}\n')
     samples, bad = read_samples(path)
     assert len(samples) == len(eval_test_file.read_text().splitlines())
     assert [b["reason"] for b in bad] == ["invalid_json", "not_a_flipped_sample"]
-    with pytest.raises(UserError, match="does not exist"):
-        read_samples(tmp_path / "missing.jsonl")
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(UserError, match="holds no flipped samples"):
+        read_samples(tmp_path / "empty.jsonl")
 
 
 def test_subsets_keep_whole_conversations_for_termination(eval_test_file):
     import json
 
-    from userlm.evaluation.evaluate import EvalConfig, draw_subsets, sample_chars
+    from userlm.evaluation.subsets import draw_subsets, sample_chars
 
     samples = [json.loads(line) for line in eval_test_file.read_text().splitlines()]
     # A limit between e2's longest point and e1's: only conversations whose every point fits are drawn.
     longest = {c: max(sample_chars(s) for s in samples if s["conversation_id"] == c) for c in ("e1", "e2", "e3", "e4")}
     limit = longest["e2"]
-    subsets = draw_subsets(samples, EvalConfig(max_sample_chars=limit, first_turn_intents=3, probes_per_kind=2))
+    config = EvalConfig(checkpoints=["m=default@chatml"], data=eval_test_file, max_sample_chars=limit, first_turn_intents=3, probes_per_kind=2)
+    subsets = draw_subsets(samples, config)
     kept = {p["conversation_id"] for p in subsets.termination_points}
     assert kept == {c for c, n in longest.items() if n <= limit}
     assert "e2" in kept and "e1" not in kept

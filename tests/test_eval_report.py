@@ -3,7 +3,6 @@ and the HTML report opened in headless Chromium with its tables and embedded plo
 
 from __future__ import annotations
 
-import argparse
 import base64
 import io
 import json
@@ -14,8 +13,11 @@ from html.parser import HTMLParser
 import pytest
 from PIL import Image
 
-from userlm.evaluation import cli as eval_cli
-from userlm.evaluation.report import METRICS, print_summary
+from userlm.cli import main as userlm_main
+from userlm.evaluation.config import EvalConfig
+from userlm.evaluation.evaluate import evaluate
+from userlm.evaluation.report import METRICS, eval_summary
+from userlm.summary import print_summary
 
 CHROMIUM = shutil.which("chromium")
 
@@ -39,27 +41,20 @@ class TablesAndImages(HTMLParser):
 
 @pytest.fixture(scope="module")
 def report_dir(tmp_path_factory, eval_test_file, forced_simulator):
-    parser = argparse.ArgumentParser()
-    eval_cli.add_parser(parser.add_subparsers())
-    out = tmp_path_factory.mktemp("eval") / "report"
-    args = parser.parse_args(
-        [
-            "eval",
-            "--checkpoint", f"ender={forced_simulator(always_end=True)}",
-            "--checkpoint", f"talker={forced_simulator(always_end=False)}",
-            # An ordinary model without a flipped template, prompted through chatml.
-            "--checkpoint", f"prompted={forced_simulator(always_end=False, word='hello', flipped=False)}@chatml",
-            "--data", str(eval_test_file),
-            "--out", str(out),
-            "--perplexity-samples", "6",
-            "--max-new-tokens", "8",
-            "--probes-per-kind", "3",
-            "--diversity-intents", "2",
-            "--simulations-per-intent", "3",
-        ]
+    """`userlm eval eval.yaml --out ...` on three tiny models with known behaviour."""
+    folder = tmp_path_factory.mktemp("eval")
+    config = folder / "eval.yaml"
+    config.write_text(
+        "checkpoints:\n"
+        f"  - ender={forced_simulator(always_end=True)}\n"
+        f"  - talker={forced_simulator(always_end=False)}\n"
+        # An ordinary model without a flipped template, prompted through chatml.
+        f"  - prompted={forced_simulator(always_end=False, word='hello', flipped=False)}@chatml\n"
+        f"data: {eval_test_file}\n"
+        "perplexity_samples: 6\nmax_new_tokens: 8\nprobes_per_kind: 3\ndiversity_intents: 2\nsimulations_per_intent: 3\n"
     )
-    assert args.run(args) == 0
-    return out
+    assert userlm_main(["eval", str(config), "--out", str(folder / "report")]) == 0
+    return folder / "report"
 
 
 def test_metrics_json_and_markdown(report_dir):
@@ -109,16 +104,36 @@ def test_report_opens_in_headless_chromium(report_dir, tmp_path):
 
 def test_terminal_summary_names_every_checkpoint_and_the_output(report_dir, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")  # rich wraps cells to the terminal width
-    print_summary(json.loads((report_dir / "metrics.json").read_text()), report_dir)
+    summary = eval_summary(json.loads((report_dir / "metrics.json").read_text()), report_dir)
+    assert summary.columns == ("metric", "ender", "talker", "prompted", "human (measured)", "UserLM-8b (published)")
+    termination = next(row for row in summary.rows if row[0] == "termination F1")
+    assert termination == ("termination F1", "60.00", "0.00", "0.00", "n/a", "63.54")
+    print_summary(summary)
     printed = capsys.readouterr().out
-    for needed in ("userlm eval", "ender", "talker", "prompted", "termination F1", "60.00", "report.html"):
+    for needed in ("userlm eval", "ender", "talker", "prompted", "termination F1", "60.00", str(report_dir / "report.html")):
         assert needed in printed
+
+
+def test_sample_sizes_of_zero_skip_their_metrics(tmp_path, eval_test_file, forced_simulator, capsys):
+    out = tmp_path / "report"
+    config = EvalConfig(
+        checkpoints=[f"talker={forced_simulator(always_end=False)}"], data=eval_test_file, out=out, progress=False,
+        perplexity_samples=0, termination_conversations=0, probes_per_kind=0, diversity_intents=0, max_new_tokens=4,
+    )
+    talker = evaluate(config)["checkpoints"]["talker"]
+    skipped = ("perplexity_with_intent", "perplexity_without_intent", "termination_f1", "role_adherence", "intent_adherence", "within_intent_diversity")
+    assert not any(key in talker for key in skipped)
+    assert talker["first_turn_diversity"] == {"value": 0.0, "n": 4}
+    assert "termination F1" in capsys.readouterr().out
+    markdown = (out / "report.md").read_text()
+    assert "## First-turn diversity" in markdown and "## Termination F1" not in markdown
+    assert not (out / "termination_f1.png").exists()
 
 
 def test_userlm_eval_is_registered_and_reports_a_missing_test_file(tmp_path, capsys):
     from userlm.cli import main
 
-    code = main(["eval", "--checkpoint", "base=default@chatml", "--data", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "out")])
+    code = main(["eval", "--checkpoints", "base=default@chatml", "--data", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "out")])
     assert code == 2
     assert "userlm eval: The test data" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -1,0 +1,103 @@
+"""`EvalConfig`: every option of `userlm eval`, once. It is at the same time the YAML file,
+the command-line flags and the Python API (userlm/config.py does the parsing and checking):
+
+    userlm eval eval.yaml                                          # checkpoints, data, ... in the file
+    userlm eval --checkpoints sim=out/simulator base=default@chatml --data out/prep/test.jsonl
+    evaluate(EvalConfig(checkpoints=["sim=out/simulator"], data=Path("out/prep/test.jsonl")))
+
+A checkpoint is `NAME=PATH` (a `userlm train` output, which carries its flipped template) or
+`NAME=PATH@TEMPLATE` for an ordinary instruct model prompted through a flipped template
+(the "prompted base" baseline, e.g. `base=default@chatml`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from userlm.config import Config
+from userlm.data_prep.templates import TEMPLATES
+from userlm.errors import UserError
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    name: str
+    path: Path
+    # None: the checkpoint's own saved flipped template; a name: a prompted instruct model.
+    template: str | None = None
+
+
+def parse_checkpoint(text: str) -> CheckpointSpec:
+    """`NAME=PATH` or `NAME=PATH@TEMPLATE`; an `@` that names no template belongs to the path."""
+    name, sep, rest = text.partition("=")
+    if not sep or not name or not rest:
+        raise UserError(f"Give each checkpoint as NAME=PATH or NAME=PATH@TEMPLATE, not {text!r}.")
+    path, at, template = rest.rpartition("@")
+    if not at or template not in TEMPLATES:
+        path, template = rest, None
+    return CheckpointSpec(name, Path(path).expanduser(), template)
+
+
+@dataclass(kw_only=True)
+class EvalConfig(Config):
+    checkpoints: list[str] = field(metadata={
+        "nonempty": True,
+        "help": "checkpoints to compare, each NAME=PATH (a `userlm train` output) or NAME=PATH@TEMPLATE "
+        f"(an instruct model prompted through the flipped template {' or '.join(TEMPLATES)}), e.g. base=default@chatml"})
+    data: Path = field(metadata={"help": "held-out flipped samples: the test.jsonl `userlm prep` wrote"})
+    out: Path = field(default=Path("out/eval"), metadata={"help": "folder for metrics.json, report.md and report.html"})
+    seed: int = field(default=0, metadata={"min": 0, "help": "seed of the subsets drawn and of every generation"})
+    perplexity_samples: int = field(default=200, metadata={
+        "min": 0, "help": "real user turns (END samples included) scored for perplexity; 0 skips perplexity"})
+    # Characters, not tokens, so every checkpoint (whatever its tokenizer) sees one set.
+    max_sample_chars: int = field(default=6000, metadata={
+        "min": 1, "help": "samples longer than this (prompt and target, in characters) are left out of perplexity, "
+        "termination (whole conversations) and probes, and counted"})
+    first_turn_intents: int = field(default=100, metadata={
+        "min": 2, "help": "distinct intents whose first turn is generated (first-turn diversity, intent decomposition, naturalness)"})
+    termination_conversations: int = field(default=50, metadata={
+        "min": 0, "help": "held-out conversations whose every decision point is scored for termination; 0 skips termination"})
+    probes_per_kind: int = field(default=50, metadata={
+        "min": 0, "help": "role and intent adherence probes of each kind; 0 skips the probes"})
+    diversity_intents: int = field(default=10, metadata={
+        "min": 0, "help": "intents simulated several times for the diversity within one intent; 0 skips it"})
+    simulations_per_intent: int = field(default=5, metadata={
+        "min": 2, "help": "first turns simulated per diversity intent"})
+    max_new_tokens: int = field(default=64, metadata={"min": 1, "help": "most tokens of a generated turn"})
+    termination_max_new_tokens: int = field(default=16, metadata={
+        "min": 1, "help": "most tokens of a turn generated at a termination decision point"})
+    batch_size: int = field(default=8, metadata={"min": 1, "help": "prompts generated (and half as many samples scored) at once"})
+    judge_endpoint: str | None = field(default=None, metadata={
+        "help": "base URL (…/v1) of an OpenAI-compatible chat endpoint that judges the adherence probes; "
+        "without it an offline heuristic judge is used, and labelled as such"})
+    judge_model: str | None = field(default=None, metadata={"help": "model name at the judge endpoint"})
+    judge_api_key_env: str = field(default="OPENAI_API_KEY", metadata={
+        "help": "environment variable holding the judge endpoint's API key"})
+    naturalness_detector: str | None = field(default=None, metadata={
+        "help": "MODULE:FUNCTION, a callable texts -> probabilities that a human wrote them; "
+        "without it an offline stylometric baseline is used, and labelled as such"})
+    progress: bool = field(default=True, metadata={"help": "show progress bars"})
+
+    def validate(self) -> None:
+        from userlm.infer.loading import DEFAULT_NAME  # imported here: it pulls in torch
+
+        if self.judge_endpoint and not self.judge_model:
+            raise UserError("Name the judge's model with judge_model when you give judge_endpoint.")
+        if not Path(self.data).is_file():
+            raise UserError(f"The test data {self.data} does not exist; give the test.jsonl that `userlm prep` wrote.")
+        specs = self.specs
+        names = [spec.name for spec in specs]
+        repeated = next((name for name in names if names.count(name) > 1), None)
+        if repeated is not None:
+            raise UserError(f"Two checkpoints are named {repeated!r}; give every checkpoint a different NAME.")
+        for spec in specs:
+            if str(spec.path) != DEFAULT_NAME and not spec.path.exists():
+                raise UserError(
+                    f"Checkpoint {spec.name}: nothing at {spec.path}; give a `userlm train` output, a model folder, "
+                    f"a .gguf file or {DEFAULT_NAME}, with @TEMPLATE ({', '.join(TEMPLATES)}) for a prompted model."
+                )
+
+    @property
+    def specs(self) -> list[CheckpointSpec]:
+        return [parse_checkpoint(text) for text in self.checkpoints]
