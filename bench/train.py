@@ -93,7 +93,7 @@ def baseline_run(data: Path, out: Path, steps: int) -> dict:
     from trl import SFTConfig, SFTTrainer
 
     from userlm.train.config import load_recipe
-    from userlm.train.data import load_samples
+    from userlm.data_prep.samples import load_samples
     from userlm.train.sft import lora_config, model_folder
 
     recipe = load_recipe(RECIPE, [f"dataset_path={data}"])

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from userlm.data_prep.format import parse_system_text
+from userlm.data_prep.samples import open_lines
 from userlm.errors import UserError
 
 from .config import EvalConfig
@@ -29,21 +30,20 @@ class EvalSubsets:
 
 
 def read_samples(path: Path) -> tuple[list[dict], list[dict]]:
-    """Flipped samples from a JSONL file, and the lines that could not be used (with reasons)."""
+    """Flipped samples from a JSONL (or JSONL.gz) file, and the lines that could not be used (with reasons)."""
     samples, bad = [], []
-    with Path(path).open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                sample = json.loads(line)
-            except json.JSONDecodeError:
-                bad.append({"line": number, "reason": "invalid_json"})
-                continue
-            if not isinstance(sample, dict) or not sample.get("prompt") or not sample.get("completion"):
-                bad.append({"line": number, "reason": "not_a_flipped_sample"})
-                continue
-            samples.append(sample)
+    for number, line in open_lines(path):
+        if not line.strip():
+            continue
+        try:
+            sample = json.loads(line)
+        except json.JSONDecodeError:
+            bad.append({"line": number, "reason": "invalid_json"})
+            continue
+        if not isinstance(sample, dict) or not sample.get("prompt") or not sample.get("completion"):
+            bad.append({"line": number, "reason": "not_a_flipped_sample"})
+            continue
+        samples.append(sample)
     if not samples:
         raise UserError(f"{path} holds no flipped samples; give the test.jsonl that `userlm prep` wrote.")
     return samples, bad

@@ -153,7 +153,7 @@ def test_empty_target_still_trains_its_end_of_turn_token(tmp_path, default_token
 
 
 def test_jsonl_file_and_hf_folder_are_both_read(flipped_samples_dir, tmp_path):
-    from userlm.train.data import load_samples
+    from userlm.data_prep.samples import load_samples
 
     from_jsonl = load_samples(flipped_samples_dir)
     from_jsonl.save_to_disk(str(tmp_path / "prep" / "hf"))

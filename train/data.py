@@ -1,8 +1,7 @@
 """Flipped samples in, token ids + completion masks out, checked before any training starts.
 
-Samples come from what `userlm prep` writes: `OUT/hf/` (a `DatasetDict` saved with
-`save_to_disk`) or `OUT/{train,validation,test}.jsonl`; a `DatasetDict` folder or a
-single JSONL file of samples works too. Tokenising is `data_prep.templates.tokenize_sample`,
+Samples come from what `userlm prep` writes, found by `data_prep.samples.load_samples`
+(a prep folder, a `DatasetDict` folder, or one JSONL file). Tokenising is `data_prep.templates.tokenize_sample`,
 the one place samples become ids, so the label mask is the evaluation mask.
 
 Truncation (documented in the README): a sample longer than `max_length` loses the
@@ -14,40 +13,12 @@ in `skipped_samples.jsonl` (`long_samples: skip`). It is never dropped silently.
 
 from __future__ import annotations
 
-from pathlib import Path
 
-from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+from datasets import Dataset
 
+from userlm.data_prep.samples import load_samples
 from userlm.data_prep.templates import FlippedTemplate, tokenize_sample
 from userlm.errors import UserError
-
-SPLIT_FILES = {"train": "train.jsonl", "validation": "validation.jsonl", "test": "test.jsonl"}
-
-
-def load_samples(path: str | Path) -> DatasetDict:
-    """The flipped samples at `path` as a DatasetDict with at least a `train` split."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"Dataset {path} does not exist; run `userlm prep` first and pass its output folder.")
-    if path.is_file():
-        return DatasetDict({"train": _read_jsonl(path)})
-    if (path / "hf" / "dataset_dict.json").exists():
-        return load_from_disk(str(path / "hf"))
-    if (path / "dataset_dict.json").exists():
-        return load_from_disk(str(path))
-    found = {split: path / name for split, name in SPLIT_FILES.items() if (path / name).is_file()}
-    if "train" not in found:
-        raise UserError(f"{path} holds no flipped samples (no hf/ folder, no train.jsonl); point dataset_path at `userlm prep` output.")
-    return DatasetDict({split: _read_jsonl(file) for split, file in found.items()})
-
-
-def _read_jsonl(path: Path) -> Dataset:
-    dataset = load_dataset("json", data_files=str(path), split="train")
-    missing = {"prompt", "completion"} - set(dataset.column_names)
-    if missing:
-        raise UserError(f"{path} is not a file of flipped samples (no {', '.join(sorted(missing))} field); write it with `userlm prep`.")
-    return dataset
-
 
 def tokenize_split(dataset: Dataset, tokenizer, template: FlippedTemplate, max_length: int | None) -> tuple[Dataset, list[dict]]:
     """Tokenise and left-truncate; returns the trainable rows and the samples whose target turn does not fit."""

@@ -74,7 +74,7 @@ def quickstart(config: QuickstartConfig) -> dict:
     eval_keys = checked_kwargs(EvalConfig, {
         **config.eval,
         "checkpoints": ["prompted-base=default@chatml", f"simulator={simulator_dir}"],
-        "data": str(prep_dir / "test.jsonl"),
+        "data": str(prep_dir / "test.jsonl"),  # what prep writes; `data_prep.samples` knows the layout
         "out": str(eval_dir),
     })
 

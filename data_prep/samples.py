@@ -1,0 +1,76 @@
+"""Where flipped samples live: the one place that knows the files `userlm prep` writes.
+
+Prep writes each split as JSON Lines, `OUT/<split>.jsonl` or gzip-compressed
+`OUT/<split>.jsonl.gz`, and may add `OUT/hf/`, the same splits as a `datasets`
+DatasetDict. Training, evaluation and the quickstart find and open samples through
+this module, so the layout can change in one place.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import Iterator
+
+from userlm.errors import UserError
+
+SPLITS = ("train", "validation", "test")
+SAMPLE_SUFFIXES = (".jsonl.gz", ".jsonl")
+
+
+def split_files(folder: str | Path) -> dict[str, Path]:
+    """The sample file of each split found in a prep output folder (compressed first)."""
+    found = {}
+    for split in SPLITS:
+        for suffix in SAMPLE_SUFFIXES:
+            path = Path(folder) / f"{split}{suffix}"
+            if path.is_file():
+                found[split] = path
+                break
+    return found
+
+
+def split_file(folder: str | Path, split: str) -> Path:
+    """One split's sample file, e.g. the test split for evaluation."""
+    path = split_files(folder).get(split)
+    if path is None:
+        raise UserError(f"{folder} holds no {split} samples ({split}.jsonl or {split}.jsonl.gz); point at `userlm prep` output.")
+    return path
+
+
+def open_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a JSON Lines file, gzip-compressed or not."""
+    path = Path(path)
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as lines:
+        yield from enumerate(lines, 1)
+
+
+def load_samples(path: str | Path):
+    """The flipped samples at `path` (a prep folder, a DatasetDict folder, or one JSONL/JSONL.gz
+    file) as a `datasets.DatasetDict` with at least a `train` split."""
+    from datasets import DatasetDict, load_from_disk
+
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"Dataset {path} does not exist; run `userlm prep` first and pass its output folder.")
+    if path.is_file():
+        return DatasetDict({"train": _read_json_lines(path)})
+    if (path / "hf" / "dataset_dict.json").exists():
+        return load_from_disk(str(path / "hf"))
+    if (path / "dataset_dict.json").exists():
+        return load_from_disk(str(path))
+    found = split_files(path)
+    if "train" not in found:
+        raise UserError(f"{path} holds no flipped samples (no hf/ folder, no train.jsonl); point dataset_path at `userlm prep` output.")
+    return DatasetDict({split: _read_json_lines(file) for split, file in found.items()})
+
+
+def _read_json_lines(path: Path):
+    from datasets import load_dataset
+
+    dataset = load_dataset("json", data_files=str(path), split="train")
+    missing = {"prompt", "completion"} - set(dataset.column_names)
+    if missing:
+        raise UserError(f"{path} is not a file of flipped samples (no {', '.join(sorted(missing))} field); write it with `userlm prep`.")
+    return dataset
