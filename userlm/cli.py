@@ -7,7 +7,9 @@ Every subcommand reads its stage's config dataclass from a YAML file, key=value 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+from pathlib import Path
 
 from userlm import __version__
 from userlm.errors import UserError
@@ -57,6 +59,29 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"userlm {command}: interrupted.", file=sys.stderr)
         return 130
+    except Exception as error:  # a bug, not a user's mistake: one line here, the traceback in a log
+        log = write_crash_log(command, argv)
+        print(
+            f"userlm {command}: unexpected error ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+            f"the traceback is in {log}. Please report it with that file.",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def write_crash_log(command: str, argv: list[str]) -> Path:
+    """The current exception's traceback, with the command line, in a new file under the cache folder."""
+    import time
+    import traceback
+
+    from userlm.atomic import atomic_write
+    from userlm.defaults import cache_dir
+
+    folder = cache_dir() / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"userlm-{command}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    atomic_write(path, f"userlm {' '.join(argv)}\nuserlm-kit {__version__}\n\n{traceback.format_exc()}")
+    return path
 
 
 if __name__ == "__main__":
