@@ -47,7 +47,11 @@ class Config:
         hints = field_types(type(self))
         for f in dataclasses.fields(self):
             if f.init:
-                setattr(self, f.name, check_value(f.name, getattr(self, f.name), hints[f.name], f.metadata))
+                value = check_value(f.name, getattr(self, f.name), hints[f.name], f.metadata)
+                required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+                if required and isinstance(value, str) and not value.strip():
+                    raise UserError(f"`{f.name}` must not be empty.")
+                setattr(self, f.name, value)
         self.validate()
 
     def validate(self) -> None:
