@@ -1,9 +1,10 @@
 """Interactive chat: the person at the keyboard plays the assistant, the simulator plays the user.
 
 The simulator opens with its first user turn; each message typed is the assistant's reply.
-Ctrl-D (end of input) or the simulator's end marker ends the chat, and the transcript is
-appended to the output file in the schema of `userlm simulate`. A chat ended with Ctrl-D
-has termination_reason "assistant_ended" (the one reason `simulate` never writes).
+Ctrl-D (end of input), Ctrl-C, a standard input that is closed, or the simulator's end
+marker ends the chat, and the transcript is appended to the output file in the schema of
+`userlm simulate`. A chat ended from the keyboard's side has termination_reason
+"assistant_ended" (the one reason `simulate` never writes).
 """
 
 from __future__ import annotations
@@ -18,11 +19,18 @@ from userlm.config import to_dict
 from .config import ChatConfig
 from .guardrails import Guardrails
 from .sampling import derive_seed
-from .simulate import Conversation, Job, append_record, load_simulator, open_output, record_of, user_step
+from .simulate import Conversation, Job, load_simulator, record_of, user_step
+from .simulate_output import append_record, check_output_file, open_output
+
+# What reading a reply raises when the keyboard's side is gone: end of input, Ctrl-C, or a
+# standard input that was closed (`input()` then raises RuntimeError "lost sys.stdin";
+# reading a closed stream raises ValueError or OSError).
+INPUT_GONE = (EOFError, KeyboardInterrupt, RuntimeError, ValueError, OSError)
 
 
 def run_chat(config: ChatConfig, *, read: Callable[[str], str] = input, show: Callable[[str], None] = print) -> dict:
     """`userlm chat`: load the simulator the config names and chat with it."""
+    check_output_file(config.out)
     return chat(
         load_simulator(config), config.intent, config.out, persona=config.persona, guardrails=config.guardrails,
         seed=config.seed, max_turns=config.max_turns, max_new_tokens=config.max_new_tokens,
@@ -47,17 +55,21 @@ def chat(
 ) -> dict:
     """Run one interactive conversation and return its record (also appended to `out_file`)."""
     conversation_id = f"chat-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
-    conversation = Conversation(Job(conversation_id, intent, persona, 0, derive_seed(seed)), None)
+    conversation = Conversation(Job(conversation_id, intent, persona, 0, derive_seed(seed)), conversation_id, None)
     options = {"guardrails": guardrails, "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
     show("You are the assistant. Type each reply on one line; Ctrl-D ends the chat.")
     while conversation.termination_reason is None:
-        asyncio.run(user_step(simulator, [conversation], options))
+        try:
+            asyncio.run(user_step(simulator, [conversation], options))
+        except KeyboardInterrupt:  # Ctrl-C while the simulator writes: keep the turns so far
+            conversation.finish("assistant_ended")
+            break
         if conversation.termination_reason is not None:
             break
         show(f"user: {conversation.turns[-1]['content']}")
         try:
             reply = read("assistant> ")
-        except EOFError:
+        except INPUT_GONE:
             conversation.finish("assistant_ended")
             break
         conversation.turns.append({"role": "assistant", "content": reply})

@@ -4,8 +4,11 @@
     userlm simulate --simulator out/persona --assistant hf:default --intents intents.txt --out runs/sim.jsonl
     userlm simulate sim.yaml max_turns=4 --guardrails.min_words 5 --no-guardrails
 
-`SimulatorOptions` are the keys both commands share: which simulator, how it samples, and
-its guardrails (`infer/guardrails.py`).
+Keys are grouped so that no command declares one twice: `SimulatorOptions` (which simulator,
+how it samples, its guardrails from `infer/guardrails.py`) for simulate, chat and test;
+`AssistantOptions` (the assistant under test and how it is reached) and
+`ConversationOptions` (how many conversations, how long, what a rerun does) for simulate
+and test (`infer/suite_config.py`).
 """
 
 from __future__ import annotations
@@ -59,7 +62,9 @@ class SimulatorOptions(Config):
 
 
 @dataclass(kw_only=True)
-class SimulateConfig(SimulatorOptions):
+class AssistantOptions(Config):
+    """The assistant under test and how it is reached: keys shared by `userlm simulate` and `userlm test`."""
+
     assistant: str = field(metadata={
         "help": "the assistant under test: an OpenAI-compatible endpoint base URL (http://.../v1), hf:PATH "
         "(hf:default for the embedded SmolLM2) or python:module:function",
@@ -71,6 +76,25 @@ class SimulateConfig(SimulatorOptions):
     timeout: float = field(default=60.0, metadata={"help": "seconds per endpoint request", "above": 0})
     max_retries: int = field(default=4, metadata={"help": "retries per endpoint request, with exponential backoff", "min": 0})
     concurrency: int = field(default=8, metadata={"help": "endpoint requests in flight at once", "min": 1})
+
+
+@dataclass(kw_only=True)
+class ConversationOptions(Config):
+    """How many conversations, how long, and what a rerun does: keys shared by `userlm simulate` and `userlm test`."""
+
+    n_per_intent: int = field(default=1, metadata={"help": "conversations per intent and persona, each with its own seed", "min": 1})
+    max_turns: int = field(default=8, metadata={"help": "user turns at most per conversation", "min": 1})
+    batch_size: int = field(default=16, metadata={"help": "conversations active at once", "min": 1})
+    retry_failed: bool = field(default=True, metadata={
+        "help": "on a rerun, simulate again the conversations that ended in assistant_error or simulator_error "
+        "(false keeps them as they are)",
+    })
+    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+
+
+@dataclass(kw_only=True)
+class SimulateConfig(ConversationOptions, AssistantOptions, SimulatorOptions):
+    # Keys in this order in --help: the simulator's, the assistant's, the conversations', then these.
     intents: Path | list[str] = field(metadata={
         "help": "a text file (one intent per line), a JSONL file with an 'intent' field (prep output works), or a list of intents",
         "nonempty": True,
@@ -79,11 +103,9 @@ class SimulateConfig(SimulatorOptions):
         "help": "personas like intents (a file, or a list; JSONL field 'persona'); every intent runs with every persona",
         "nonempty": True,
     })
-    n_per_intent: int = field(default=1, metadata={"help": "conversations per intent and persona, each with its own seed", "min": 1})
-    max_turns: int = field(default=8, metadata={"help": "user turns at most per conversation", "min": 1})
-    batch_size: int = field(default=16, metadata={"help": "conversations active at once", "min": 1})
-    out: Path = field(metadata={"help": "output JSONL; a rerun into the same file skips the conversations already finished"})
-    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    out: Path = field(metadata={
+        "help": "output JSONL; a rerun into the same file skips the conversations of this same configuration already finished",
+    })
 
 
 @dataclass(kw_only=True)

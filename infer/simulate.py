@@ -12,10 +12,13 @@ Output, one JSON object per line:
      "turns": [{"role": "user", "content", "events": [...]}, {"role": "assistant", "content"}, ...],
      "termination_reason": "user_ended" | "max_turns" | "assistant_error" | "simulator_error" | "guardrails_exhausted",
      "error": str | None, "exhausted_events": [...]}
-A user who leaves has a last turn whose content is the end marker. Conversation ids and
-seeds are derived from the intent, persona and trial, so a rerun with the same output file
-skips the conversations already written (a torn last line from a kill is cut off first)
-and reproduces the same seeds.
+A user who leaves has a last turn whose content is the end marker. A conversation's seed
+is derived from the base seed, its intent, persona and trial; its id hashes those and
+everything else that decides what it says (the seed, every simulator and assistant
+setting, the guardrails, the sampling, the turn limit), so a rerun of the same
+configuration into the same file skips the conversations already finished, and a run of
+another configuration never takes them for its own. `infer/simulate_output.py` checks,
+resumes and appends to the output file.
 """
 
 from __future__ import annotations
@@ -23,29 +26,28 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from userlm.atomic import fsync_folder
 from userlm.config import to_dict
 from userlm.data_prep.format import END_MARKER, count_user_turns, system_text
 from userlm.errors import UserError
 from userlm.summary import Summary
 
-from .config import SimulateConfig, SimulatorOptions
+from .config import AssistantOptions, SimulateConfig, SimulatorOptions
 from .guardrails import Guardrails
 from .sampling import derive_seed
+from .simulate_output import append_record, check_output_file, open_output, prepare_resume
 
 TERMINATION_REASONS = ("user_ended", "max_turns", "assistant_error", "simulator_error", "guardrails_exhausted")
 
 
 @dataclass
 class Job:
-    conversation_id: str
+    key: str  # the intent, persona and trial; the same in every run
     intent: str
     persona: str | None
     trial: int
@@ -55,6 +57,7 @@ class Job:
 @dataclass
 class Conversation:
     job: Job
+    conversation_id: str
     assistant_system: str | None
     turns: list[dict] = field(default_factory=list)
     termination_reason: str | None = None
@@ -115,40 +118,27 @@ def read_input_file(path: Path, key: str) -> list[str]:
 
 
 def make_jobs(intents: list[str], personas: list[str | None], n_per_intent: int, seed: int) -> list[Job]:
-    """Every intent with every persona, `n_per_intent` trials each, with ids and seeds stable across runs."""
+    """Every intent with every persona, `n_per_intent` trials each, with seeds stable across runs."""
     jobs = []
     for intent in intents:
         for persona in personas:
             key = hashlib.sha1(f"{intent}\n\n{persona or ''}".encode()).hexdigest()[:12]
             for trial in range(n_per_intent):
-                conversation_id = f"{key}-{trial}"
-                jobs.append(Job(conversation_id, intent, persona, trial, derive_seed(seed, int(key, 16), trial)))
+                jobs.append(Job(f"{key}-{trial}", intent, persona, trial, derive_seed(seed, int(key, 16), trial)))
     return jobs
 
 
-def finished_ids(out_file: Path) -> set[str]:
-    """Ids already written; a torn last line (a killed run) is cut off so appends stay valid JSONL."""
-    if not out_file.exists():
-        return set()
-    data = out_file.read_bytes()
-    good_end = data.rfind(b"\n") + 1
-    if good_end < len(data):
-        with open(out_file, "r+b") as handle:
-            handle.truncate(good_end)
-        print(f"Cut off a torn last line of {out_file} ({len(data) - good_end} bytes, an interrupted write).")
-    ids = set()
-    for number, line in enumerate(data[:good_end].splitlines(), 1):
-        try:
-            ids.add(json.loads(line)["conversation_id"])
-        except (json.JSONDecodeError, KeyError, TypeError):
-            print(f"Line {number} of {out_file} is not a conversation record; it is kept, and ignored for resuming.")
-    return ids
+def conversation_id(job: Job, simulator_settings: dict, assistant_settings: dict) -> str:
+    """The job's key and a hash of everything else that decides the conversation: its seed and
+    every simulator and assistant setting (guardrails, sampling and turn limit included)."""
+    run = json.dumps([job.seed, simulator_settings, assistant_settings], sort_keys=True, ensure_ascii=False)
+    return f"{job.key}-{hashlib.sha1(run.encode()).hexdigest()[:10]}"
 
 
 def record_of(conversation: Conversation, simulator_settings: dict, assistant_settings: dict) -> dict:
     job = conversation.job
     return {
-        "conversation_id": job.conversation_id,
+        "conversation_id": conversation.conversation_id,
         "intent": job.intent,
         "persona": job.persona,
         "trial": job.trial,
@@ -162,24 +152,7 @@ def record_of(conversation: Conversation, simulator_settings: dict, assistant_se
     }
 
 
-def open_output(out_file: Path):
-    """The output JSONL, opened for appending; a new file's entry in its folder is made durable too."""
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    created = not out_file.exists()
-    sink = open(out_file, "a", encoding="utf-8")
-    if created:
-        fsync_folder(out_file.parent)
-    return sink
-
-
-def append_record(sink, record: dict) -> None:
-    # One line per finished conversation, on disk before the next: a kill loses at most the line being written.
-    sink.write(json.dumps(record, ensure_ascii=False) + "\n")
-    sink.flush()
-    os.fsync(sink.fileno())
-
-
-def summarise(records: list[dict], skipped: int, out_file: Path) -> dict:
+def summarise(records: list[dict], skipped: int, retried: int, out_file: Path, conversation_ids: list[str]) -> dict:
     reasons = Counter(r["termination_reason"] for r in records)
     rejections = Counter(
         e["guardrail"]
@@ -189,11 +162,14 @@ def summarise(records: list[dict], skipped: int, out_file: Path) -> dict:
     return {
         "conversations": len(records),
         "skipped_already_done": skipped,
+        "retried_failed": retried,
         "turns": sum(len(r["turns"]) for r in records),
         "user_turns": sum(count_user_turns(r["turns"]) for r in records),
         "termination_reasons": {reason: reasons.get(reason, 0) for reason in TERMINATION_REASONS},
         "guardrail_events": dict(sorted(rejections.items())),
         "out": str(out_file),
+        # Every conversation of this run, done now or before, in job order.
+        "conversation_ids": conversation_ids,
     }
 
 
@@ -210,12 +186,10 @@ async def simulate_async(
     max_new_tokens: int = 64,
     temperature: float = 1.0,
     top_p: float = 0.8,
+    retry_failed: bool = True,
     progress: bool = True,
 ) -> dict:
     out_file = Path(out_file)
-    done = finished_ids(out_file)
-    waiting = [job for job in jobs if job.conversation_id not in done]
-    skipped = len(jobs) - len(waiting)
     simulator_settings = {
         **simulator.settings,
         "guardrails": to_dict(guardrails),
@@ -224,6 +198,11 @@ async def simulate_async(
         "top_p": top_p,
         "max_turns": max_turns,
     }
+    assistant_settings = {**assistant.settings, "system": assistant_system}
+    ids = {id(job): conversation_id(job, simulator_settings, assistant_settings) for job in jobs}
+    done, retried = prepare_resume(out_file, set(ids.values()), retry_failed=retry_failed)
+    waiting = [job for job in jobs if ids[id(job)] not in done]
+    skipped = len(jobs) - len(waiting)
     options = {"guardrails": guardrails, "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
     written: list[dict] = []
     active: list[Conversation] = []
@@ -232,11 +211,12 @@ async def simulate_async(
     with open_output(out_file) as sink:
         while waiting or active:
             while waiting and len(active) < batch_size:
-                active.append(Conversation(waiting.pop(0), assistant_system))
+                job = waiting.pop(0)
+                active.append(Conversation(job, ids[id(job)], assistant_system))
             await user_step(simulator, active, options)
             await assistant_step(assistant, [c for c in active if c.termination_reason is None], max_turns)
             for conversation in [c for c in active if c.termination_reason is not None]:
-                record = record_of(conversation, simulator_settings, assistant.settings)
+                record = record_of(conversation, simulator_settings, assistant_settings)
                 append_record(sink, record)
                 written.append(record)
                 counts[conversation.termination_reason] += 1
@@ -244,7 +224,7 @@ async def simulate_async(
             active = [c for c in active if c.termination_reason is None]
             bar.set_postfix(dict(counts), refresh=True)
     bar.close()
-    return summarise(written, skipped, out_file)
+    return summarise(written, skipped, retried, out_file, [ids[id(job)] for job in jobs])
 
 
 async def user_step(simulator, active: list[Conversation], options: dict) -> None:
@@ -306,27 +286,36 @@ def load_simulator(options: SimulatorOptions, *, timeout: float = 60.0, max_retr
         return CompletionsSimulator(endpoint, options.simulator, server=options.simulator_server, template=options.template)
     from .simulator import UserSimulator
 
-    return UserSimulator.load(options.simulator, template=options.template, adapter=options.adapter)
+    simulator = UserSimulator.load(options.simulator, template=options.template, adapter=options.adapter)
+    if options.adapter is not None:
+        # The name is what conversation ids and records say the simulator was: the base and its adapter.
+        simulator.name = f"{options.simulator} + adapter {options.adapter}"
+    return simulator
+
+
+def load_assistant(options: AssistantOptions):
+    from .assistants import make_assistant
+
+    return make_assistant(
+        options.assistant, model=options.assistant_model, api_key_env=options.assistant_key_env,
+        timeout=options.timeout, max_retries=options.max_retries, max_concurrency=options.concurrency,
+        max_tokens=options.assistant_max_tokens,
+    )
 
 
 def run_simulation(config: SimulateConfig) -> dict:
     """`userlm simulate`: every intent with every persona, `n_per_intent` conversations each,
     against the assistant; appends to `config.out` and returns the summary (`summarise`)."""
-    from .assistants import make_assistant
-
     intents = read_inputs(config.intents, "intent")
     personas = read_inputs(config.personas, "persona") if config.personas is not None else [None]
+    check_output_file(config.out, inputs=(config.intents, config.personas))
     jobs = make_jobs(intents, personas, config.n_per_intent, config.seed)
-    limits = {"timeout": config.timeout, "max_retries": config.max_retries}
-    assistant = make_assistant(
-        config.assistant, model=config.assistant_model, api_key_env=config.assistant_key_env,
-        max_concurrency=config.concurrency, max_tokens=config.assistant_max_tokens, **limits,
-    )
-    simulator = load_simulator(config, concurrency=config.concurrency, **limits)
+    simulator = load_simulator(config, timeout=config.timeout, max_retries=config.max_retries, concurrency=config.concurrency)
+    assistant = load_assistant(config)
     return simulate(
         simulator, assistant, jobs, config.out, max_turns=config.max_turns, guardrails=config.guardrails,
         batch_size=config.batch_size, assistant_system=config.assistant_system, max_new_tokens=config.max_new_tokens,
-        temperature=config.temperature, top_p=config.top_p, progress=config.progress,
+        temperature=config.temperature, top_p=config.top_p, retry_failed=config.retry_failed, progress=config.progress,
     )
 
 
@@ -335,6 +324,7 @@ def simulation_summary(summary: dict) -> Summary:
     rows: list[tuple] = [
         ("conversations simulated", summary["conversations"]),
         ("already done, skipped", summary["skipped_already_done"]),
+        ("failed before, retried", summary["retried_failed"]),
         ("turns", summary["turns"]),
         ("user turns", summary["user_turns"]),
     ]

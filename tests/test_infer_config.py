@@ -39,28 +39,28 @@ def test_yaml_flags_and_words_give_the_same_simulate_config(tmp_path, files):
     yaml_file.write_text(
         f"simulator: out/persona\nassistant: http://127.0.0.1:8000/v1\nassistant_model: my-bot\n"
         f"intents: {files['intents']}\npersonas: {files['personas']}\nout: {files['out']}\n"
-        "n_per_intent: 3\nmax_turns: 4\ntemperature: 0.7\ntop_p: 0.9\nprogress: false\n"
+        "n_per_intent: 3\nmax_turns: 4\ntemperature: 0.7\ntop_p: 0.9\nprogress: false\nretry_failed: false\n"
         "guardrails:\n  min_words: 5\n  min_turns_before_end: never\n  banned_first_words: [Hi, Hello]\n  fallback: keep\n"
     )
     from_yaml = simulate_config([str(yaml_file)])
     from_flags = simulate_config([
         "--simulator", "out/persona", "--assistant", "http://127.0.0.1:8000/v1", "--assistant-model", "my-bot",
         "--intents", str(files["intents"]), "--personas", str(files["personas"]), "--out", str(files["out"]),
-        "--n-per-intent", "3", "--max_turns", "4", "--temperature", "0.7", "--top-p", "0.9", "--no-progress",
+        "--n-per-intent", "3", "--max_turns", "4", "--temperature", "0.7", "--top-p", "0.9", "--no-progress", "--no-retry-failed",
         "--guardrails.min_words", "5", "--guardrails.min-turns-before-end", "never",
         "--guardrails.banned_first_words", "Hi", "Hello", "--guardrails.fallback", "keep",
     ])
     from_words = simulate_config([
         "simulator=out/persona", "assistant=http://127.0.0.1:8000/v1", "assistant_model=my-bot",
         f"intents={files['intents']}", f"personas={files['personas']}", f"out={files['out']}",
-        "n_per_intent=3", "max_turns=4", "temperature=0.7", "top_p=0.9", "progress=false",
+        "n_per_intent=3", "max_turns=4", "temperature=0.7", "top_p=0.9", "progress=false", "retry_failed=false",
         "guardrails.min_words=5", "guardrails.min_turns_before_end=never", "guardrails.banned_first_words=[Hi, Hello]",
         "guardrails.fallback=keep",
     ])
     from_python = SimulateConfig(
         simulator="out/persona", assistant="http://127.0.0.1:8000/v1", assistant_model="my-bot",
         intents=files["intents"], personas=files["personas"], out=files["out"], n_per_intent=3, max_turns=4,
-        temperature=0.7, top_p=0.9, progress=False,
+        temperature=0.7, top_p=0.9, progress=False, retry_failed=False,
         guardrails=Guardrails(min_words=5, min_turns_before_end="never", banned_first_words=("Hi", "Hello"), fallback="keep"),
     )
     assert from_yaml == from_flags == from_words == from_python
@@ -189,13 +189,14 @@ def test_yaml_flags_and_words_give_the_same_chat_config(tmp_path):
 
 def test_simulation_summary_table():
     summary = {
-        "conversations": 4, "skipped_already_done": 2, "turns": 14, "user_turns": 8,
+        "conversations": 4, "skipped_already_done": 2, "retried_failed": 1, "turns": 14, "user_turns": 8,
         "termination_reasons": {"user_ended": 1, "max_turns": 3, "assistant_error": 0, "simulator_error": 0, "guardrails_exhausted": 0},
         "guardrail_events": {"length": 5, "repetition": 1}, "out": "runs/sim.jsonl",
     }
     table = simulation_summary(summary)
     rows = dict(table.rows)
     assert (rows["conversations simulated"], rows["already done, skipped"], rows["turns"], rows["user turns"]) == (4, 2, 14, 8)
+    assert rows["failed before, retried"] == 1
     assert (rows["ended: user_ended"], rows["ended: max_turns"], rows["ended: assistant_error"]) == (1, 3, 0)
     assert (rows["guardrail event: length"], rows["guardrail event: repetition"]) == (5, 1)
     assert table.wrote == {"conversations": "runs/sim.jsonl"}

@@ -3,6 +3,7 @@ loopback, a real faulty HTTP server, a real SIGKILL and resume, and `userlm chat
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -115,14 +116,14 @@ def test_simulator_behind_the_completions_backend(tmp_path, intents_file, progra
 
 
 class FaultyAssistant(BaseHTTPRequestHandler):
-    """A chat endpoint that breaks any conversation whose last user message says "Hello"."""
+    """A chat endpoint that breaks any conversation whose last user message says "Hello" (unless its mode is "ok")."""
 
     mode = "500"
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         last_user = [m["content"] for m in body["messages"] if m["role"] == "user"][-1]
-        if "Hello" in last_user:
+        if "Hello" in last_user and self.mode != "ok":
             if self.mode == "500":
                 self.send_response(500)
                 self.end_headers()
@@ -222,8 +223,9 @@ def test_killed_run_resumes_with_every_conversation_once(tmp_path, intents_file,
         sink.write('{"conversation_id": "torn')
     subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
     records = read_records(out)
-    expected = {job.conversation_id for job in make_jobs(INTENTS, [None], 6, 0)}
-    assert len(records) == 12 and {r["conversation_id"] for r in records} == expected
+    expected = {job.key for job in make_jobs(INTENTS, [None], 6, 0)}
+    ids = {r["conversation_id"] for r in records}
+    assert len(records) == 12 == len(ids) and {i.rsplit("-", 1)[0] for i in ids} == expected
     assert out.read_text().splitlines()[: len(before)] == before
     assert all(r["termination_reason"] in TERMINATION_REASONS for r in records)
 
@@ -255,3 +257,123 @@ def test_chat_with_a_person_playing_the_assistant(tmp_path, programmed_simulator
     assert guardrails["min_turns_before_end"] == "never" and guardrails["filter_repetition"] is False
     assert [t["role"] for t in records[1]["turns"]] == ["user", "assistant", "user"]
     assert "Saved the transcript" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- conversation ids, reruns and refusals (issues 11, 13)
+
+BOTS = "def reply(messages):\n    return 'Go on.'\n\ndef terse(messages):\n    return 'Ok.'\n"
+
+
+def summary_row(printed: str, name: str) -> int:
+    return int(re.search(rf"{name}\W+(\d+)", printed).group(1))
+
+
+def test_another_configuration_into_the_same_file_is_never_taken_for_this_one(tmp_path, intents_file, programmed_simulator, monkeypatch, capsys):
+    (tmp_path / "sim_bots.py").write_text(BOTS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "sim.jsonl"
+    base = ["simulate", "--simulator", str(programmed_simulator(*TWO_OPENINGS)), "--intents", str(intents_file),
+            "--n-per-intent", "2", "--max-turns", "2", "--out", str(out), "--no-progress", "--assistant", "python:sim_bots:reply"]
+    other_simulator = str(programmed_simulator({"Please": 30}, CHAIN, name="other"))
+    # The hash covers every setting alike; these are the ones the issue names.
+    changes = [[], ["--seed", "1"], ["--assistant", "python:sim_bots:terse"], ["--simulator", other_simulator],
+               ["--max-turns", "1"], ["--guardrails.max_words", "20"], ["--assistant-system", "Be brief."]]
+    for number, change in enumerate(changes, 1):
+        assert main([*base, *change]) == 0
+        printed = capsys.readouterr().out
+        # Every configuration simulates its own 4 conversations, never reporting another's as its own.
+        assert (summary_row(printed, "conversations simulated"), summary_row(printed, "already done, skipped")) == (4, 0), change
+        assert len(read_records(out)) == 4 * number
+    records = read_records(out)
+    assert len({r["conversation_id"] for r in records}) == len(records)
+    assert {r["assistant"]["system"] for r in records} == {None, "Be brief."}
+    # The same configuration again, in any spelling, skips all of its conversations.
+    assert main([*base, "--seed", "1", "--batch-size", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert (summary_row(printed, "conversations simulated"), summary_row(printed, "already done, skipped")) == (0, 4)
+
+
+def test_failed_conversations_are_retried_on_a_rerun_unless_asked_not_to(tmp_path, programmed_simulator, capsys):
+    handler = type("Handler", (FaultyAssistant,), {"mode": "500"})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    out = tmp_path / "sim.jsonl"
+    config = SimulateConfig(
+        simulator=str(programmed_simulator(*TWO_OPENINGS)), assistant=f"http://127.0.0.1:{server.server_address[1]}/v1",
+        assistant_model="m", max_retries=0, intents=INTENTS, n_per_intent=4, max_turns=1, out=out, progress=False,
+    )
+    try:
+        first = run_simulation(config)
+        failed = first["termination_reasons"]["assistant_error"]
+        assert 0 < failed < 8
+        handler.mode = "ok"  # the assistant is fixed
+        kept = run_simulation(dataclasses.replace(config, retry_failed=False))
+        assert (kept["conversations"], kept["skipped_already_done"], kept["retried_failed"]) == (0, 8, 0)
+        assert sum(r["termination_reason"] == "assistant_error" for r in read_records(out)) == failed
+        retried = run_simulation(config)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (retried["conversations"], retried["skipped_already_done"], retried["retried_failed"]) == (failed, 8 - failed, failed)
+    records = read_records(out)
+    # The failed records are replaced, not kept beside their retries.
+    assert len(records) == 8 == len({r["conversation_id"] for r in records})
+    assert {r["termination_reason"] for r in records} == {"max_turns"}
+
+
+def one_sentence_error(argv: list[str], capsys) -> str:
+    capsys.readouterr()
+    assert main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "Traceback" not in error and error.endswith(".")
+    return error
+
+
+def test_an_out_that_is_not_this_commands_output_is_refused_before_anything_changes(tmp_path, intents_file, programmed_simulator, monkeypatch, capsys):
+    (tmp_path / "sim_bots.py").write_text(BOTS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    # A real run, had the output not been refused: it would have appended records to the file.
+    base = ["simulate", "--simulator", str(programmed_simulator(*TWO_OPENINGS)), "--assistant", "python:sim_bots:reply",
+            "--intents", str(intents_file), "--no-progress"]
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text('{"note": "mine"}\n{"conversation_id": "x", "turns": []')  # not records, then a torn-looking tail
+    others = tmp_path / "others.txt"
+    others.write_text("line one\nline two")  # no final newline: the old code cut "line two" off as torn
+    for path in (intents_file, notes, others):
+        before = path.read_bytes()
+        error = one_sentence_error([*base, "--out", str(path)], capsys)
+        assert path.read_bytes() == before, error
+        if path == intents_file:
+            assert error == f"userlm simulate: The output {path} is also an input of this run; write the conversations to another file."
+        else:
+            assert error.startswith(f"userlm simulate: {path} is not a conversations file of userlm (line 1 is not a conversation record)")
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    assert one_sentence_error([*base, "--out", str(folder)], capsys) == (
+        f"userlm simulate: The output {folder} is a folder; give a file path for the conversations, such as {folder / 'conversations.jsonl'}.")
+    assert one_sentence_error([*base, "--out", str(others / "sim.jsonl")], capsys) == (
+        f"userlm simulate: Cannot write {others / 'sim.jsonl'}: {others} is a file, not a folder; choose another output path.")
+    unwritable = Path("/sys/userlm-test/sim.jsonl")  # read-only even for root
+    assert re.fullmatch(rf"userlm simulate: Cannot write {unwritable} \(.+\); choose another output path or fix its permissions\.",
+                        one_sentence_error([*base, "--out", str(unwritable)], capsys))
+    # An empty file is an output it may write: the run goes on, here to the missing simulator.
+    empty = tmp_path / "empty.jsonl"
+    empty.touch()
+    missing = ["simulate", "--simulator", str(tmp_path / "no-model"), "--assistant", "hf:default", "--intents", str(intents_file)]
+    assert str(tmp_path / "no-model") in one_sentence_error([*missing, "--out", str(empty)], capsys)
+
+
+def test_chat_with_standard_input_closed_keeps_the_transcript(tmp_path, programmed_simulator, intents_file, capsys):
+    folder = programmed_simulator(*TWO_OPENINGS)
+    out = tmp_path / "chat.jsonl"
+    command = [sys.executable, "-m", "userlm.cli", "chat", "--simulator", str(folder), "--intent", INTENTS[0], "--out", str(out)]
+    # fd 0 closed in the child: Python starts with sys.stdin None, and input() raises RuntimeError.
+    finished = subprocess.run(command, preexec_fn=lambda: os.close(0), capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert "Traceback" not in finished.stderr and "Saved the transcript" in finished.stdout
+    [record] = read_records(out)
+    assert record["termination_reason"] == "assistant_ended"
+    assert [t["role"] for t in record["turns"]] == ["user"] and record["turns"][0]["content"] in ("Please help me now", "Hello there now")
+    # Its --out is checked like simulate's, before the simulator loads.
+    error = one_sentence_error(["chat", "--simulator", str(tmp_path / "no-model"), "--intent", INTENTS[0], "--out", str(intents_file)], capsys)
+    assert error.startswith(f"userlm chat: {intents_file} is not a conversations file of userlm")
