@@ -292,6 +292,11 @@ def _holds(attrs: dict, name: str, op: str, value) -> bool:
     return COMPARISONS[op](attrs[name], value)
 
 
+def matches(attrs: dict, conditions: list[tuple[str, str, object]]) -> bool:
+    """Whether measured attributes meet every condition of a parsed filter (`parse_filter`)."""
+    return all(_holds(attrs, *condition) for condition in conditions)
+
+
 def select_personas(records: list[dict], expr: str) -> tuple[list[dict], list[dict]]:
     """(selected, not selected) records by a filter expression over the style attributes.
 
@@ -304,5 +309,5 @@ def select_personas(records: list[dict], expr: str) -> tuple[list[dict], list[di
     selected, rest = [], []
     for record in records:
         attrs = measured.get(record["conversation_id"]) or record["persona_attrs"]
-        (selected if all(_holds(attrs, *condition) for condition in conditions) else rest).append(record)
+        (selected if matches(attrs, conditions) else rest).append(record)
     return selected, rest

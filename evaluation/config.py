@@ -39,14 +39,34 @@ def parse_checkpoint(text: str) -> CheckpointSpec:
     return CheckpointSpec(name, Path(path).expanduser(), template)
 
 
+# What marks a folder as an earlier `userlm eval` output, which a new run may replace.
+OUTPUT_MARKER = "metrics.json"
+
+
+def check_out(out: Path, inputs: list[Path]) -> None:
+    """`out` is replaced as a whole: it must not hold an input, nor anything that is not an eval output."""
+    final = out.resolve()
+    for path in inputs:
+        held = path.resolve()
+        if held == final or final in held.parents:
+            raise UserError(f"The output folder {out} holds the input {path}, which would be deleted; give another --out.")
+    if final.is_file():
+        raise UserError(f"The output {out} is a file; give a folder for the report (it is replaced as a whole).")
+    if final.is_dir() and any(final.iterdir()) and not (final / OUTPUT_MARKER).is_file():
+        raise UserError(f"The output folder {out} holds files that `userlm eval` did not write; give a new or empty folder "
+                        "(the report folder is replaced as a whole).")
+
+
 @dataclass(kw_only=True)
 class EvalConfig(Config):
     checkpoints: list[str] = field(metadata={
         "nonempty": True,
         "help": "checkpoints to compare, each NAME=PATH (a `userlm train` output) or NAME=PATH@TEMPLATE "
         f"(an instruct model prompted through the flipped template {' or '.join(TEMPLATES)}), e.g. base=default@chatml"})
-    data: Path = field(metadata={"help": "held-out flipped samples: the test.jsonl `userlm prep` wrote"})
-    out: Path = field(default=Path("out/eval"), metadata={"help": "folder for metrics.json, report.md and report.html"})
+    data: Path = field(metadata={"help": "held-out flipped samples: a `userlm prep` output folder (its test split) "
+                                 "or the test.jsonl(.gz) it wrote"})
+    out: Path = field(default=Path("out/eval"), metadata={
+        "help": "folder for metrics.json, report.md and report.html, replaced as a whole (a new, empty or earlier eval folder)"})
     seed: int = field(default=0, metadata={"min": 0, "help": "seed of the subsets drawn and of every generation"})
     perplexity_samples: int = field(default=200, metadata={
         "min": 0, "help": "real user turns (END samples included) scored for perplexity; 0 skips perplexity"})
@@ -67,6 +87,20 @@ class EvalConfig(Config):
     max_new_tokens: int = field(default=64, metadata={"min": 1, "help": "most tokens of a generated turn"})
     termination_max_new_tokens: int = field(default=16, metadata={
         "min": 1, "help": "most tokens of a turn generated at a termination decision point"})
+    end_probability_conversations: int | None = field(default=None, metadata={
+        "min": 0, "help": "held-out conversations whose every decision point is scored for P(end as the first token) "
+        "and its ROC AUC (one forward pass per point at most, no generation); unset: all that fit max_sample_chars; 0 skips it"})
+    persona_users: int = field(default=50, metadata={
+        "min": 0, "help": "held-out users (two turns or more) whose turns are generated with their persona for persona fidelity; 0 skips it"})
+    persona_turns_per_user: int = field(default=3, metadata={
+        "min": 1, "help": "most turns generated per held-out user for persona fidelity"})
+    persona_filter: str | None = field(default=None, metadata={
+        "help": "only held-out users whose measured style passes this `userlm prep --persona-filter` expression "
+        "(e.g. length=very_short|short), to measure a persona subset"})
+    contrast_intents: int = field(default=10, metadata={
+        "min": 0, "help": "intents whose first turn is generated under two opposite personas (the persona contrast probe); 0 skips it"})
+    naturalness_fit_samples: int = field(default=2000, metadata={
+        "min": 10, "help": "train-split samples the offline naturalness detector is trained on (and held-out turns it is validated on)"})
     batch_size: int = field(default=8, metadata={"min": 1, "help": "prompts generated (and half as many samples scored) at once"})
     judge_endpoint: str | None = field(default=None, metadata={
         "help": "base URL (…/v1) of an OpenAI-compatible chat endpoint that judges the adherence probes; "
@@ -76,7 +110,8 @@ class EvalConfig(Config):
         "help": "environment variable holding the judge endpoint's API key"})
     naturalness_detector: str | None = field(default=None, metadata={
         "help": "MODULE:FUNCTION, a callable texts -> probabilities that a human wrote them; "
-        "without it an offline stylometric baseline is used, and labelled as such"})
+        "without it an offline detector trained on the train split beside the test data is used, and labelled as such; "
+        "either is validated on held-out turns"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
 
     def validate(self) -> None:
@@ -84,8 +119,16 @@ class EvalConfig(Config):
 
         if self.judge_endpoint and not self.judge_model:
             raise UserError("Name the judge's model with judge_model when you give judge_endpoint.")
+        if Path(self.data).is_dir():
+            from userlm.data_prep.samples import split_file
+
+            self.data = split_file(self.data, "test")  # a prep folder: its test split, whatever its compression
         if not Path(self.data).is_file():
             raise UserError(f"The test data {self.data} does not exist; give the test.jsonl that `userlm prep` wrote.")
+        if self.persona_filter:
+            from userlm.data_prep.personas import parse_filter
+
+            parse_filter(self.persona_filter)
         specs = self.specs
         names = [spec.name for spec in specs]
         repeated = next((name for name in names if names.count(name) > 1), None)
@@ -97,6 +140,7 @@ class EvalConfig(Config):
                     f"Checkpoint {spec.name}: nothing at {spec.path}; give a `userlm train` output, a model folder, "
                     f"a .gguf file or {DEFAULT_NAME}, with @TEMPLATE ({', '.join(TEMPLATES)}) for a prompted model."
                 )
+        check_out(Path(self.out), [Path(self.data), *(spec.path for spec in specs if str(spec.path) != DEFAULT_NAME)])
 
     @property
     def specs(self) -> list[CheckpointSpec]:

@@ -1,15 +1,18 @@
 """`evaluate(config)`: the paper's metrics for any number of checkpoints on one held-out set.
 
-Read top to bottom: read the flipped test samples, draw the evaluation subsets once
-(seeded, shared by every checkpoint), pick the judge and the naturalness detector,
-measure the human reference on the same subsets, score each checkpoint, then write
-metrics.json, report.md and report.html and print the summary.
+Read top to bottom: read the flipped test samples (and who wrote them, for persona
+fidelity), draw the evaluation subsets once (seeded, shared by every checkpoint), pick the
+judge and the naturalness detector and validate both, measure the human reference on the
+same subsets, score each checkpoint, then build metrics.json, report.md and report.html in
+a folder beside `out`, swap it in whole, and print the summary.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+from userlm.atomic import replace_folder, staging_folder
 from userlm.config import to_dict
 from userlm.data_prep.words import WORD_TOKENISATION
 from userlm.errors import UserError
@@ -17,33 +20,43 @@ from userlm.summary import print_summary
 
 from .config import EvalConfig
 from .judge import EndpointJudge, HeuristicJudge
-from .naturalness import naturalness_detector
+from .judge_labels import judge_accuracy
+from .naturalness import naturalness_setup
 from .published import PUBLISHED, SOURCE
 from .report import eval_summary, write_report
 from .scoring import human_reference, score_checkpoint, seeds_note
-from .subsets import draw_subsets, read_samples
+from .subsets import conversation_users, draw_subsets, read_samples
 
 
 def evaluate(config: EvalConfig) -> dict:
     """Evaluate every checkpoint on the test data, write the report into `config.out`; return the metrics."""
     samples, bad_lines = read_samples(config.data)
-    subsets = draw_subsets(samples, config)
+    users = conversation_users(config.data) if config.persona_users else {}
+    subsets = draw_subsets(samples, config, users)
     if len(subsets.first_turns) < 2:
         raise UserError("The test data has fewer than two distinct intents; give a larger test split.")
     judge = make_judge(config)
-    detector, detector_label = naturalness_detector(config.naturalness_detector, samples, subsets.first_turns, config.seed)
+    naturalness = naturalness_setup(config.naturalness_detector, Path(config.data), samples,
+                                    fit_samples=config.naturalness_fit_samples, seed=config.seed)
 
     results = {
-        "settings": settings(config, judge.label, detector_label),
-        "data": {"samples": len(samples), "unusable_lines": len(bad_lines), "unusable_examples": bad_lines[:20], **subsets.counts},
-        "human": human_reference(subsets, detector),
+        "settings": settings(config, judge.label, naturalness.label),
+        "data": {"samples": len(samples), "unusable_lines": len(bad_lines), "unusable_examples": bad_lines[:20],
+                 "users_known": bool(users), **subsets.counts},
+        "validation": {"naturalness_detector": naturalness.validation, "judge": judge_accuracy(judge)},
+        "human": human_reference(subsets, naturalness.detector),
         "published": {"source": SOURCE, "figures": PUBLISHED},
         "checkpoints": {},
     }
     for spec in config.specs:
-        results["checkpoints"][spec.name] = score_checkpoint(spec, subsets, judge, detector, config)
+        results["checkpoints"][spec.name] = score_checkpoint(spec, subsets, judge, naturalness.detector, config)
     out = Path(config.out)
-    write_report(results, out)
+    staging = staging_folder(out)
+    try:
+        write_report(results, staging)
+        replace_folder(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already when the swap succeeded
     print_summary(eval_summary(results, out))
     return results
 
@@ -65,6 +78,10 @@ def settings(config: EvalConfig, judge_label: str, detector_label: str) -> dict:
         "judge": judge_label,
         "naturalness_detector": detector_label,
         "generation": "unguarded sampling (UserSimulator.generate, guardrails=None), temperature 1.0, top_p 0.8",
+        "end_probability": "P(end as the first token of the turn) = the probability of the turn's opening then the end marker "
+        "(chatml: the marker after the open user header; userlm-llama3: P(\"\\n\") x P(end | \"\\n\"); a vocabulary without the marker "
+        "spells it in several tokens, whose product is tiny), read from one forward pass "
+        "(shared by a conversation's points where their prompts are prefixes of each other), temperature 1, no top-p",
         "perplexity": "exp(mean NLL per scored token) over the target user turn and its end-of-turn token, the tokens training scores, "
         "in each checkpoint's own tokenizer (the end marker is one token where the vocabulary has it, several where it does not)",
         "seeds": seeds_note(config.seed),

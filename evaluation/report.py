@@ -1,24 +1,27 @@
 """The evaluation report: metrics.json, report.md (+ PNG plots beside it) and report.html
 (the same tables, plots embedded as base64 PNG), and the summary printed in the terminal.
 
-One table per metric: each checkpoint measured here, the human reference measured on the
-same test subsets, and the paper's published rows, labelled "published".
+One section per metric: a table with each checkpoint measured here, the human reference
+measured on the same test subsets (for persona fidelity, the real users' split-half
+agreement, the ceiling), reference rows (chance for the ROC AUC) and the paper's
+published rows, labelled "published"; a plot; and, where a metric has them, detail
+tables and the validation of the offline proxy behind it.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import io
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
+from userlm.atomic import atomic_write, write_json
+from userlm.summary import Summary
 
-matplotlib.use("Agg")  # files only, never a window
-import matplotlib.pyplot as plt  # noqa: E402
-
-from userlm.atomic import atomic_write, write_json  # noqa: E402
-from userlm.summary import Summary  # noqa: E402
+from .report_details import (
+    Table, contrast_details, judge_notes, naturalness_notes, persona_details, termination_details,
+)
+from .report_plots import plot_contrast, plot_metric, plot_roc
 
 # key, title, short name for the terminal, what it measures, which direction is better
 METRICS = (
@@ -26,15 +29,27 @@ METRICS = (
     ("perplexity_without_intent", "User-turn perplexity without intent", "perplexity, no intent", "the same targets with the system message emptied", "lower"),
     ("first_turn_diversity", "First-turn diversity (%)", "first-turn diversity", "1 − mean pairwise Jaccard of unigram sets over first turns of distinct intents", "higher"),
     ("intent_decomposition", "Intent decomposition (%)", "intent decomposition", "mean share of a first turn's non-stopword unigrams found in the intent (prefix removed)", "lower"),
-    ("termination_f1", "Termination F1 (%)", "termination F1", "F1 of END at every decision point against where the real conversation ended", "higher"),
+    ("termination_f1", "Termination F1 (%)", "termination F1", "F1 of END at every decision point against where the real conversation ended, from one sampled turn per point", "higher"),
+    ("termination_auc", "Termination ROC AUC, P(end) as the first token", "termination AUC",
+     "ROC AUC of the probability the model gives to ending as the first token of its turn, at every decision point, "
+     "against where the real conversation ended (0.5 is chance; no sampling, so no luck)", "higher"),
     ("role_adherence", "Role adherence (%)", "role adherence", "share of probes (assistant feigns uncertainty) where the simulator stays a user", "higher"),
     ("intent_adherence", "Intent adherence (%)", "intent adherence", "share of probes (assistant proposes a diversion) where the simulator stays on its intent", "higher"),
     ("naturalness", "Naturalness (%)", "naturalness", "share of generated first turns the naturalness detector calls human", "higher"),
+    ("persona_fidelity", "Persona fidelity (%)", "persona fidelity",
+     "share of the six style buckets (length, lowercase, punctuation, typos, questions, politeness) in which a held-out user's turns, "
+     "written with that user's persona in the system message, match the user's own measured style", "higher"),
+    ("persona_contrast", "Persona contrast (words per turn)", "persona contrast",
+     "words per turn of first turns under an elaborate persona minus under a terse one (same intents, same seeds)", "higher"),
     ("within_intent_diversity", "Diversity across simulations of one intent (%)", "diversity in one intent", "1 − mean pairwise Jaccard among first turns simulated for the same intent", "higher"),
     ("distinct_1", "Distinct-1 (%)", "distinct-1", "distinct unigrams / all unigrams over generated first turns", "higher"),
     ("distinct_2", "Distinct-2 (%)", "distinct-2", "distinct bigrams / all bigrams over generated first turns", "higher"),
 )
 HUMAN_ROW = "human (this test set, measured)"
+HUMAN_ROWS = {"persona_fidelity": ("real users, split-half (ceiling)", "measured, real users against their own other half")}
+REFERENCE_ROWS = {"termination_auc": [("chance", 0.5)]}
+DETAILS = {"termination_auc": termination_details, "persona_fidelity": persona_details, "persona_contrast": contrast_details}
+NOTES = {"naturalness": naturalness_notes, "role_adherence": judge_notes, "intent_adherence": judge_notes}
 
 
 def format_value(value) -> str:
@@ -45,7 +60,7 @@ def format_value(value) -> str:
 
 
 def metric_rows(results: dict, key: str) -> list[dict]:
-    """Rows of one metric's table: measured checkpoints, the measured human reference, published figures."""
+    """Rows of one metric's table: measured checkpoints, the measured human reference, references, published figures."""
     rows = []
     for name, checkpoint in results["checkpoints"].items():
         entry = checkpoint.get(key)
@@ -53,52 +68,34 @@ def metric_rows(results: dict, key: str) -> list[dict]:
         rows.append({"source": name, "kind": f"measured, {kind}", "value": entry and entry["value"], "n": entry and entry["n"]})
     human = results["human"].get(key)
     if human is not None:
-        rows.append({"source": HUMAN_ROW, "kind": "measured, real user turns", "value": human["value"], "n": human["n"]})
+        source, kind = HUMAN_ROWS.get(key, (HUMAN_ROW, "measured, real user turns"))
+        rows.append({"source": source, "kind": kind, "value": human["value"], "n": human["n"]})
+    for source, value in REFERENCE_ROWS.get(key, []):
+        rows.append({"source": source, "kind": "reference", "value": value, "n": None})
     for who, value in results["published"]["figures"].get(key, {}).items():
         rows.append({"source": f"{who} (published)", "kind": "published in the paper", "value": value, "n": None})
     return rows
 
 
-def plot_metric(title: str, rows: list[dict], *, log_scale: bool = False) -> bytes | None:
-    """A horizontal bar chart of one metric; published rows hatched and grey. PNG bytes."""
-    shown = [r for r in rows if r["value"] is not None]
-    if not shown:
-        return None
-    figure, axes = plt.subplots(figsize=(7.5, 0.45 * len(shown) + 1.2), dpi=100)
-    published = [r["kind"].startswith("published") for r in shown]
-    bars = axes.barh(
-        [r["source"] for r in shown],
-        [r["value"] for r in shown],
-        color=["#bbbbbb" if p else "#3b75af" for p in published],
-    )
-    for bar, is_published in zip(bars, published):
-        if is_published:
-            bar.set_hatch("//")
-    axes.bar_label(bars, labels=[format_value(r["value"]) for r in shown], padding=3, fontsize=8)
-    if log_scale:
-        axes.set_xscale("log")
-    axes.invert_yaxis()
-    axes.set_title(title, fontsize=10)
-    axes.margins(x=0.15)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", bbox_inches="tight")
-    plt.close(figure)
-    return buffer.getvalue()
-
-
 def settings_lines(results: dict) -> list[str]:
     s, d = results["settings"], results["data"]
+    persona_users = f"{d.get('users_drawn', 0)} drawn of {d.get('users_eligible', 0)} with two turns or more"
     return [
         f"Test data: {s['data']} ({d['samples']} flipped samples; {d['unusable_lines']} unusable lines; "
         f"{d['samples_longer_than_max_chars']} samples over {s['max_sample_chars']} characters left out of perplexity, "
         f"{d['conversations_longer_than_max_chars']} conversations with a longer point left out of termination)",
         f"Sample sizes asked for: perplexity {s['perplexity_samples']} samples, first turns {s['first_turn_intents']} distinct intents "
         f"({d['distinct_intents_available']} available), termination {s['termination_conversations']} conversations "
-        f"({d['termination_conversations']} drawn), probes {s['probes_per_kind']} per kind (openings within the character limit), "
-        f"simulations {s['diversity_intents']} intents × {s['simulations_per_intent']}; the n column gives what was measured",
+        f"({d['termination_conversations']} drawn), P(end) {s['end_probability_conversations'] or 'all'} conversations "
+        f"({d['end_probability_conversations']} drawn), probes {s['probes_per_kind']} per kind (openings within the character limit), "
+        f"simulations {s['diversity_intents']} intents × {s['simulations_per_intent']}, persona fidelity {s['persona_users']} users "
+        f"({persona_users}; users {'from the conversations file' if d['users_known'] else 'unknown, each conversation stands in'}"
+        f"{', filter ' + s['persona_filter'] if s['persona_filter'] else ''}) × at most {s['persona_turns_per_user']} turns, "
+        f"persona contrast {s['contrast_intents']} intents × 2 personas; the n column gives what was measured",
         f"Seeds: {s['seeds']}",
         f"Word tokenisation: {s['word_tokenisation']}",
         f"Perplexity: {s['perplexity']}",
+        f"P(end): {s['end_probability']}",
         f"Generation: {s['generation']}, at most {s['max_new_tokens']} new tokens ({s['termination_max_new_tokens']} for termination decisions)",
         f"Adherence judge: {s['judge']}",
         f"Naturalness detector: {s['naturalness_detector']}",
@@ -107,11 +104,16 @@ def settings_lines(results: dict) -> list[str]:
 
 
 def checkpoint_lines(results: dict) -> list[str]:
-    return [
-        f"{name}: {c['path']}, template {c['template']}{' (prompted instruct model)' if c['prompted'] else ''}, "
-        f"tokenizer {c['tokenizer']}, {c['ended_at_first_turn']} first turns were END, {c['seconds']} s"
-        for name, c in results["checkpoints"].items()
-    ]
+    lines = []
+    for name, c in results["checkpoints"].items():
+        over = c.get("left_out_over_context") or {}
+        left_out = f", left out as longer than its context: {', '.join(f'{n} {k}' for k, n in over.items())}" if over else ""
+        stages = ", ".join(f"{stage} {s} s" for stage, s in c.get("stage_seconds", {}).items())
+        lines.append(
+            f"{name}: {c['path']}, template {c['template']}{' (prompted instruct model)' if c['prompted'] else ''}, "
+            f"tokenizer {c['tokenizer']}, {c['ended_at_first_turn']} first turns were END{left_out}, {c['seconds']} s ({stages})"
+        )
+    return lines
 
 
 def example_lines(results: dict) -> list[str]:
@@ -123,54 +125,95 @@ def example_lines(results: dict) -> list[str]:
         for kind in ("role", "intent"):
             for e in c.get(f"{kind}_adherence", {"examples": []})["examples"][:1]:
                 lines.append(f"{name}, {kind} probe, assistant: {e['assistant']!r} → user: {e['reply']!r} (adhered: {e['adhered']})")
+        for e in c.get("persona_contrast", {}).get("examples", [])[:1]:
+            lines.append(f"{name}, the same intent under the terse persona: {e['terse']!r}; under the elaborate one: {e['elaborate']!r}")
+        for e in c.get("persona_fidelity", {}).get("examples", [])[:1]:
+            lines.append(f"{name}, held-out user ({', '.join(e['persona_reference'].values())}): real {e['real']!r}; generated {e['generated']!r}")
     return lines
 
 
-def markdown_table(rows: list[dict]) -> list[str]:
-    lines = ["| source | value | n | kind |", "|---|---:|---:|---|"]
-    for r in rows:
-        cells = [r["source"], format_value(r["value"]), "" if r["n"] is None else str(r["n"]), r["kind"]]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    return lines
+@dataclass
+class Section:
+    key: str
+    title: str
+    text: str
+    tables: list[Table]
+    images: list[tuple[str, bytes]] = field(default_factory=list)  # (file name, PNG)
+    notes: list[str] = field(default_factory=list)
 
 
-def html_table(rows: list[dict]) -> str:
-    body = "".join(
-        f"<tr class=\"{'published' if r['kind'].startswith('published') else 'measured'}\"><td>{html.escape(r['source'])}</td>"
-        f"<td class=\"num\">{format_value(r['value'])}</td><td class=\"num\">{'' if r['n'] is None else r['n']}</td>"
-        f"<td>{html.escape(r['kind'])}</td></tr>"
-        for r in rows
+def metric_table(rows: list[dict]) -> Table:
+    return Table(
+        ["source", "value", "n", "kind"],
+        [[r["source"], format_value(r["value"]), "" if r["n"] is None else str(r["n"]), r["kind"]] for r in rows],
+        ["published" if r["kind"].startswith("published") else "measured" for r in rows],
     )
-    return f"<table><thead><tr><th>source</th><th>value</th><th>n</th><th>kind</th></tr></thead><tbody>{body}</tbody></table>"
+
+
+def metric_plot(key: str, title: str, rows: list[dict], results: dict) -> bytes | None:
+    checkpoints = results["checkpoints"]
+    if key == "termination_auc":
+        return plot_roc({n: (c["termination_auc"]["roc"], c["termination_auc"]["value"])
+                         for n, c in checkpoints.items() if (c.get("termination_auc") or {}).get("value") is not None})
+    if key == "persona_contrast":
+        return plot_contrast({n: (c[key]["measures"]["words_per_turn"]["terse"], c[key]["measures"]["words_per_turn"]["elaborate"])
+                              for n, c in checkpoints.items() if (c.get(key) or {}).get("value") is not None})
+    # Perplexities of different checkpoints can differ by orders of magnitude.
+    return plot_metric(title, rows, [format_value(r["value"]) for r in rows], log_scale=key.startswith("perplexity"))
+
+
+def sections(results: dict) -> list[Section]:
+    built = []
+    for key, title, _, description, better in METRICS:
+        rows = metric_rows(results, key)
+        if all(r["value"] is None for r in rows if r["kind"].startswith("measured")):
+            continue  # not measured here (a sample size of 0): reference and published rows alone compare nothing
+        section = Section(key, title, f"{description}; {better} is better.", [metric_table(rows), *DETAILS.get(key, lambda _: [])(results)],
+                          notes=NOTES.get(key, lambda _: [])(results))
+        image = metric_plot(key, title, rows, results)
+        if image is not None:
+            section.images.append((f"{key}.png", image))
+        built.append(section)
+    return built
+
+
+def markdown_table(table: Table) -> list[str]:
+    cell = lambda text: text.replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    lines = ["| " + " | ".join(map(cell, table.headers)) + " |", "|" + "|".join("---" for _ in table.headers) + "|"]
+    return lines + ["| " + " | ".join(map(cell, row)) + " |" for row in table.rows]
+
+
+def html_table(table: Table) -> str:
+    classes = table.row_classes or ["measured"] * len(table.rows)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in table.headers)
+    body = "".join(
+        f"<tr class=\"{c}\">" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row, c in zip(table.rows, classes)
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 HTML_STYLE = (
-    "body{font-family:sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}"
+    "body{font-family:sans-serif;max-width:70rem;margin:2rem auto;padding:0 1rem}"
     "table{border-collapse:collapse;margin:.5rem 0 1rem}td,th{border:1px solid #ccc;padding:.25rem .6rem}"
-    "td.num{text-align:right}tr.published{color:#666;font-style:italic}img{max-width:100%}"
+    "tr.published{color:#666;font-style:italic}img{max-width:100%}"
 )
 
 
 def write_report(results: dict, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "metrics.json", results)
+    built = sections(results)
 
     md = ["# Simulator evaluation", "", "Settings:", ""] + [f"- {line}" for line in settings_lines(results)]
     md += ["", "Checkpoints:", ""] + [f"- {line}" for line in checkpoint_lines(results)]
-    sections = []
-    for key, title, _, description, better in METRICS:
-        rows = metric_rows(results, key)
-        if all(r["value"] is None for r in rows if not r["kind"].startswith("published")):
-            continue  # not measured here (a sample size of 0): published figures alone compare nothing
-        # Perplexities of different checkpoints can differ by orders of magnitude.
-        png = plot_metric(title, rows, log_scale=key.startswith("perplexity"))
-        image = f"{key}.png"
-        if png is not None:
-            atomic_write(out_dir / image, png)
-        md += ["", f"## {title}", "", f"{description}; {better} is better.", ""] + markdown_table(rows)
-        if png is not None:
-            md += ["", f"![{title}]({image})"]
-        sections.append((title, description, better, rows, png))
+    for section in built:
+        md += ["", f"## {section.title}", "", section.text]
+        for table in section.tables:
+            md += [""] + markdown_table(table)
+        md += [line for note in section.notes for line in ("", note)]
+        for name, image in section.images:
+            atomic_write(out_dir / name, image)
+            md += ["", f"![{section.title}]({name})"]
     md += ["", "## Examples", ""] + [f"- {line}" for line in example_lines(results)]
     atomic_write(out_dir / "report.md", "\n".join(md) + "\n")
 
@@ -180,10 +223,12 @@ def write_report(results: dict, out_dir: Path) -> None:
     parts.append("</ul><h2>Checkpoints</h2><ul>")
     parts += [f"<li>{html.escape(line)}</li>" for line in checkpoint_lines(results)]
     parts.append("</ul>")
-    for title, description, better, rows, png in sections:
-        parts.append(f"<h2>{html.escape(title)}</h2><p>{html.escape(description)}; {better} is better.</p>{html_table(rows)}")
-        if png is not None:
-            parts.append(f"<img alt=\"{html.escape(title)}\" src=\"data:image/png;base64,{base64.b64encode(png).decode()}\">")
+    for section in built:
+        parts.append(f"<h2 id=\"{section.key}\">{html.escape(section.title)}</h2><p>{html.escape(section.text)}</p>")
+        parts += [html_table(table) for table in section.tables]
+        parts += [f"<p class=\"note\">{html.escape(note)}</p>" for note in section.notes]
+        parts += [f"<img alt=\"{html.escape(section.title)}\" src=\"data:image/png;base64,{base64.b64encode(image).decode()}\">"
+                  for _, image in section.images]
     parts.append("<h2>Examples</h2><ul>")
     parts += [f"<li>{html.escape(line)}</li>" for line in example_lines(results)]
     parts.append("</ul></body></html>")
@@ -199,10 +244,17 @@ def eval_summary(results: dict, out_dir: Path) -> Summary:
         human = (results["human"].get(key) or {}).get("value")
         published = results["published"]["figures"].get(key, {}).get("UserLM-8b")
         rows.append((short, *map(format_value, values), format_value(human), format_value(published)))
+    validation = results["validation"]
+    detector = validation["naturalness_detector"]
     return Summary(
         title="userlm eval",
         columns=("metric", *names, "human (measured)", "UserLM-8b (published)"),
         rows=rows,
-        notes=[f"Judge: {results['settings']['judge']}. Naturalness: {results['settings']['naturalness_detector']}."],
+        notes=[
+            f"Judge: {results['settings']['judge']}; accuracy {validation['judge']['value']:.1f}% on {validation['judge']['n']} labelled answers.",
+            f"Naturalness: {results['settings']['naturalness_detector']}; held-out accuracy "
+            f"{format_value(detector['accuracy'])}%, real user turns rated human {format_value(detector.get('user_turns_rated_human'))}%.",
+            "Persona fidelity, human column: the real users' split-half agreement (the ceiling).",
+        ],
         wrote={"metrics": out_dir / "metrics.json", "report": out_dir / "report.md", "html report": out_dir / "report.html"},
     )

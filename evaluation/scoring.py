@@ -1,22 +1,30 @@
 """Scoring one checkpoint on the shared subsets, and the human reference on the same subsets.
 
-A checkpoint is loaded with `UserSimulator.load`, its perplexity of the real user turns is
-scored, then it generates (unguarded) first turns, repeated simulations, termination
-decisions and probe replies, which the word metrics, the naturalness detector and the
-judge measure. The k-th prompt of a stage is sampled with seed base + k.
+A checkpoint is loaded with `UserSimulator.load` and what does not fit its context is left
+out (and counted); its perplexity of the real user turns and its P(end) at the decision
+points are scored, then it generates (unguarded) first turns, repeated simulations,
+termination decisions, probe replies, held-out users' turns under their personas and
+first turns under two opposite personas, which the word metrics, the naturalness
+detector, the judge and the style measures measure. The k-th prompt of a stage is sampled
+with seed base + k; each stage's seconds are recorded.
 """
 
 from __future__ import annotations
 
 import gc
 import time
+from contextlib import contextmanager
 
 from userlm.data_prep.format import END_MARKER
 
 from .config import CheckpointSpec, EvalConfig
+from .context import fit_to_context
+from .end_probability import end_probabilities, end_probability_metrics
 from .judge import adherence
 from .metrics import word_metrics
 from .naturalness import human_share
+from .persona_contrast import contrast_prompts, persona_contrast
+from .persona_fidelity import HeldOutUser, style_agreement
 from .probes import build_probes
 from .subsets import EvalSubsets, intent_of
 from .termination import termination_f1
@@ -24,20 +32,27 @@ from .termination import termination_f1
 # Seed bases of the stages after the first turns and termination (which use the seed itself).
 SIMULATION_SEED_OFFSET = 10_000
 PROBE_SEED_OFFSET = 20_000
+PERSONA_SEED_OFFSET = 30_000
+CONTRAST_SEED_OFFSET = 40_000
 
 
 def seeds_note(seed: int) -> str:
     return (
         f"selection seed {seed}; the k-th prompt of a stage is sampled with seed base + k, bases "
-        f"{seed} (first turns, termination), {seed + SIMULATION_SEED_OFFSET} (simulations), {seed + PROBE_SEED_OFFSET} (probes)"
+        f"{seed} (first turns, termination), {seed + SIMULATION_SEED_OFFSET} (simulations), {seed + PROBE_SEED_OFFSET} (probes), "
+        f"{seed + PERSONA_SEED_OFFSET} (persona turns), {seed + CONTRAST_SEED_OFFSET} (both personas of the contrast probe); "
+        "P(end) and perplexity sample nothing"
     )
 
 
 def human_reference(subsets: EvalSubsets, detector) -> dict:
-    """The word metrics and naturalness of the real first turns of the same intents: humans on this test set."""
+    """The word metrics and naturalness of the real first turns of the same intents, and the held-out
+    users' split-half persona agreement: humans on this test set."""
     turns = [s["completion"][0]["content"] for s in subsets.first_turns]
     result = word_metrics(turns, [intent_of(s) for s in subsets.first_turns], [])
     result["naturalness"] = {"value": 100 * human_share(detector, turns), "n": len(turns)}
+    if subsets.persona_users:
+        result["persona_fidelity"] = style_agreement([u.real_turns for u in subsets.persona_users], [u.reference for u in subsets.persona_users])
     return result
 
 
@@ -69,47 +84,98 @@ def perplexities(simulator, samples: list[dict], config: EvalConfig, name: str) 
     return result
 
 
+@contextmanager
+def timed(seconds: dict, stage: str):
+    """Record the wall-clock seconds of one stage, so sample sizes can be chosen for a time budget."""
+    started = time.monotonic()
+    yield
+    seconds[stage] = round(time.monotonic() - started, 1)
+
+
+def persona_fidelity(simulator, users: list[HeldOutUser], config: EvalConfig, name: str) -> dict:
+    """Each held-out user's scored turns written with their persona, measured against their reference half."""
+    prompts = [p for u in users for p in u.prompts]
+    texts = generate_texts(simulator, prompts, config, seed=config.seed + PERSONA_SEED_OFFSET, desc=f"{name} persona turns")
+    groups, start = [], 0
+    for user in users:
+        groups.append(texts[start : start + len(user.prompts)])
+        start += len(user.prompts)
+    result = style_agreement(groups, [u.reference for u in users])
+    result["examples"] = [{"persona_reference": u.reference["buckets"], "real": u.real_turns[0], "generated": g[0]} for u, g in list(zip(users, groups))[:2]]
+    return result
+
+
+def contrast(simulator, intents: list[str], config: EvalConfig, name: str) -> dict:
+    """The same intents' first turns under the terse and the elaborate persona, with the same seeds."""
+    terse, elaborate = contrast_prompts(intents)
+    seed = config.seed + CONTRAST_SEED_OFFSET
+    return persona_contrast(
+        generate_texts(simulator, terse, config, seed=seed, desc=f"{name} terse persona"),
+        generate_texts(simulator, elaborate, config, seed=seed, desc=f"{name} elaborate persona"),
+    )
+
+
 def score_checkpoint(spec: CheckpointSpec, subsets: EvalSubsets, judge, detector, config: EvalConfig) -> dict:
     from userlm.infer.simulator import UserSimulator
 
     started = time.monotonic()
-    simulator = UserSimulator.load(spec.path, template=spec.template)
+    seconds: dict[str, float] = {}
+    with timed(seconds, "load"):
+        simulator = UserSimulator.load(spec.path, template=spec.template)
+        subsets, over_context = fit_to_context(subsets, simulator, config)
     result: dict = {
         "path": str(spec.path),
         "template": simulator.template.name,
         "prompted": spec.template is not None,
         "tokenizer": f"{type(simulator.tokenizer).__name__}, {len(simulator.tokenizer)} tokens",
+        "left_out_over_context": over_context,
     }
     if subsets.perplexity:
-        result.update(perplexities(simulator, subsets.perplexity, config, spec.name))
+        with timed(seconds, "perplexity"):
+            result.update(perplexities(simulator, subsets.perplexity, config, spec.name))
 
     intents = [intent_of(s) for s in subsets.first_turns]
-    first = generate_texts(simulator, [s["prompt"][:1] for s in subsets.first_turns], config, seed=config.seed, desc=f"{spec.name} first turns")
-    # All simulations in one stream of batches; each row has its own seed.
-    repeats = config.simulations_per_intent
-    simulated = generate_texts(
-        simulator, [s["prompt"][:1] for s in subsets.diversity for _ in range(repeats)], config,
-        seed=config.seed + SIMULATION_SEED_OFFSET, desc=f"{spec.name} simulations",
-    )
+    with timed(seconds, "first turns and simulations"):
+        first = generate_texts(simulator, [s["prompt"][:1] for s in subsets.first_turns], config, seed=config.seed, desc=f"{spec.name} first turns")
+        # All simulations in one stream of batches; each row has its own seed.
+        repeats = config.simulations_per_intent
+        simulated = generate_texts(
+            simulator, [s["prompt"][:1] for s in subsets.diversity for _ in range(repeats)], config,
+            seed=config.seed + SIMULATION_SEED_OFFSET, desc=f"{spec.name} simulations",
+        )
     result.update(word_metrics(first, intents, [simulated[k : k + repeats] for k in range(0, len(simulated), repeats)]))
     spoken = [t for t in first if t != END_MARKER]
     if spoken:
         result["naturalness"] = {"value": 100 * human_share(detector, spoken), "n": len(spoken)}
 
     if subsets.termination_points:
-        termination = termination_f1(
-            simulator, subsets.termination_points, seed=config.seed, max_new_tokens=config.termination_max_new_tokens,
-            batch_size=config.batch_size, progress=config.progress,
-        )
+        with timed(seconds, "termination F1"):
+            termination = termination_f1(
+                simulator, subsets.termination_points, seed=config.seed, max_new_tokens=config.termination_max_new_tokens,
+                batch_size=config.batch_size, progress=config.progress,
+            )
         result["termination_f1"] = {"value": 100 * termination.pop("f1"), "n": termination["points"], **termination}
+    if subsets.end_points:
+        with timed(seconds, "P(end)"):
+            probabilities = end_probabilities(simulator, subsets.end_points, batch_size=config.batch_size, progress=config.progress, desc=f"{spec.name} P(end)")
+        result["termination_auc"] = end_probability_metrics(probabilities, [p["is_end"] for p in subsets.end_points])
 
     for kind in ("role", "intent"):
         probes = build_probes(subsets.probe_openings, kind, config.probes_per_kind, config.seed)
         if probes:
-            replies = generate_texts(simulator, [p.prompt for p in probes], config, seed=config.seed + PROBE_SEED_OFFSET, desc=f"{spec.name} {kind} probes")
+            with timed(seconds, f"{kind} probes"):
+                replies = generate_texts(simulator, [p.prompt for p in probes], config, seed=config.seed + PROBE_SEED_OFFSET, desc=f"{spec.name} {kind} probes")
             result[f"{kind}_adherence"] = adherence(judge, probes, replies)
 
+    if subsets.persona_users:
+        with timed(seconds, "persona fidelity"):
+            result["persona_fidelity"] = persona_fidelity(simulator, subsets.persona_users, config, spec.name)
+    if subsets.contrast_intents:
+        with timed(seconds, "persona contrast"):
+            result["persona_contrast"] = contrast(simulator, subsets.contrast_intents, config, spec.name)
+
     result["examples"] = [{"intent": i, "first_turn": t} for i, t in list(zip(intents, first))[:3]]
+    result["stage_seconds"] = seconds
     result["seconds"] = round(time.monotonic() - started, 1)
     del simulator
     gc.collect()

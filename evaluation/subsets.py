@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from userlm.data_prep.format import parse_system_text
-from userlm.data_prep.samples import open_lines
+from userlm.data_prep.samples import iter_conversations, open_lines
 from userlm.errors import UserError
 
 from .config import EvalConfig
+from .persona_fidelity import HeldOutUser, held_out_users
 from .termination import decision_points
 
 
@@ -26,7 +27,30 @@ class EvalSubsets:
     termination_points: list[dict]
     probe_openings: list[dict]
     diversity: list[dict]
+    end_points: list[dict] = field(default_factory=list)
+    persona_users: list[HeldOutUser] = field(default_factory=list)
+    contrast_intents: list[str] = field(default_factory=list)
     counts: dict = field(default_factory=dict)
+
+
+def is_message(message, roles: tuple[str, ...]) -> bool:
+    return isinstance(message, dict) and message.get("role") in roles and isinstance(message.get("content"), str)
+
+
+def sample_problem(sample) -> str | None:
+    """Why a parsed line is not a flipped sample (DESIGN.md 3.3) evaluation can use, or None."""
+    if not isinstance(sample, dict):
+        return "the line is not a JSON object"
+    prompt, completion = sample.get("prompt"), sample.get("completion")
+    if not isinstance(prompt, list) or not prompt or not all(is_message(m, ("system", "user", "assistant")) for m in prompt):
+        return "prompt is not a non-empty list of {role, content} messages with text contents"
+    if not isinstance(completion, list) or len(completion) != 1 or not is_message(completion[0], ("user",)):
+        return "completion is not one user message with a text content"
+    if not isinstance(sample.get("conversation_id"), str) or not sample["conversation_id"]:
+        return "conversation_id is not a text"
+    if type(sample.get("turn_index")) is not int or type(sample.get("is_end")) is not bool:
+        return "turn_index is not a whole number or is_end is not true or false"
+    return None
 
 
 def read_samples(path: Path) -> tuple[list[dict], list[dict]]:
@@ -40,13 +64,25 @@ def read_samples(path: Path) -> tuple[list[dict], list[dict]]:
         except json.JSONDecodeError:
             bad.append({"line": number, "reason": "invalid_json"})
             continue
-        if not isinstance(sample, dict) or not sample.get("prompt") or not sample.get("completion"):
-            bad.append({"line": number, "reason": "not_a_flipped_sample"})
+        problem = sample_problem(sample)
+        if problem is not None:
+            bad.append({"line": number, "reason": "not_a_flipped_sample", "detail": problem})
             continue
         samples.append(sample)
     if not samples:
         raise UserError(f"{path} holds no flipped samples; give the test.jsonl that `userlm prep` wrote.")
     return samples, bad
+
+
+def conversation_users(data: Path) -> dict[str, str]:
+    """conversation_id -> user_id, from the conversations file `userlm prep` wrote beside the samples;
+    empty when there is none or it cannot be read (each conversation then stands in for its user,
+    and the report says the users were unknown)."""
+    try:
+        return {r["conversation_id"]: r["user_id"] for r in iter_conversations(Path(data).parent)
+                if isinstance(r, dict) and isinstance(r.get("user_id"), str) and isinstance(r.get("conversation_id"), str)}
+    except (UserError, json.JSONDecodeError):
+        return {}
 
 
 def sample_chars(sample: dict) -> int:
@@ -58,7 +94,8 @@ def intent_of(sample: dict) -> str:
     return parse_system_text(sample["prompt"][0]["content"])[0]
 
 
-def draw_subsets(samples: list[dict], config: EvalConfig) -> EvalSubsets:
+def draw_subsets(samples: list[dict], config: EvalConfig, users: dict[str, str] | None = None) -> EvalSubsets:
+    """The subsets every checkpoint is measured on; `users` maps conversations to their users (persona fidelity)."""
     rng = random.Random(config.seed)
     fits = [s for s in samples if sample_chars(s) <= config.max_sample_chars]
     scored = rng.sample(fits, min(config.perplexity_samples, len(fits)))
@@ -80,16 +117,29 @@ def draw_subsets(samples: list[dict], config: EvalConfig) -> EvalSubsets:
         longest[p["conversation_id"]] = max(longest.get(p["conversation_id"], 0), sample_chars(p))
     eligible = sorted(c for c, n in longest.items() if n <= config.max_sample_chars)
     chosen = set(rng.sample(eligible, min(config.termination_conversations, len(eligible))))
+    # The later subsets draw from their own seeded generators, so adding one changes no other.
+    wanted = len(eligible) if config.end_probability_conversations is None else config.end_probability_conversations
+    scored_for_end = set(random.Random(f"{config.seed}-end").sample(eligible, min(wanted, len(eligible))))
+    persona_users, persona_counts = held_out_users(
+        samples, users or {}, count=config.persona_users, turns_per_user=config.persona_turns_per_user,
+        fits=lambda s: sample_chars(s) <= config.max_sample_chars, persona_filter=config.persona_filter, seed=config.seed,
+    ) if config.persona_users else ([], {})
+    contrast_intents = list(dict.fromkeys(intent_of(s) for s in openings))[: config.contrast_intents]
     return EvalSubsets(
         perplexity=scored,
         first_turns=first_turns,
         termination_points=[p for p in points if p["conversation_id"] in chosen],
         probe_openings=[s for s in first_turns if sample_chars(s) <= config.max_sample_chars][: config.probes_per_kind],
         diversity=first_turns[: config.diversity_intents],
+        end_points=[p for p in points if p["conversation_id"] in scored_for_end],
+        persona_users=persona_users,
+        contrast_intents=contrast_intents,
         counts={
             "samples_longer_than_max_chars": len(samples) - len(fits),
             "conversations_longer_than_max_chars": len(longest) - len(eligible),
             "termination_conversations": len(chosen),
+            "end_probability_conversations": len(scored_for_end),
             "distinct_intents_available": len(openings),
+            **persona_counts,
         },
     )

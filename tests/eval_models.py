@@ -89,3 +89,54 @@ def make_trigger_model(folder: Path, tokenizer, *, trigger: str, when_present: s
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def make_bigram_model(folder: Path, tokenizer, template, *, transitions: dict[str, dict[str, float]]) -> Path:
+    """A Llama whose next-token logits depend only on the current token, saved as a simulator
+    checkpoint with `template` attached and `<|endconversation|>` in the vocabulary.
+
+    `transitions[source][target]` is the logit of `target` after `source`; every other logit is 0,
+    so P(target | source) = e^logit / (sum of e^logit over the named targets + the other tokens).
+    The layers' output projections are zero, so the last hidden state is the current token's
+    embedding; each named source has an embedding direction of its own, every other token direction 0.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from userlm.data_prep.format import END_MARKER
+    from userlm.data_prep.templates import attach_template
+
+    tokenizer = copy.deepcopy(tokenizer)
+    tokenizer.add_tokens([END_MARKER], special_tokens=True)
+    attach_template(tokenizer, template)
+    hidden = 16
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096, tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        rms_norm_eps=1e-12,  # so the logits are the ones set here, to float precision
+    )
+    config.architectures = ["LlamaForCausalLM"]
+    model = LlamaForCausalLM(config)
+    scale = hidden**0.5  # RMSNorm turns a one-hot vector into sqrt(hidden) times it
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        embeddings = model.model.embed_tokens.weight
+        embeddings.zero_()
+        embeddings[:, 0] = 1.0
+        model.lm_head.weight.zero_()
+        for state, (source, logits) in enumerate(transitions.items(), start=1):
+            embeddings[one_token(tokenizer, source)] = 0.0
+            embeddings[one_token(tokenizer, source), state] = 1.0
+            for target, logit in logits.items():
+                model.lm_head.weight[one_token(tokenizer, target), state] = logit / scale
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def always_human(texts: list[str]) -> list[float]:
+    """A naturalness detector (`module:function`) that calls every text human."""
+    return [1.0] * len(texts)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.eval_models import always_human
 from userlm.data_prep.format import END_MARKER
 from userlm.errors import UserError
 from userlm.data_prep.format import system_text
@@ -13,7 +14,7 @@ from userlm.evaluation import metrics
 from userlm.evaluation.config import CheckpointSpec, EvalConfig, parse_checkpoint
 from userlm.evaluation.judge import HeuristicJudge, parse_verdict
 from userlm.evaluation.metrics import word_metrics
-from userlm.evaluation.naturalness import StylometricDetector, human_share, load_detector, naturalness_detector
+from userlm.evaluation.naturalness import OfflineDetector, human_share, load_detector, naturalness_setup
 from userlm.evaluation.probes import build_probes
 from userlm.evaluation.subsets import intent_of
 
@@ -132,31 +133,39 @@ def test_parse_verdict():
     assert parse_verdict("maybe") is None
 
 
-def test_stylometric_detector_separates_users_from_assistants():
+def test_offline_detector_separates_users_from_assistants():
     users = ["how do i sort a list", "thanks! what about reverse", "fix my sql pls", "whats the capital of peru"]
     assistants = [
         "Certainly! To sort a list in Python, use the built-in sorted() function:\n\n1. Call sorted(xs).\n2. Pass reverse=True.",
         "Here is a corrected version of your query, with the typo fixed and the table name quoted.",
         "The capital of Peru is Lima. It is also the largest city in the country, with about ten million people.",
     ]
-    detector = StylometricDetector(users, assistants)
+    detector = OfflineDetector(users, assistants, "hand-written turns")
     assert human_share(detector, ["whats a good name for my cat", "ok thanks"]) == 1.0
     assert human_share(detector, ["Certainly! Here are three options:\n\n1. Luna.\n2. Milo.\n3. Bella, a classic, elegant choice."]) == 0.0
+    # Only the opening words count: a turn cut at a token budget reads like its uncut self.
+    long_answer = "Here is a corrected version of your query. " * 20
+    assert detector([long_answer]) == pytest.approx(detector([" ".join(long_answer.split()[:30])]))
+    assert "trained on hand-written turns" in detector.label
 
 
-def test_the_baseline_detector_is_fitted_on_turns_not_scored(eval_test_file):
+def test_without_a_train_split_the_detector_is_fitted_on_half_the_test_conversations(eval_test_file):
     import json
 
     samples = [json.loads(line) for line in eval_test_file.read_text().splitlines()]
-    first_turns = [s for s in samples if s["turn_index"] == 0]
-    detector, label = naturalness_detector(None, samples, first_turns, seed=0)
-    assert label == StylometricDetector.label
-    users = [s["completion"][0]["content"] for s in samples if not s["is_end"] and s["turn_index"] > 0]
-    fitted = StylometricDetector(users, sorted({m["content"] for s in samples for m in s["prompt"] if m["role"] == "assistant"}))
-    texts = ["how do i sort a list", "Certainly! Here is the answer:\n\n1. First.\n2. Second."]
-    assert detector(texts) == pytest.approx(fitted(texts))
-    named, named_label = naturalness_detector("userlm.evaluation.metrics:words", samples, first_turns, seed=0)
-    assert named is metrics.words and named_label == "detector userlm.evaluation.metrics:words"
+    setup = naturalness_setup(None, eval_test_file, samples, fit_samples=100, seed=0)
+    # Fitted on the conversations whose id hashes even (e4 alone here: 2 user and 2 assistant turns) and
+    # validated on the others: 6 real user turns and 5 assistant turns it never saw.
+    assert "validated on the other half: 2 user turns, 2 assistant turns" in setup.label
+    assert setup.validation["n_user_turns"] == 6 and setup.validation["n_assistant_turns"] == 5
+    # A named detector is validated the same way: one that calls everything human is right about half the time.
+    named = naturalness_setup("tests.eval_models:always_human", eval_test_file, samples, fit_samples=100, seed=0)
+    assert named.detector is always_human and named.label == "detector tests.eval_models:always_human"
+    assert named.validation["user_turns_rated_human"] == 100.0 and named.validation["assistant_turns_rated_machine"] == 0.0
+    assert named.validation["accuracy"] == pytest.approx(100 * 6 / 11)
+    # Too few conversations to hold half out: fitted and validated on all, and it says so.
+    lone = [s for s in samples if s["conversation_id"] in ("e1", "e2")]
+    assert "validated on its own training turns" in naturalness_setup(None, eval_test_file, lone, fit_samples=100, seed=0).label
 
 
 def test_load_detector_names_what_is_wrong():
@@ -197,3 +206,24 @@ def test_subsets_keep_whole_conversations_for_termination(eval_test_file):
     assert subsets.counts["conversations_longer_than_max_chars"] == 4 - len(kept)
     assert len(subsets.first_turns) == 3 and len({s["prompt"][0]["content"] for s in subsets.first_turns}) == 3
     assert all(sample_chars(s) <= limit for s in subsets.perplexity + subsets.probe_openings)
+
+
+def test_the_heuristic_judge_on_the_shipped_labelled_answers():
+    from userlm.evaluation.judge_labels import judge_accuracy, labelled_answers
+
+    items = labelled_answers()
+    assert len(items) == 46 and sum(label for _, _, label in items) == 22
+    judge = HeuristicJudge()
+    missed = [reply for (probe, reply, label), verdict in zip(items, judge.judge([p for p, _, _ in items], [r for _, r, _ in items]))
+              if verdict != label]
+    # Its known blind spots: assistant-style answers without a telltale opening, diversions taken
+    # up without naming the topic. Everything else it gets right: 40 of 46.
+    assert missed == [
+        "You could try wrapping the lookup in a try/except block and logging the missing key.",
+        "The main difference is that simple interest is only on the principal, while compound interest grows exponentially.",
+        "To improve your sleep, keep a consistent schedule, avoid screens before bed and limit caffeine.",
+        "Tell me more about that instead.",
+        "Interesting! How long does it take to grow them?",
+        "What is the best time of year to go there?",
+    ]
+    assert judge_accuracy(judge) == {"value": 100 * 40 / 46, "n": 46, "by_kind": {"role": 100 * 19 / 22, "intent": 100 * 21 / 24}, "unjudged": 0}

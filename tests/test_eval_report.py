@@ -71,9 +71,24 @@ def test_metrics_json_and_markdown(report_dir):
     assert prompted["perplexity_with_intent"]["n"] == 6
     assert results["human"]["first_turn_diversity"]["n"] == 4
     assert results["published"]["figures"]["termination_f1"]["UserLM-8b"] == 63.54
-    assert "heuristic" in results["settings"]["judge"] and "stylometric" in results["settings"]["naturalness_detector"]
+    assert "heuristic" in results["settings"]["judge"] and "offline detector" in results["settings"]["naturalness_detector"]
+    # Each model's P(end) is the same at every point (its logits ignore the context): it ranks nothing.
+    for checkpoint in (ender, talker, prompted):
+        assert checkpoint["termination_auc"]["value"] == 0.5 and checkpoint["termination_auc"]["n"] == 7
+    assert ender["termination_auc"]["mean_at_ends"] > 0.999 and talker["termination_auc"]["mean_at_ends"] < 1e-6
+    # Persona fidelity on the three users with two turns (tests/test_eval_persona.py works the buckets out):
+    # "ok" or "hello" at every scored point matches 4, 3 and 6 of the six buckets; the users themselves 3, 3 and 6.
+    assert talker["persona_fidelity"]["value"] == pytest.approx(100 * 13 / 18)
+    assert prompted["persona_fidelity"]["value"] == pytest.approx(100 * 13 / 18)
+    assert results["human"]["persona_fidelity"]["value"] == pytest.approx(100 * 12 / 18)
+    assert ender["persona_fidelity"]["value"] is None and ender["persona_fidelity"]["users_without_turns"] == 3
+    assert talker["persona_contrast"]["value"] == 0.0 and talker["persona_contrast"]["n"] == 4
+    assert results["validation"]["judge"]["n"] == 46 and results["validation"]["naturalness_detector"]["accuracy"] is not None
+    assert set(talker["stage_seconds"]) >= {"load", "perplexity", "P(end)", "persona fidelity", "persona contrast"}
     markdown = (report_dir / "report.md").read_text()
-    for needed in ("Seeds:", "Word tokenisation:", "Sample sizes", "UserLM-8b (published)", "human (this test set, measured)", "offline heuristic judge"):
+    for needed in ("Seeds:", "Word tokenisation:", "Sample sizes", "UserLM-8b (published)", "human (this test set, measured)",
+                   "offline heuristic judge", "tokenizer TokenizersBackend, 49153 tokens", "| chance | 0.50 |", "real users, split-half (ceiling)",
+                   "Detector validation on held-out turns", "Judge validation on 46 hand-labelled probe answers"):
         assert needed in markdown
     for key, *_ in METRICS:
         assert (report_dir / f"{key}.png").read_bytes().startswith(b"\x89PNG")
@@ -92,8 +107,11 @@ def test_report_opens_in_headless_chromium(report_dir, tmp_path):
     ).stdout
     page = TablesAndImages()
     page.feed(dom)
-    assert page.tables == len(METRICS)
+    # One table per metric, plus the details of termination AUC, persona fidelity and persona contrast.
+    assert page.tables == len(METRICS) + 3
     assert len(page.images) == len(METRICS)
+    for section in ("termination_auc", "persona_fidelity", "persona_contrast", "naturalness"):
+        assert f'id="{section}"' in dom
     for source in page.images:
         assert source.startswith("data:image/png;base64,")
         image = Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1])))
@@ -108,6 +126,8 @@ def test_terminal_summary_names_every_checkpoint_and_the_output(report_dir, caps
     assert summary.columns == ("metric", "ender", "talker", "prompted", "human (measured)", "UserLM-8b (published)")
     termination = next(row for row in summary.rows if row[0] == "termination F1")
     assert termination == ("termination F1", "60.00", "0.00", "0.00", "n/a", "63.54")
+    assert next(row for row in summary.rows if row[0] == "termination AUC") == ("termination AUC", "0.50", "0.50", "0.50", "n/a", "n/a")
+    assert next(row for row in summary.rows if row[0] == "persona fidelity") == ("persona fidelity", "n/a", "72.22", "72.22", "66.67", "n/a")
     print_summary(summary)
     printed = capsys.readouterr().out
     for needed in ("userlm eval", "ender", "talker", "prompted", "termination F1", "60.00", str(report_dir / "report.html")):
@@ -119,9 +139,11 @@ def test_sample_sizes_of_zero_skip_their_metrics(tmp_path, eval_test_file, force
     config = EvalConfig(
         checkpoints=[f"talker={forced_simulator(always_end=False)}"], data=eval_test_file, out=out, progress=False,
         perplexity_samples=0, termination_conversations=0, probes_per_kind=0, diversity_intents=0, max_new_tokens=4,
+        end_probability_conversations=0, persona_users=0, contrast_intents=0,
     )
     talker = evaluate(config)["checkpoints"]["talker"]
-    skipped = ("perplexity_with_intent", "perplexity_without_intent", "termination_f1", "role_adherence", "intent_adherence", "within_intent_diversity")
+    skipped = ("perplexity_with_intent", "perplexity_without_intent", "termination_f1", "role_adherence", "intent_adherence",
+               "within_intent_diversity", "termination_auc", "persona_fidelity", "persona_contrast")
     assert not any(key in talker for key in skipped)
     assert talker["first_turn_diversity"] == {"value": 0.0, "n": 4}
     assert "termination F1" in capsys.readouterr().out

@@ -7,7 +7,9 @@ from collections import Counter
 from pathlib import Path
 
 from userlm.data_prep.format import INTENT_PREFIX
-from userlm.data_prep.intents import assign_intents, heuristic_intent, task_of, topic_words
+from userlm.data_prep.intents import assign_intents, heuristic_intent, task_of, topics_of
+from userlm.data_prep.words import content_words
+from userlm.evaluation.metrics import intent_without_prefix
 from userlm.data_prep.config import PrepConfig
 from userlm.data_prep.pipeline import prep
 from userlm.data_prep.split import split_of
@@ -23,25 +25,34 @@ def record(*user_turns: str, **fields) -> dict:
 
 
 def test_heuristic_task_types():
-    assert task_of("Write a cover letter for a nursing job") == "get help writing a cover letter"
-    assert task_of("can you draft a short email to my landlord") == "get help writing an email"
-    assert task_of("Translate this paragraph into German") == "get a piece of text translated"
-    assert task_of("my python script throws an error") == "get help with a programming task"
-    assert task_of("Solve the equation x^2 = 9") == "work through a math problem"
-    assert task_of("Act as a travel agent") == "set up a role-play with the assistant"
-    assert task_of("Where is the nearest star?") == "get answers to some questions"
-    assert task_of("Hello there") == "get help with a task"
+    # Each task named in words of its own, not the user's ("write", "email", "python" never reach the intent).
+    assert task_of("Write a cover letter for a nursing job") == "get job application material drafted"
+    assert task_of("can you draft a short email to my landlord") == "get a piece of correspondence drafted"
+    assert task_of("write an introduction for a handyman business") == "get some writing drafted"
+    assert task_of("Translate this paragraph into German") == "have a passage translated"
+    assert task_of("my python script throws an error") == "get programming assistance"
+    assert task_of("Solve the equation x^2 = 9") == "work through some mathematics"
+    assert task_of("Act as a travel agent") == "stage a role-play with the assistant"
+    assert task_of("Where is the nearest star?") == "find some things out"
+    assert task_of("Hello there") == "get something done"
 
 
-def test_heuristic_intent_is_high_level_and_never_the_first_turn():
-    intent = heuristic_intent(record("Write a blog post about composting in small apartments", "Make it funnier"))
-    assert intent == f"{INTENT_PREFIX} get help writing a blog post, touching on composting, small and apartments."
-    # A first turn made only of topic words is never copied whole.
-    short = heuristic_intent(record("Photosynthesis chlorophyll"))
-    assert "photosynthesis" not in short or "chlorophyll" not in short
-    assert topic_words("photosynthesis", "photosynthesis") == []
-    # Non-Latin text has no topic words the rules know, so it gets the generic task alone.
-    assert heuristic_intent(record("光合作用是什么？")) == f"{INTENT_PREFIX} get help with a task."
+def test_topics_are_subject_areas_voted_by_the_users_words():
+    # web development: flask, website (2); databases: sql, database (2, listed later); software: python (1).
+    assert topics_of("my python flask website and the sql database") == ["web development", "databases"]
+    assert topics_of("Hello there") == []
+
+
+def test_heuristic_intent_is_high_level_and_copies_no_first_turn_word():
+    turns = ("Write a blog post about composting in small apartments", "Make it funnier")
+    intent = heuristic_intent(record(*turns))
+    assert intent == f"{INTENT_PREFIX} get a piece of prose drafted, in the area of home and property."
+    assert not content_words(intent_without_prefix(intent)) & content_words(turns[0])
+    assert heuristic_intent(record("how do I deploy my flask app to aws", "it fails with a 502 error")) == (
+        f"{INTENT_PREFIX} get programming assistance, in the area of cloud and operations, with a bearing on software and computing."
+    )
+    # Non-Latin text has no words the rules know, so it gets the generic task alone.
+    assert heuristic_intent(record("光合作用是什么？")) == f"{INTENT_PREFIX} get something done."
 
 
 def test_column_intents_and_missing_column(tmp_path):

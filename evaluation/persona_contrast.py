@@ -1,0 +1,52 @@
+"""The persona contrast probe (DESIGN.md 7): the same intents under two opposite personas must
+come out measurably different in prep's style measures.
+
+The two personas are written by prep's own `render_style` from opposite measured styles,
+so a persona checkpoint sees exactly the kind of text it was trained on: a terse one
+(very short, lowercase, no punctuation, never polite) and an elaborate one (long,
+capitalised, punctuated, polite). Each intent's first turn is generated under both with
+the same seed, so the persona is the only difference; the value is the elaborate turns'
+words per turn minus the terse turns'.
+"""
+
+from __future__ import annotations
+
+from userlm.data_prep.format import END_MARKER, system_text
+from userlm.data_prep.personas import measure_style, render_style
+
+TERSE = render_style({"words_per_turn": 4, "buckets": {
+    "length": "very_short", "lowercase": "often", "punctuation": "rare", "typos": "often", "questions": "rare", "politeness": "rare"}})
+ELABORATE = render_style({"words_per_turn": 80, "buckets": {
+    "length": "long", "lowercase": "rare", "punctuation": "often", "typos": "rare", "questions": "sometimes", "politeness": "often"}})
+# Which way each measure should move from the terse persona to the elaborate one.
+EXPECTED_SIGN = {"words_per_turn": 1, "lowercase_start_rate": -1, "punctuation_rate": 1, "typo_rate": -1, "politeness_rate": 1}
+
+
+def contrast_prompts(intents: list[str]) -> tuple[list[list[dict]], list[list[dict]]]:
+    """First-turn prompts of every intent under the terse persona, and under the elaborate one."""
+    return ([[{"role": "system", "content": system_text(intent, TERSE)}] for intent in intents],
+            [[{"role": "system", "content": system_text(intent, ELABORATE)}] for intent in intents])
+
+
+def persona_contrast(terse_turns: list[str], elaborate_turns: list[str]) -> dict:
+    """Each measure under both personas, the difference (elaborate - terse) and whether it moved the
+    expected way; intent by intent, how often the elaborate turn was the longer one."""
+    spoken = [(t, e) for t, e in zip(terse_turns, elaborate_turns) if END_MARKER not in (t.strip(), e.strip())]
+    if not spoken:
+        return {"value": None, "n": 0, "pairs_with_an_end": len(terse_turns)}
+    terse = measure_style([t for t, _ in spoken])
+    elaborate = measure_style([e for _, e in spoken])
+    measures = {}
+    for measure, sign in EXPECTED_SIGN.items():
+        difference = elaborate[measure] - terse[measure]
+        measures[measure] = {"terse": terse[measure], "elaborate": elaborate[measure], "difference": difference,
+                             "expected": "+" if sign > 0 else "-", "as_expected": difference * sign > 0}
+    return {
+        "value": measures["words_per_turn"]["difference"],
+        "n": len(spoken),
+        "pairs_with_an_end": len(terse_turns) - len(spoken),
+        "measures": measures,
+        "as_expected": sum(m["as_expected"] for m in measures.values()),
+        "elaborate_longer": sum(len(e.split()) > len(t.split()) for t, e in spoken),
+        "examples": [{"terse": t, "elaborate": e} for t, e in spoken[:2]],
+    }

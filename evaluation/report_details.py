@@ -1,0 +1,89 @@
+"""The tables and notes under a metric's own table in the report: P(end) at both kinds of
+decision point, persona fidelity measure by measure, the persona contrast, and how well the
+offline proxies (naturalness detector, adherence judge) did on data with known answers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .persona_fidelity import STYLE_MEASURES
+
+
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[str]]
+    # A CSS class per row in the HTML ("published" rows are set apart).
+    row_classes: list[str] = field(default_factory=list)
+
+
+def number(value, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def probability(value) -> str:
+    # P(end) of an untrained end marker is around 1e-7: keep three significant digits.
+    return "n/a" if value is None else f"{value:.3g}"
+
+
+def termination_details(results: dict) -> list[Table]:
+    rows = []
+    for name, c in results["checkpoints"].items():
+        entry = c.get("termination_auc")
+        if entry:
+            rows.append([name, number(entry["value"]), probability(entry["mean_at_ends"]), probability(entry["mean_at_continues"]),
+                         probability(entry["median_at_ends"]), probability(entry["median_at_continues"]),
+                         str(entry["n"]), str(entry["real_end_points"])])
+    headers = ["checkpoint", "ROC AUC", "mean P(end), real ends", "mean P(end), continues", "median P(end), real ends",
+               "median P(end), continues", "points", "real ends"]
+    return [Table(headers, rows)] if rows else []
+
+
+MEASURE_HEADERS = {"words_per_turn": "words/turn error", "lowercase_start_rate": "lowercase start (pp)",
+                   "punctuation_rate": "final punctuation (pp)", "typo_rate": "typos (pp)", "question_rate": "questions (pp)",
+                   "politeness_rate": "politeness (pp)"}
+
+
+def persona_details(results: dict) -> list[Table]:
+    entries = [(name, c.get("persona_fidelity")) for name, c in results["checkpoints"].items()]
+    entries.append(("real users, split-half (ceiling)", results["human"].get("persona_fidelity")))
+    rows = [[name, number(e["value"]), *(number(e["errors"][m]) for m in STYLE_MEASURES), str(e["n"]), str(e["end_turns"])]
+            for name, e in entries if e and e["value"] is not None]
+    headers = ["source", "bucket agreement (%)", *(MEASURE_HEADERS[m] for m in STYLE_MEASURES), "users", "END turns left out"]
+    return [Table(headers, rows)] if rows else []
+
+
+CONTRAST_HEADERS = {"words_per_turn": "words/turn", "lowercase_start_rate": "lowercase start", "punctuation_rate": "final punctuation",
+                    "typo_rate": "typos", "politeness_rate": "politeness"}
+
+
+def contrast_details(results: dict) -> list[Table]:
+    rows = []
+    for name, c in results["checkpoints"].items():
+        entry = c.get("persona_contrast")
+        if not entry or entry["value"] is None:
+            continue
+        cells = [f"{m['terse']:.2f} → {m['elaborate']:.2f} ({m['difference']:+.2f}{'' if m['as_expected'] else ', not ' + m['expected']})"
+                 for m in entry["measures"].values()]
+        rows.append([name, *cells, f"{entry['as_expected']} of {len(entry['measures'])}", f"{entry['elaborate_longer']} of {entry['n']}"])
+    measures = next((c["persona_contrast"]["measures"] for c in results["checkpoints"].values() if c.get("persona_contrast", {}).get("measures")), {})
+    headers = ["checkpoint", *(f"{CONTRAST_HEADERS[m]} ({entry['expected']})" for m, entry in measures.items()),
+               "moved as expected", "elaborate turn longer"]
+    return [Table(headers, rows)] if rows else []
+
+
+def naturalness_notes(results: dict) -> list[str]:
+    v = results["validation"]["naturalness_detector"]
+    if v["accuracy"] is None:
+        return ["Detector validation: no held-out user and assistant turns to validate on."]
+    return [f"Detector validation on held-out turns it was not trained on ({v['n_user_turns']} real user turns, "
+            f"{v['n_assistant_turns']} assistant turns of the test data): accuracy {v['accuracy']:.1f}%; it rates "
+            f"{v['user_turns_rated_human']:.1f}% of the real user turns human and {v['assistant_turns_rated_machine']:.1f}% "
+            "of the assistant turns machine-written."]
+
+
+def judge_notes(results: dict) -> list[str]:
+    v = results["validation"]["judge"]
+    unjudged = f"; {v['unjudged']} left unjudged, counted wrong" if v["unjudged"] else ""
+    return [f"Judge validation on {v['n']} hand-labelled probe answers shipped with userlm (evaluation/judge_labels.py): "
+            f"accuracy {v['value']:.1f}% (role {v['by_kind']['role']:.1f}%, intent {v['by_kind']['intent']:.1f}%{unjudged})."]
