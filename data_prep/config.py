@@ -48,20 +48,28 @@ class PrepConfig(Config):
     intents: IntentSource = field(default="heuristic", metadata={
         "help": "where intents come from: heuristic (offline), llm (an endpoint) or column (a field)"})
     intent_column: str | None = field(default=None, metadata={"help": "the field holding the intent, for intents: column"})
-    intent_endpoint: str | None = field(default=None, metadata={
-        "help": "OpenAI-compatible base URL (…/v1), for intents: llm; key from OPENAI_API_KEY"})
+    intent_endpoint: list[str] | None = field(default=None, metadata={
+        "help": "OpenAI-compatible base URL (…/v1), for intents: llm; key from OPENAI_API_KEY. Several URLs "
+        "(comma-separated) are one fleet: LiteLLM's Router spreads the requests over them"})
     intent_model: str | None = field(default=None, metadata={"help": "model name at the endpoint, for intents: llm"})
     personas: PersonaSource = field(default="none", metadata={
         "help": "persona appended to the intent: none, style (measured), llm (an endpoint) or column (a field)"})
     persona_column: str | None = field(default=None, metadata={"help": "the field holding the persona, for personas: column"})
     persona_filter: str | None = field(default=None, metadata={
         "help": "keep only users whose style matches, e.g. words_per_turn<=12,politeness=rare"})
-    persona_endpoint: str | None = field(default=None, metadata={"help": "for personas: llm (default: intent_endpoint)"})
+    persona_endpoint: list[str] | None = field(default=None, metadata={
+        "help": "for personas: llm, one base URL or several like intent_endpoint (default: intent_endpoint)"})
     persona_model: str | None = field(default=None, metadata={"help": "for personas: llm (default: intent_model)"})
     endpoint_timeout: float = field(default=60.0, metadata={"above": 0, "help": "seconds per endpoint request"})
     endpoint_concurrency: int = field(default=8, metadata={"min": 1, "help": "endpoint requests in flight at once"})
-    hf: bool = field(default=True, metadata={"help": "also save the samples as a datasets DatasetDict in OUT/hf/"})
-    progress: bool = field(default=True, metadata={"help": "show progress bars"})
+    hf: bool = field(default=False, metadata={
+        "help": "also save the samples as a datasets DatasetDict in OUT/hf/ (an uncompressed copy, several times "
+        "the size of the compressed samples)"})
+    num_proc: int | None = field(default=None, metadata={
+        "min": 1, "help": "worker processes (default: one per usable CPU core)"})
+    chunk_mb: float = field(default=16.0, metadata={
+        "above": 0, "help": "MB of input per unit of work: what a worker holds at once, and what a resumed run skips"})
+    progress: bool = field(default=True, metadata={"help": "show progress bars (conversations per second, memory in use)"})
 
     def validate(self) -> None:
         for path in self.inputs:
@@ -91,7 +99,7 @@ class PrepConfig(Config):
             parse_filter(self.persona_filter)  # a bad expression stops the run before any work
 
     @property
-    def persona_endpoint_url(self) -> str | None:
+    def persona_endpoint_url(self) -> list[str] | None:
         return self.persona_endpoint or self.intent_endpoint
 
     @property

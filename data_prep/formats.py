@@ -17,8 +17,6 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Iterator
-
 from userlm.errors import UserError
 
 from .reading import Rejection, read_file
@@ -53,35 +51,24 @@ def detect_format(record: dict) -> str | None:
     return None
 
 
-def read_records(path: Path, fmt: str | None, *, progress: bool = False) -> Iterator[tuple[dict, dict | Rejection, str]]:
-    """(location, record or Rejection, format) for every record of one input; the format is
-    `fmt`, else detected from the keys of the file's first records (held back until then)."""
-    records = read_file(path, progress=progress)
+def file_format(path: Path, fmt: str | None) -> str | None:
+    """The format of one input: `fmt` when given, else detected from the keys of its first
+    records; None when no record of the file can be read at all (every one is rejected)."""
     if fmt is not None:
-        for where, record in records:
-            yield where, record, fmt
-        return
-    held = []
+        return fmt
     readable = 0
-    for where, record in records:
-        held.append((where, record))
+    for _, record in read_file(path):
         if isinstance(record, Rejection):
             continue
-        fmt = detect_format(record)
+        detected = detect_format(record)
+        if detected is not None:
+            return detected
         readable += 1
-        if fmt is not None or readable >= DETECT_WINDOW:
+        if readable >= DETECT_WINDOW:
             break
-    if fmt is None:
-        if not readable:
-            # Nothing readable: every record is rejected, whatever the format.
-            for where, record in held:
-                yield where, record, "unknown"
-            return
+    if readable:
         raise UserError(f"Cannot tell the format of {path} from its records' keys; pass --format with one of {', '.join(FORMATS)}.")
-    for where, record in held:
-        yield where, record, fmt
-    for where, record in records:
-        yield where, record, fmt
+    return None
 
 
 def raw_id(record) -> str | None:
@@ -234,3 +221,4 @@ def parse_openai(record: dict) -> dict | Rejection:
 
 
 PARSERS = {"sharegpt": parse_sharegpt, "wildchat": parse_wildchat, "lmsys": parse_lmsys, "openai": parse_openai}
+

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Iterable
 
 from tqdm.auto import tqdm
 
 from userlm.data_prep.format import INTENT_PREFIX
-from userlm.data_prep.llm_cache import cached_chats
+from userlm.data_prep.fleet import Fleet
+from userlm.data_prep.llm_cache import AnswerCache, ask_missing, cached_chats, request_key
+from userlm.data_prep.reading import Rejection
 from userlm.endpoint import Endpoint, EndpointError
 
 # Long turns are cut to their head and tail: the goal of a turn is usually stated at its
@@ -129,9 +132,28 @@ def clean_intent(reply: str) -> tuple[str, bool]:
     return text, repaired
 
 
+def intent_params(max_tokens: int = 96) -> dict:
+    return {"max_tokens": max_tokens, "temperature": 0.0}
+
+
+def intent_of_reply(record: dict, reply: str | EndpointError, host: str) -> str | EndpointError:
+    """The cleaned intent of a reply, or why there is none; marks `meta["intent_repaired"]`."""
+    if isinstance(reply, EndpointError):
+        return reply
+    intent, repaired = clean_intent(reply)
+    if not intent:
+        return EndpointError(
+            f"The endpoint at {host} replied with no usable intent for conversation {record['conversation_id']}; "
+            "check that the model follows instructions."
+        )
+    if repaired:
+        record.setdefault("meta", {})["intent_repaired"] = True
+    return intent
+
+
 def llm_intents(
     records: list[dict],
-    endpoint: Endpoint,
+    endpoint: Endpoint | Fleet,
     cache_path: Path,
     *,
     progress: bool = True,
@@ -144,33 +166,43 @@ def llm_intents(
     reply held no usable intent) are returned as EndpointError, never raised. Sets
     `meta["intent_repaired"] = True` on records whose reply lacked the fixed prefix.
     """
-    params = {"max_tokens": max_tokens, "temperature": 0.0}
     requests = {record["conversation_id"]: intent_messages(record) for record in records}
-    replies, asked = cached_chats(endpoint, requests, cache_path, kind="intent", params=params, desc="llm intents", progress=progress)
-
-    results: dict[str, str | EndpointError] = {}
-    repaired_count = 0
-    for record in records:
-        cid = record["conversation_id"]
-        reply = replies[cid]
-        if isinstance(reply, EndpointError):
-            results[cid] = reply
-            continue
-        intent, repaired = clean_intent(reply)
-        if not intent:
-            results[cid] = EndpointError(
-                f"The endpoint at {endpoint.host} replied with no usable intent for conversation {cid}; "
-                "check that the model follows instructions."
-            )
-            continue
-        if repaired:
-            record.setdefault("meta", {})["intent_repaired"] = True
-            repaired_count += 1
-        results[cid] = intent
+    replies, asked = cached_chats(endpoint, requests, cache_path, kind="intent", params=intent_params(max_tokens),
+                                  desc="llm intents", progress=progress)
+    results = {record["conversation_id"]: intent_of_reply(record, replies[record["conversation_id"]], endpoint.host)
+               for record in records}
     if progress:
         failed = sum(isinstance(result, EndpointError) for result in results.values())
+        repaired = sum(bool(record.get("meta", {}).get("intent_repaired")) for record in records)
         tqdm.write(
             f"llm intents: {len(records) - asked} from cache, {asked} asked, "
-            f"{repaired_count} prefix repaired, {failed} failed (cache: {cache_path})"
+            f"{repaired} prefix repaired, {failed} failed (cache: {cache_path})"
         )
     return results
+
+
+def ask_intents(records: Iterable[dict], endpoint: Endpoint | Fleet, cache_path: Path, *, progress: bool = True) -> dict:
+    """Fill the cache with an answer (or a failure) for every record, streaming: records are
+    read as requests go out, so a corpus of any size is asked in flat memory."""
+    params = intent_params()
+    requests = ((request_key(endpoint.model, messages, params), messages)
+                for messages in map(intent_messages, records))
+    with AnswerCache(cache_path) as cache:
+        return ask_missing(endpoint, requests, cache, kind="intent", params=params, desc="llm intents", progress=progress)
+
+
+def intents_from_cache(records: list[dict], cache_path: Path, model: str, host: str) -> list[tuple[dict, Rejection]]:
+    """Set the cached LLM intent on every record (after `ask_intents`); the ones without one."""
+    params = intent_params()
+    failures = []
+    with AnswerCache(cache_path, read_only=True) as cache:
+        for record in records:
+            key = request_key(model, intent_messages(record), params)
+            answer = cache.get(key)
+            reply = answer if answer is not None else EndpointError(cache.failure(key) or "no answer was recorded")
+            intent = intent_of_reply(record, reply, host)
+            if isinstance(intent, EndpointError):
+                failures.append((record, Rejection("intent_failed", str(intent))))
+            else:
+                record["intent"], record["intent_source"] = intent, f"llm:{model}"
+    return failures

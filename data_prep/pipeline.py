@@ -1,10 +1,23 @@
 """`prep(config)`: conversation logs in, flipped intent-conditioned datasets out (DESIGN.md 4).
 
-`prep` is a short sequence of steps, each a function below: read and normalise every
-input, mark which logs end, filter (turns, characters, toxicity, language, exact and near
-duplicates), personas, intents, the user-level split, write, then the stats. Every record
-read is accounted for exactly once: kept, rejected (by reason) or filtered (by filter),
-and `stats.json` says so.
+Prep streams, so its memory does not grow with the corpus beyond a few small keys per
+record, and a killed run resumes. The input is cut into chunks (`chunks.py`) and worked in
+passes, each chunk by any of `num_proc` worker processes:
+
+1. scan (`scan.py`): read, normalise and filter each record on its own; keep small keys.
+2. decide (`decide.py`): the corpus-wide steps (repeated ids, ShareGPT parts that do not
+   end, exact and near duplicates) over those keys, in input order, in this process.
+3. personas (`users.py`, only when asked for): kept records grouped by user on disk, each
+   user's persona measured (or written by an LLM) over all of their conversations.
+4. LLM intents (only with `intents: llm`): every kept record's request, streamed to the
+   endpoint(s), answers cached.
+5. emit (`emit.py`): read each chunk again; persona, intent, the user-level split (a hash
+   of the user: nothing global), conversation records and flipped samples.
+6. assemble: the chunks' files concatenated in chunk order, `stats.json` last, and the
+   finished folder swapped in at OUT whole (`output.py`).
+
+Every record read is accounted for exactly once: kept, rejected (by reason) or filtered
+(by filter), and `stats.json` says so.
 
     from userlm.data_prep.config import PrepConfig
     from userlm.data_prep.pipeline import prep, prep_summary
@@ -16,24 +29,35 @@ and `stats.json` says so.
 
 from __future__ import annotations
 
+import json
+import shutil
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from userlm.atomic import write_json, write_jsonl
+from userlm.atomic import atomic_open, write_json
 from userlm.config import to_dict
-from userlm.data_prep.format import CONVERSATION_KEYS
+from userlm.errors import UserError
 from userlm.summary import Summary
 
-from . import dedup, filters
+from .chunks import Chunk, plan_chunks
 from .config import PrepConfig
-from .formats import raw_id, read_records, to_draft
-from .intents import assign_intents
-from .normalise import normalise
-from .reading import Rejection
-from .split import SPLITS, split_by_user
-from .writer import save_hf, write_samples
+from .decide import decide
+from .dedup import dedup_keys
+from .emit import emit_chunk
+from .filters import applied_filters
+from .formats import file_format
+from .output import RUN_ONLY_OPTIONS, Run, check_out
+from .scan import scan_chunk
+from .split import SPLITS
+from .users import PersonaTable, group_users, personas_of_partition
+from .work import Work
+from .workers import Progress, Workers, usable_cores
+from .writer import save_hf
+
+MB = 1 << 20
 
 
 @dataclass
@@ -41,204 +65,328 @@ class PrepResult:
     out_dir: Path
     stats: dict
     written: dict[str, Path] = field(default_factory=dict)
-
-
-class Ledger:
-    """Where every record read went: kept, rejected by reason, filtered by filter."""
-
-    def __init__(self) -> None:
-        self.read = 0
-        self.rejected: Counter = Counter()
-        self.filtered: Counter = Counter()
-        self.repairs: Counter = Counter()
-        self.rejections: list[dict] = []
-
-    def reject(self, where: dict, rejection: Rejection, conversation_id: str | None = None) -> None:
-        self.rejected[rejection.reason] += 1
-        entry = {"location": where, "reason": rejection.reason, "detail": rejection.detail}
-        if conversation_id is not None:
-            entry["conversation_id"] = conversation_id
-        self.rejections.append(entry)
-
-    def filter(self, name: str, kept: list[dict], removed: list) -> list[dict]:
-        self.filtered[name] += len(removed)
-        return kept
-
-    def check_closed(self, kept: int) -> None:
-        accounted = kept + sum(self.rejected.values()) + sum(self.filtered.values())
-        if accounted != self.read:
-            raise AssertionError(f"prep lost records: read {self.read}, accounted for {accounted}")
+    notes: list[str] = field(default_factory=list)
 
 
 def prep(config: PrepConfig) -> PrepResult:
     started = time.perf_counter()
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    ledger = Ledger()
-    records, inputs = read_inputs(config, ledger)
-    mark_ends(records)
-    records = apply_filters(records, config, ledger)
-    # Personas and intents are the costly per-record steps: they run only on what the filters kept.
-    records = apply_personas(records, config, out, ledger)
-    records = apply_intents(records, config, out, ledger)
-    by_split = split_by_user(records, config.split)
-    written, split_counts = write_outputs(out, records, by_split, ledger, config)
-    stats = prep_stats(config, ledger, inputs, len(records), split_counts, written, time.perf_counter() - started)
-    write_json(written["stats"], stats)
-    return PrepResult(out_dir=out, stats=stats, written=written)
+    check_out(config)
+    # Reading each input's first records finds an unreadable file or format before any work.
+    formats = [file_format(Path(path), config.format) for path in config.inputs]
+    run = Run(config)
+    try:
+        state = run.start()
+        if state == "finished":
+            run.clean_up()
+            return finished_result(run.out, ["an earlier run of this command had already finished; nothing was redone"])
+        notes = [] if state == "fresh" else [f"resumed the interrupted run kept in {run.work.root}"]
+        if state == "resumed":
+            say(config, f"userlm prep: {notes[0]}")
+        staged_stats = run.work.staged / "stats.json"
+        if not (run.work.root / "ready.json").exists():
+            stages: dict[str, float] = {}
+            with Workers(num_proc_of(config)) as workers:
+                stats = build(config, run, formats, notes, stages, workers)
+            stats["run"] = {"seconds": round(time.perf_counter() - started, 2), "resumed": state == "resumed",
+                            "num_proc": num_proc_of(config), "stage_seconds": stages}
+            write_json(staged_stats, stats)
+        elif staged_stats.exists():  # finished but not swapped in: only the swap was left
+            stats = json.loads(staged_stats.read_text())
+            write_json(staged_stats, {**stats, "run": {**stats["run"], "resumed": True}})
+        run.swap_in()
+        run.clean_up()
+    except BaseException:
+        run.release()
+        raise
+    result = finished_result(run.out, notes)
+    return result
 
 
-def read_inputs(config: PrepConfig, ledger: Ledger) -> tuple[list[dict], list[dict]]:
-    """Every input read, parsed and normalised; and each input's path and (main) format."""
-    records: list[dict] = []
-    seen_ids: Counter = Counter()
-    inputs = []
-    for path in config.inputs:
-        formats_seen: Counter = Counter()
-        for where, raw, fmt in read_records(Path(path), config.format, progress=config.progress):
-            ledger.read += 1
-            if isinstance(raw, Rejection):
-                ledger.reject(where, raw)
+def say(config: PrepConfig, text: str) -> None:
+    if config.progress:
+        print(text, file=sys.stderr, flush=True)
+
+
+def num_proc_of(config: PrepConfig) -> int:
+    return config.num_proc or usable_cores()
+
+
+def finished_result(out: Path, notes: list[str]) -> PrepResult:
+    stats = json.loads((out / "stats.json").read_text())
+    written = {name: out / Path(path).name for name, path in stats["written"].items()}
+    return PrepResult(out_dir=out, stats=stats, written=written, notes=notes + input_warnings(stats))
+
+
+def input_warnings(stats: dict) -> list[str]:
+    return [f"warning: {entry['path']} holds no records" for entry in stats["inputs"] if not entry["records"]]
+
+
+def build(config: PrepConfig, run: Run, formats: list[str | None], notes: list[str], seconds: dict,
+          workers: Workers) -> dict:
+    """Every pass but the swap; the stats. `seconds` gets each stage's time."""
+    work = run.work
+    run.save_plan()
+    inputs = list(zip(map(Path, config.inputs), formats))
+    chunk_bytes = max(1, int(config.chunk_mb * MB))
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        seconds[stage] = round(time.perf_counter() - clock, 2)
+        clock = time.perf_counter()
+
+    scanned = scan(config, work, workers, lambda: plan_chunks(inputs, chunk_bytes), notes)
+    lap("scan")
+    if not scanned["read"]:
+        run.clean_up()
+        raise UserError(f"The inputs hold no records ({', '.join(map(str, config.inputs))}); check that they are the files you meant.")
+
+    def chunks():
+        """The chunks again: from pass 1's plan when no chunk carries data, else planned anew."""
+        if scanned["plan"] is None:
+            return plan_chunks(inputs, chunk_bytes)
+        return (Chunk(**{**spec, "path": Path(spec["path"])}) for spec in scanned["plan"])
+
+    numbers = list(range(scanned["chunks"]))
+    keys = dedup_keys(config.near_dup_threshold) if config.near_dup_threshold else None
+    decided = decide(work, numbers, config, len(keys.bands) if keys else 0)
+    lap("decide")
+    personas_path = None
+    if config.personas != "none" or config.persona_filter:
+        personas_path = personas(config, work, workers, chunks, numbers, decided["partitions"])
+        lap("personas")
+    if config.intents == "llm":
+        ask_llm_intents(config, work, chunks, personas_path)
+        lap("llm_intents")
+    emitted = emit(config, work, workers, chunks, decided["kept"], personas_path, notes)
+    lap("write")
+    written = assemble(config, work, numbers, emitted)
+    lap("assemble")
+    return stats_of(config, scanned, decided, emitted, written)
+
+
+def scan_job(chunk: Chunk, config: PrepConfig, work: Work) -> dict:
+    keys = dedup_keys(config.near_dup_threshold) if config.near_dup_threshold else dedup_keys(0)
+    summary = scan_chunk(chunk, config, work, keys)
+    return {**summary, "number": chunk.number, "path": str(chunk.path)}
+
+
+def scan(config: PrepConfig, work: Work, workers: Workers, chunks, notes: list[str]) -> dict:
+    """Pass 1 over every chunk not scanned yet; the totals over all chunks."""
+    marker = work.root / "scanned.json"
+    if marker.exists():
+        return json.loads(marker.read_text())
+    work.stage_folder("scan")
+    totals = {"read": 0, "rejected": Counter(), "filtered": Counter(), "repairs": Counter(), "chunks": 0,
+              "records": Counter(), "formats": {}}
+    plan: list[dict] | None = []  # the chunks, kept when none carries data (so later passes need not re-plan)
+    skipped = 0
+
+    def add(summary: dict) -> None:
+        totals["read"] += summary["read"]
+        totals["records"][summary["path"]] += summary["read"]
+        for name in ("rejected", "filtered", "repairs"):
+            totals[name].update(summary[name])
+        for fmt in summary["formats"]:
+            totals["formats"][summary["path"]] = fmt
+        progress.update(summary["read"])
+
+    def todo():
+        nonlocal skipped, plan
+        for chunk in chunks():
+            totals["chunks"] = chunk.number + 1
+            if chunk.data is not None:
+                plan = None
+            elif plan is not None:
+                plan.append(chunk.spec())
+            done = work.done("scan", chunk.number)
+            if done is not None:
+                skipped += 1
+                add({**done, "path": str(chunk.path)})
+            else:
+                yield chunk, config, work
+
+    with Progress("scan", None, config.progress) as progress:
+        workers.run(scan_job, todo(), add)
+    if skipped:
+        notes.append(f"scan: {skipped} of {totals['chunks']} chunks were done before the interruption")
+    result = {**totals, **{name: dict(totals[name]) for name in ("rejected", "filtered", "repairs", "records")}, "plan": plan}
+    write_json(marker, result)
+    return result
+
+
+def group_job(chunk: Chunk, config: PrepConfig, work: Work, partitions: int) -> dict:
+    return group_users(chunk, config, work, partitions)
+
+
+def personas_job(partition: int, numbers: list[int], config: PrepConfig, work: Work) -> dict:
+    endpoint = None
+    if config.personas == "llm":
+        from .fleet import endpoint_of
+
+        endpoint = endpoint_of(config.persona_endpoint_url, config.persona_model_name,
+                               timeout=config.endpoint_timeout, concurrency=config.endpoint_concurrency)
+    return personas_of_partition(partition, numbers, config, work, endpoint)
+
+
+def personas(config: PrepConfig, work: Work, workers: Workers, chunks, numbers: list[int], partitions: int) -> Path:
+    """Per-user personas of every kept record, in a table keyed by conversation id."""
+    work.stage_folder("users")
+    work.stage_folder("personas")
+    todo = ((chunk, config, work, partitions) for chunk in chunks() if work.done("users", chunk.number) is None)
+    with Progress("grouping users", None, config.progress) as progress:
+        workers.run(group_job, todo, lambda summary: progress.update(summary["records"]))
+    jobs = ((p, numbers, config, work) for p in range(partitions) if work.done("personas", p) is None)
+    with Progress("personas", None, config.progress) as progress:
+        # An LLM is asked from this process alone, so its concurrency stays the one asked for.
+        workers.run(personas_job, jobs, lambda summary: progress.update(summary["records"]), parallel=config.personas != "llm")
+    return PersonaTable.build(work, partitions)
+
+
+def ask_llm_intents(config: PrepConfig, work: Work, chunks, personas_path: Path | None) -> None:
+    """Every kept record's intent request, streamed to the endpoint(s) from this process."""
+    from .fleet import endpoint_of
+    from .kept import kept_records
+    from .llm_intents import ask_intents
+
+    marker = work.root / "intents_asked.json"
+    if marker.exists():
+        return
+    table = PersonaTable(personas_path) if personas_path else None
+
+    def records():
+        for chunk in chunks():
+            if work.done("write", chunk.number) is not None:
                 continue
-            formats_seen[fmt] += 1
-            record = to_draft(raw, fmt)
-            if not isinstance(record, Rejection):
-                record = normalise(record, ledger.repairs)
-            if isinstance(record, Rejection):
-                ledger.reject(where, record, raw_id(raw))
-                continue
-            record["meta"]["location"] = where
-            make_id_unique(record, seen_ids, ledger.repairs)
-            records.append(record)
-        inputs.append({"path": str(path), "format": formats_seen.most_common(1)[0][0] if formats_seen else None})
-    return records, inputs
+            for record in kept_records(chunk, work):
+                if table is not None:
+                    _, _, failure, selected = table.get(record["conversation_id"])
+                    if failure or not selected:
+                        continue
+                yield record
+
+    endpoint = endpoint_of(config.intent_endpoint, config.intent_model, timeout=config.endpoint_timeout,
+                           concurrency=config.endpoint_concurrency)
+    counts = ask_intents(records(), endpoint, work.staged / "intent_cache.sqlite", progress=config.progress)
+    write_json(marker, counts)
 
 
-def make_id_unique(record: dict, seen_ids: Counter, repairs: Counter) -> None:
-    """Ids key the caches, samples and splits, so they must be unique; real dumps repeat some."""
-    repeats = seen_ids[record["conversation_id"]]
-    seen_ids[record["conversation_id"]] += 1
-    if repeats:
-        repairs["renamed_duplicate_id"] += 1
-        record["meta"]["original_id"] = record["conversation_id"]
-        record["conversation_id"] = f"{record['conversation_id']}#{repeats + 1}"
+def emit_job(chunk: Chunk, config: PrepConfig, work: Work, personas_path: Path | None) -> dict:
+    table = PersonaTable(personas_path) if personas_path else None
+    return {**emit_chunk(chunk, config, work, table), "number": chunk.number}
 
 
-def mark_ends(records: list[dict]) -> None:
-    """`meta["ends"]`: False for a ShareGPT part followed by a later part of the same chat,
-    and for a log whose last turn is the user's (it was cut before the reply)."""
-    last_part: dict[str, int] = {}
-    for record in records:
-        if record["source"] == "sharegpt" and "part" in record["meta"]:
-            root = record["user_id"]
-            last_part[root] = max(last_part.get(root, 0), record["meta"]["part"])
-    for record in records:
-        ends = record["messages"][-1]["role"] == "assistant"
-        if record["source"] == "sharegpt" and "part" in record["meta"]:
-            ends = ends and record["meta"]["part"] >= last_part[record["user_id"]]
-        record["meta"]["ends"] = ends
+def emit(config: PrepConfig, work: Work, workers: Workers, chunks, kept: int, personas_path: Path | None,
+         notes: list[str]) -> dict:
+    work.stage_folder("write")
+    totals = {"kept": 0, "filtered": Counter(), "rejected": Counter(),
+              "splits": {split: Counter() for split in SPLITS}, "users": {split: set() for split in SPLITS}}
+    skipped = 0
+
+    def add(summary: dict) -> None:
+        totals["kept"] += summary["kept"]
+        totals["filtered"].update(summary["filtered"])
+        totals["rejected"].update(summary["rejected"])
+        for split in SPLITS:
+            counts = summary["splits"][split]
+            longest = max(totals["splits"][split]["longest_line_chars"], counts["longest_line_chars"])
+            totals["splits"][split].update({k: v for k, v in counts.items() if k != "longest_line_chars"})
+            totals["splits"][split]["longest_line_chars"] = longest
+            totals["users"][split].update(summary["users"][split])
+        progress.update(summary["kept"] + sum(summary["filtered"].values()) + sum(summary["rejected"].values()))
+
+    def todo():
+        nonlocal skipped
+        for chunk in chunks():
+            done = work.done("write", chunk.number)
+            if done is not None:
+                skipped += 1
+                add(done)
+            else:
+                yield chunk, config, work, personas_path
+
+    with Progress("write", kept, config.progress) as progress:
+        workers.run(emit_job, todo(), add)
+    if skipped:
+        notes.append(f"write: {skipped} chunks were done before the interruption")
+    splits = {split: {"conversations": totals["splits"][split]["conversations"], "users": len(totals["users"][split]),
+                      "samples": totals["splits"][split]["samples"], "end_samples": totals["splits"][split]["end_samples"],
+                      "longest_line_chars": totals["splits"][split]["longest_line_chars"]} for split in SPLITS}
+    return {"kept": totals["kept"], "filtered": dict(totals["filtered"]), "rejected": dict(totals["rejected"]), "splits": splits}
 
 
-def apply_filters(records: list[dict], config: PrepConfig, ledger: Ledger) -> list[dict]:
-    """The filters, cheapest first; each counts what it removes."""
-    records = ledger.filter("user_turns", *filters.by_user_turns(records, config.min_user_turns, config.max_user_turns))
-    records = ledger.filter("chars", *filters.by_chars(records, config.min_chars, config.max_chars))
-    if not config.keep_toxic:
-        records = ledger.filter("toxic", *filters.by_toxicity(records))
-    filters.detect_languages(records, progress=config.progress)
-    if config.languages is not None:
-        records = ledger.filter("language", *filters.by_language(records, config.languages))
-    return remove_duplicates(records, config, ledger)
+def concatenate(target: Path, parts: list[Path]) -> None:
+    with atomic_open(target, "wb") as sink:
+        for part in parts:
+            with open(part, "rb") as source:
+                shutil.copyfileobj(source, sink, 16 * MB)
 
 
-def remove_duplicates(records: list[dict], config: PrepConfig, ledger: Ledger) -> list[dict]:
-    if not (config.exact_dedup or config.near_dup_threshold):
-        return records
-    texts = [dedup.user_text(record) for record in records]
-    if config.exact_dedup:
-        keep, drop = dedup.exact(texts)
-        records = ledger.filter("exact_duplicate", [records[i] for i in keep], drop)
-        texts = [texts[i] for i in keep]
-    if config.near_dup_threshold:
-        keep, drop = dedup.near(texts, threshold=config.near_dup_threshold, progress=config.progress)
-        records = ledger.filter("near_duplicate", [records[i] for i in keep], drop)
-    return records
-
-
-def endpoint_for(url: str, model: str, config: PrepConfig):
-    from userlm.endpoint import Endpoint
-
-    return Endpoint(base_url=url, model=model, timeout=config.endpoint_timeout, max_concurrency=config.endpoint_concurrency)
-
-
-def apply_personas(records: list[dict], config: PrepConfig, out: Path, ledger: Ledger) -> list[dict]:
-    """Personas from `config.personas` (failures rejected), then the `persona_filter` subset."""
-    from .personas import assign_personas, select_personas
-
-    if config.personas != "none":
-        endpoint = endpoint_for(config.persona_endpoint_url, config.persona_model_name, config) if config.personas == "llm" else None
-        failed = assign_personas(
-            records, config.personas, column=config.persona_column, endpoint=endpoint,
-            cache_path=out / "persona_cache.sqlite", progress=config.progress,
-        )
-        failures = [
-            (record, Rejection(failed[record["conversation_id"]], "no persona for this conversation"))
-            for record in records
-            if record["conversation_id"] in failed
-        ]
-        records = drop_failures(records, failures, ledger)
-    if config.persona_filter:
-        records = ledger.filter("persona_filter", *select_personas(records, config.persona_filter))
-    return records
-
-
-def apply_intents(records: list[dict], config: PrepConfig, out: Path, ledger: Ledger) -> list[dict]:
-    """An intent on every record (failures rejected)."""
-    endpoint = endpoint_for(config.intent_endpoint, config.intent_model, config) if config.intents == "llm" else None
-    failures = assign_intents(
-        records, config.intents, column=config.intent_column, endpoint=endpoint,
-        cache_path=out / "intent_cache.sqlite", progress=config.progress,
-    )
-    return drop_failures(records, failures, ledger)
-
-
-def drop_failures(records: list[dict], failures: list[tuple[dict, Rejection]], ledger: Ledger) -> list[dict]:
-    failed = {id(record) for record, _ in failures}
-    for record, rejection in failures:
-        ledger.reject(record["meta"]["location"], rejection, record["conversation_id"])
-    return [record for record in records if id(record) not in failed]
-
-
-def write_outputs(out: Path, records: list[dict], by_split: dict[str, list[dict]], ledger: Ledger,
-                  config: PrepConfig) -> tuple[dict[str, Path], dict[str, dict]]:
-    """Every output file but stats.json; what was written where, and the counts per split."""
-    written = {"conversations": out / "conversations.jsonl", "rejected": out / "rejected.jsonl", "stats": out / "stats.json"}
-    write_jsonl(written["conversations"], ({key: record[key] for key in CONVERSATION_KEYS} for record in records))
-    write_jsonl(written["rejected"], ledger.rejections)
-    split_counts = write_samples(out, by_split, progress=config.progress)
-    written.update({split: out / f"{split}.jsonl" for split in SPLITS})
+def assemble(config: PrepConfig, work: Work, numbers: list[int], emitted: dict) -> dict[str, str]:
+    """The output files in the staged folder, each the chunks' parts in chunk order."""
+    staged = work.staged
+    names = {"conversations": "conversations.jsonl", "rejected": "rejected.jsonl", "stats": "stats.json",
+             **{split: f"{split}.jsonl.gz" for split in SPLITS}}
+    concatenate(staged / names["conversations"], [work.file("write", n, ".conversations.jsonl") for n in numbers])
+    for split in SPLITS:
+        concatenate(staged / names[split], [work.file("write", n, f".{split}.jsonl.gz") for n in numbers])
+    # Rejections in the order they were found: reading, then personas, then intents.
+    concatenate(staged / names["rejected"], [work.file("scan", n, ".rejected.jsonl") for n in numbers]
+                + [work.file("write", n, ".persona-rejected.jsonl") for n in numbers]
+                + [work.file("write", n, ".intent-rejected.jsonl") for n in numbers])
     if config.hf:
-        written["hf"] = save_hf(out, split_counts, progress=config.progress)
-    return written, split_counts
+        shutil.rmtree(staged / "hf", ignore_errors=True)
+        save_hf({split: staged / names[split] for split in SPLITS},
+                {split: emitted["splits"][split]["samples"] for split in SPLITS}, staged / "hf", work.root / "hf-cache")
+        names["hf"] = "hf"
+    for cache in ("intent_cache.sqlite", "persona_cache.sqlite"):
+        if (staged / cache).exists():
+            names[cache.removesuffix(".sqlite")] = cache
+    out = Path(config.out).resolve()
+    return {name: str(out / file) for name, file in names.items()}
 
 
-def prep_stats(config: PrepConfig, ledger: Ledger, inputs: list[dict], kept: int, split_counts: dict,
-               written: dict[str, Path], seconds: float) -> dict:
-    ledger.check_closed(kept)
-    return {
-        "inputs": inputs,
-        "read": ledger.read,
-        "kept": kept,
-        "rejected": dict(ledger.rejected),
-        "filtered": dict(ledger.filtered),
-        "repairs": dict(ledger.repairs),
-        "splits": split_counts,
+def stats_of(config: PrepConfig, scanned: dict, decided: dict, emitted: dict, written: dict) -> dict:
+    filtered = {name: scanned["filtered"].get(name, 0) for name in applied_filters(config)}
+    if config.exact_dedup:
+        filtered["exact_duplicate"] = decided["exact_duplicate"]
+    if config.near_dup_threshold:
+        filtered["near_duplicate"] = decided["near_duplicate"]
+    if config.persona_filter:
+        filtered["persona_filter"] = emitted["filtered"].get("persona_filter", 0)
+    rejected = Counter(scanned["rejected"]) + Counter(emitted["rejected"])
+    repairs = Counter(scanned["repairs"])
+    repairs["renamed_duplicate_id"] += decided["renamed_duplicate_id"]
+    stats = {
+        "inputs": [{"path": str(path), "format": scanned["formats"].get(str(path)),
+                    "records": scanned["records"].get(str(path), 0)} for path in config.inputs],
+        "read": scanned["read"],
+        "kept": emitted["kept"],
+        "rejected": dict(sorted(rejected.items())),
+        "filtered": filtered,
+        "repairs": dict(sorted((name, count) for name, count in repairs.items() if count)),
+        "splits": emitted["splits"],
         "intents": config.intents,
         "personas": config.personas,
-        "seconds": round(seconds, 2),
-        "config": {key: value for key, value in to_dict(config).items() if key != "progress"},
-        "written": {name: str(path) for name, path in written.items()},
+        "config": {key: value for key, value in to_dict(config).items() if key not in RUN_ONLY_OPTIONS},
+        "written": written,
     }
+    accounted = stats["kept"] + sum(rejected.values()) + sum(filtered.values())
+    if accounted != stats["read"]:
+        raise AssertionError(f"prep lost records: read {stats['read']}, accounted for {accounted}")
+    return stats
+
+
+def nothing_kept(stats: dict) -> str | None:
+    """One sentence when no conversation was kept: which filters and rejections removed them."""
+    if stats["kept"]:
+        return None
+    removed = [(f"{name} filter", count) for name, count in stats["filtered"].items() if count]
+    removed += [(f"rejected as {reason}", count) for reason, count in stats["rejected"].items() if count]
+    removed.sort(key=lambda item: -item[1])
+    causes = "; ".join(f"{name}: {count}" for name, count in removed)
+    return (f"No conversation was kept: of {stats['read']} records read, prep removed them by ({causes}); "
+            f"loosen those options (counts in {stats['written']['stats']}) and run `userlm prep` again.")
 
 
 def prep_summary(result: PrepResult) -> Summary:
@@ -251,10 +399,11 @@ def prep_summary(result: PrepResult) -> Summary:
     rows.append(("kept", "total", stats["kept"]))
     closing = (f"{stats['read']} read = {stats['kept']} kept + {sum(stats['rejected'].values())} rejected"
                f" + {sum(stats['filtered'].values())} filtered")
+    run = stats["run"]
     return Summary(
-        title=f"userlm prep: {stats['read']} records read in {stats['seconds']} s",
+        title=f"userlm prep: {stats['read']} records read in {run['seconds']} s ({run['num_proc']} processes)",
         columns=("outcome", "reason / filter / split", "count"),
         rows=rows,
-        notes=[closing],
+        notes=[closing, *result.notes],
         wrote=dict(result.written),
     )

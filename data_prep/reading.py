@@ -1,9 +1,11 @@
 """Reading raw records out of log files, whatever the container (DESIGN.md 4.1, 4.3).
 
-`read_file(path)` yields `(location, record)` for every record of a JSON array, JSONL,
-JSONL.gz (or .json.gz), Parquet file or a `datasets` folder saved with `save_to_disk`.
-A record that cannot be read yields a `Rejection` in its place instead of stopping the
-run. A file that cannot be opened at all raises `UserError`.
+`open_input(path)` checks a file or folder once and says which container it is: a JSON
+array, JSONL, JSONL.gz (or .json.gz), Parquet or a `datasets` folder saved with
+`save_to_disk`. `read_file(path)` yields `(location, record)` for every record of it;
+`chunks.py` reads the same containers a slice at a time with the pieces below. A record
+that cannot be read yields a `Rejection` in its place instead of stopping the run. A file
+that cannot be opened at all raises `UserError`.
 
 Container reason codes:
 - `malformed_json`: a line (or array element) that is not valid JSON.
@@ -20,9 +22,7 @@ import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
-
-from tqdm.auto import tqdm
+from typing import BinaryIO, Iterator
 
 from userlm.errors import UserError
 
@@ -30,6 +30,7 @@ CHUNK_BYTES = 8 << 20
 # Undecodable bytes survive the incremental decoder as lone surrogates (surrogateescape).
 UNDECODABLE = re.compile("[\udc80-\udcff]")
 WHITESPACE_AND_COMMAS = re.compile(r"[\s,]*")
+CONTAINERS = ("datasets", "parquet", "json-array", "jsonl", "jsonl-gz")
 
 
 @dataclass
@@ -49,42 +50,72 @@ def location(path: Path, *, line: int | None = None, record: int | None = None, 
     return where
 
 
-def read_file(path: Path, *, progress: bool = False) -> Iterator[tuple[dict, dict | Rejection]]:
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"The input {path} does not exist; check the path.")
-    if path.is_dir():
-        yield from _read_datasets_folder(path)
-        return
-    suffixes = "".join(path.suffixes[-2:]).lower()
-    if suffixes.endswith(".parquet"):
-        yield from _read_parquet(path)
-        return
-    try:
-        raw_file = open(path, "rb")
-    except OSError as error:
-        raise UserError(f"Cannot read {path} ({error.strerror}); check its permissions.") from None
-    stream = _Gunzip(raw_file) if suffixes.endswith(".gz") else raw_file
-    try:
-        head = _read_head(stream)
-    except zlib.error as error:
-        raw_file.close()
-        raise UserError(f"Cannot read {path} as gzip ({error}); check that it is a readable log file.") from None
-    head = head.removeprefix(codecs.BOM_UTF8)  # some exporters on Windows write one
-    first = head.lstrip()[:1]
-    if first not in (b"[", b"{", b""):
-        raw_file.close()
-        raise UserError(
-            f"Cannot read {path}: it is neither JSON, JSONL, JSONL.gz, Parquet nor a datasets folder."
-        )
-    with raw_file, tqdm(
-        total=path.stat().st_size, desc=f"reading {path.name}", unit="B", unit_scale=True, disable=not progress
-    ) as bar:
-        raw = _Counted(stream, head, bar, raw_file)
-        if first == b"[":
-            yield from _read_json_array(path, raw)
+def container_of(path: Path) -> str:
+    """Which container `path` is, from its name and first bytes; UserError when none."""
+    with open_input(path) as opened:
+        return opened.container
+
+
+class open_input:
+    """`with open_input(path) as opened:` the container (`opened.container`) and, for the
+    JSON containers, a binary stream of the decoded file (`opened.stream`: gunzipped, the
+    byte order mark dropped) and the position of the raw file (`opened.position()`)."""
+
+    def __init__(self, path: Path):
+        self.path = path = Path(path)
+        self.stream = self.raw = None
+        if not path.exists():
+            raise UserError(f"The input {path} does not exist; check the path.")
+        if path.is_dir():
+            self.container = "datasets"
+            return
+        suffixes = "".join(path.suffixes[-2:]).lower()
+        if suffixes.endswith(".parquet"):
+            self.container = "parquet"
+            return
+        try:
+            self.raw = open(path, "rb")
+        except OSError as error:
+            raise UserError(f"Cannot read {path} ({error.strerror}); check its permissions.") from None
+        stream = _Gunzip(self.raw) if suffixes.endswith(".gz") else self.raw
+        try:
+            head = _read_head(stream)
+        except zlib.error as error:
+            self.raw.close()
+            raise UserError(f"Cannot read {path} as gzip ({error}); check that it is a readable log file.") from None
+        head = head.removeprefix(codecs.BOM_UTF8)  # some exporters on Windows write one
+        first = head.lstrip()[:1]
+        if first not in (b"[", b"{", b""):
+            self.raw.close()
+            raise UserError(f"Cannot read {path}: it is neither JSON, JSONL, JSONL.gz, Parquet nor a datasets folder.")
+        self.container = "json-array" if first == b"[" else "jsonl-gz" if suffixes.endswith(".gz") else "jsonl"
+        self.stream = _Headed(stream, head)
+
+    def position(self) -> int:
+        return self.raw.tell() if self.raw else 0
+
+    def __enter__(self) -> "open_input":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.raw:
+            self.raw.close()
+
+
+def read_file(path: Path) -> Iterator[tuple[dict, dict | Rejection]]:
+    """Every record of one input, in order."""
+    with open_input(path) as opened:
+        if opened.container == "datasets":
+            yield from read_dataset_rows(opened.path)
+        elif opened.container == "parquet":
+            yield from read_parquet_rows(opened.path)
+        elif opened.container == "json-array":
+            for where, record, _ in read_json_array(opened.path, opened.stream):
+                yield where, record
         else:
-            yield from _read_jsonl(path, raw)
+            for number, line in enumerate(lines(opened.stream), start=1):
+                if line.strip():
+                    yield location(opened.path, line=number), parse_line(line)
 
 
 def _read_head(stream) -> bytes:
@@ -131,61 +162,57 @@ class _Gunzip:
                 return data
 
 
-class _Counted:
-    """A binary stream that starts with the already-read head and ticks a progress bar
-    with the position in the file on disk (compressed bytes for gzip)."""
+class _Headed:
+    """A binary stream that starts with the already-read head; corrupt compressed data
+    reads as the end of the stream, so what was decompressed before it still counts."""
 
-    def __init__(self, stream, head: bytes, bar, raw_file):
-        self.stream, self.pending, self.bar, self.raw_file = stream, head, bar, raw_file
+    def __init__(self, stream, head: bytes):
+        self.stream, self.pending = stream, head
 
     def read(self, n: int) -> bytes:
         if self.pending:
             data, self.pending = self.pending, b""
-        else:
-            data = self.stream.read(n)
-        self.bar.update(self.raw_file.tell() - self.bar.n)
-        return data
-
-    def readlines(self) -> Iterator[bytes]:
-        rest = b""
-        while True:
-            try:
-                data = self.read(CHUNK_BYTES)
-            except zlib.error:
-                # Corrupt compressed data: what was decompressed so far still counts.
-                data = b""
-            if not data:
-                if rest:
-                    yield rest
-                return
-            lines = (rest + data).split(b"\n")
-            rest = lines.pop()
-            for line in lines:
-                yield line + b"\n"
-
-
-def _read_jsonl(path: Path, raw: _Counted) -> Iterator[tuple[dict, dict | Rejection]]:
-    for number, line in enumerate(raw.readlines(), start=1):
-        if not line.strip():
-            continue
-        where = location(path, line=number)
+            return data
         try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError as error:
-            yield where, Rejection("non_utf8", f"invalid UTF-8 byte at offset {error.start} of the line")
-            continue
-        try:
-            yield where, json.loads(text)
-        except json.JSONDecodeError as error:
-            cut = not line.endswith(b"\n")
-            yield where, Rejection(
-                "truncated_record" if cut else "malformed_json",
-                ("the file ends inside this line: " if cut else "") + error.msg,
-            )
+            return self.stream.read(n)
+        except zlib.error:
+            return b""
 
 
-def _read_json_array(path: Path, raw: _Counted) -> Iterator[tuple[dict, dict | Rejection]]:
-    """Stream-parse a JSON array with `raw_decode` over a growing buffer.
+def lines(stream: BinaryIO) -> Iterator[bytes]:
+    """The lines of a binary stream, each with its newline (the last one without, if cut)."""
+    rest = b""
+    while True:
+        data = stream.read(CHUNK_BYTES)
+        if not data:
+            if rest:
+                yield rest
+            return
+        pieces = (rest + data).split(b"\n")
+        rest = pieces.pop()
+        for line in pieces:
+            yield line + b"\n"
+
+
+def parse_line(line: bytes) -> dict | Rejection:
+    """One JSONL line (with its newline, unless the file was cut inside it)."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return Rejection("non_utf8", f"invalid UTF-8 byte at offset {error.start} of the line")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        cut = not line.endswith(b"\n")
+        return Rejection(
+            "truncated_record" if cut else "malformed_json",
+            ("the file ends inside this line: " if cut else "") + error.msg,
+        )
+
+
+def read_json_array(path: Path, raw) -> Iterator[tuple[dict, dict | Rejection, int]]:
+    """(location, record or Rejection, characters it took) of every element of a JSON array read
+    from the binary stream `raw`; stream-parsed with `raw_decode` over a growing buffer.
 
     json.load would need the whole file to be valid; real dumps are often cut off
     mid-record, and every complete record before the cut must still be read.
@@ -207,7 +234,7 @@ def _read_json_array(path: Path, raw: _Counted) -> Iterator[tuple[dict, dict | R
         if buffer.startswith("]", position):
             return
         if position >= len(buffer):
-            yield location(path, record=index), Rejection("truncated_record", "the file ends before the JSON array is closed")
+            yield location(path, record=index), Rejection("truncated_record", "the file ends before the JSON array is closed"), 0
             return
         try:
             record, end = decoder.raw_decode(buffer, position)
@@ -225,36 +252,43 @@ def _read_json_array(path: Path, raw: _Counted) -> Iterator[tuple[dict, dict | R
             if buffer.rstrip().endswith("]"):
                 yield location(path, record=index), Rejection(
                     "malformed_json", f"{error.msg}; the rest of the array ({rest} characters) could not be read"
-                )
+                ), rest
             else:
                 yield location(path, record=index), Rejection(
                     "truncated_record", f"the file ends inside this record ({rest} characters)"
-                )
+                ), rest
             return
         if UNDECODABLE.search(buffer, position, end):
-            yield location(path, record=index), Rejection("non_utf8", "the record contains bytes that are not UTF-8")
+            yield location(path, record=index), Rejection("non_utf8", "the record contains bytes that are not UTF-8"), end - position
         else:
-            yield location(path, record=index), record
+            yield location(path, record=index), record, end - position
         position = end
         index += 1
 
 
-def _read_parquet(path: Path) -> Iterator[tuple[dict, dict | Rejection]]:
+def parquet_file(path: Path):
     import pyarrow.parquet as pq
 
     try:
-        parquet = pq.ParquetFile(path)
+        return pq.ParquetFile(path)
     except Exception as error:  # pyarrow raises several types for a broken file
         raise UserError(f"Cannot read {path} as Parquet ({error}); check the file.") from None
-    index = 0
-    for batch in parquet.iter_batches(batch_size=2048):
+
+
+def read_parquet_rows(path: Path, row_group: int | None = None, first: int = 0) -> Iterator[tuple[dict, dict]]:
+    """The rows of a Parquet file (or of one of its row groups, whose first row is number `first`)."""
+    parquet = parquet_file(path)
+    groups = None if row_group is None else [row_group]
+    index = first
+    for batch in parquet.iter_batches(batch_size=2048, row_groups=groups):
         for row in batch.to_pylist():
             yield location(path, record=index), row
             index += 1
 
 
-def _read_datasets_folder(path: Path) -> Iterator[tuple[dict, dict | Rejection]]:
-    from datasets import Dataset, DatasetDict, load_from_disk
+def load_dataset_folder(path: Path) -> dict:
+    """{split name or None: Dataset} of a folder saved with `save_to_disk` (memory-mapped, not read)."""
+    from datasets import DatasetDict, load_from_disk
 
     try:
         loaded = load_from_disk(str(path))
@@ -263,8 +297,13 @@ def _read_datasets_folder(path: Path) -> Iterator[tuple[dict, dict | Rejection]]
             f"Cannot read the folder {path} as a datasets folder saved with save_to_disk ({type(error).__name__}); "
             "pass a file or a saved dataset."
         ) from None
-    parts = loaded.items() if isinstance(loaded, DatasetDict) else [(None, loaded)]
-    for split, dataset in parts:
-        assert isinstance(dataset, Dataset)
-        for index, row in enumerate(dataset):
-            yield location(path, record=index, split=split), row
+    return dict(loaded) if isinstance(loaded, DatasetDict) else {None: loaded}
+
+
+def read_dataset_rows(path: Path, split: str | None = None, start: int = 0, stop: int | None = None) -> Iterator[tuple[dict, dict]]:
+    """The rows of a datasets folder (or rows [start, stop) of one of its splits)."""
+    parts = load_dataset_folder(path)
+    for name, dataset in parts.items() if stop is None else [(split, parts[split])]:
+        end = len(dataset) if stop is None else stop
+        for index, row in enumerate(dataset.select(range(start, end)), start=start):
+            yield location(path, record=index, split=name), row

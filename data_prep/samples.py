@@ -2,13 +2,15 @@
 
 Prep writes each split as JSON Lines, `OUT/<split>.jsonl` or gzip-compressed
 `OUT/<split>.jsonl.gz`, and may add `OUT/hf/`, the same splits as a `datasets`
-DatasetDict. Training, evaluation and the quickstart find and open samples through
-this module, so the layout can change in one place.
+DatasetDict; the kept conversation records (DESIGN.md 3.1) are `OUT/conversations.jsonl`
+(or `.jsonl.gz`). Training, evaluation and the quickstart find and open samples and
+conversations through this module, so the layout can change in one place.
 """
 
 from __future__ import annotations
 
 import gzip
+import json
 from pathlib import Path
 from typing import Iterator
 
@@ -16,6 +18,7 @@ from userlm.errors import UserError
 
 SPLITS = ("train", "validation", "test")
 SAMPLE_SUFFIXES = (".jsonl.gz", ".jsonl")
+CONVERSATIONS = "conversations"
 
 
 def split_files(folder: str | Path) -> dict[str, Path]:
@@ -46,6 +49,28 @@ def open_lines(path: str | Path) -> Iterator[tuple[int, str]]:
         yield from enumerate(lines, 1)
 
 
+def conversations_file(folder: str | Path) -> Path:
+    """The kept conversation records of a prep output folder."""
+    for suffix in SAMPLE_SUFFIXES:
+        path = Path(folder) / f"{CONVERSATIONS}{suffix}"
+        if path.is_file():
+            return path
+    raise UserError(f"{folder} holds no conversations.jsonl; point at a `userlm prep` output folder.")
+
+
+def iter_conversations(folder: str | Path) -> Iterator[dict]:
+    """The kept conversation records (DESIGN.md 3.1) of a prep output folder, in file order.
+
+    Each has `messages` (the user's turns are the `user` ones), `user_id`, `intent`,
+    `persona`, `persona_attrs` and `meta["split"]`, e.g. the held-out users' turns:
+
+        held_out = [r for r in iter_conversations("out/prep") if r["meta"]["split"] == "test"]
+    """
+    for _, line in open_lines(conversations_file(folder)):
+        if line.strip():
+            yield json.loads(line)
+
+
 def load_samples(path: str | Path):
     """The flipped samples at `path` (a prep folder, a DatasetDict folder, or one JSONL/JSONL.gz
     file) as a `datasets.DatasetDict` with at least a `train` split."""
@@ -63,7 +88,12 @@ def load_samples(path: str | Path):
     found = split_files(path)
     if "train" not in found:
         raise UserError(f"{path} holds no flipped samples (no hf/ folder, no train.jsonl); point dataset_path at `userlm prep` output.")
-    return DatasetDict({split: _read_json_lines(file) for split, file in found.items()})
+    # A split no user fell into is an empty file, which `datasets` cannot load: it is left out.
+    return DatasetDict({split: _read_json_lines(file) for split, file in found.items() if _has_lines(file)})
+
+
+def _has_lines(path: Path) -> bool:
+    return any(line.strip() for _, line in open_lines(path))
 
 
 def _read_json_lines(path: Path):

@@ -1,5 +1,7 @@
 """The user-level split (DESIGN.md 4.2): a stable hash of the user decides the split, so
-no user (and no part of one ShareGPT chat) lands in two splits."""
+no user (and no part of one ShareGPT chat) lands in two splits. Being a function of the
+user alone, it holds over the whole corpus with no global step: any process can split any
+record on its own."""
 
 from __future__ import annotations
 
@@ -19,12 +21,3 @@ def split_of(record: dict, shares: tuple[float, float, float]) -> str:
             return name
     return SPLITS[-1]
 
-
-def split_by_user(records: list[dict], shares: tuple[float, float, float]) -> dict[str, list[dict]]:
-    """The records of each split; each record's `meta["split"]` says where it went."""
-    by_split: dict[str, list[dict]] = {split: [] for split in SPLITS}
-    for record in records:
-        split = split_of(record, shares)
-        record["meta"]["split"] = split
-        by_split[split].append(record)
-    return by_split

@@ -26,15 +26,15 @@ def test_prep_writes_everything_and_prints_a_summary(tmp_path):
         "--out", str(out), "--languages", "en", "--split", "0.5,0.25,0.25", "--no-progress",
     )
     assert done.returncode == 0, done.stderr
-    for name in ("train.jsonl", "validation.jsonl", "test.jsonl", "conversations.jsonl", "rejected.jsonl", "stats.json"):
+    for name in ("train.jsonl.gz", "validation.jsonl.gz", "test.jsonl.gz", "conversations.jsonl", "rejected.jsonl", "stats.json"):
         assert (out / name).is_file(), name
-    assert (out / "hf" / "dataset_dict.json").is_file()
+    assert not (out / "hf").exists()  # only with --hf
     stats = json.loads((out / "stats.json").read_text())
     assert stats["read"] == 7 and stats["filtered"]["toxic"] == 1 and stats["filtered"]["language"] == 1
     assert stats["config"]["split"] == [0.5, 0.25, 0.25] and stats["config"]["languages"] == ["en"]
     assert "7 records read" in done.stdout and "7 read = 5 kept + 0 rejected + 2 filtered" in done.stdout
-    assert str(out / "train.jsonl") in done.stdout
-    assert not list(out.glob(".*")), "no temporary files are left behind"
+    assert str(out / "train.jsonl.gz") in done.stdout
+    assert not list(out.glob(".*")) and not list(tmp_path.glob(".*")), "no temporary files are left behind"
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ import pytest
 from userlm.cli import main as userlm
 from userlm.config import from_dict, parse_config, read_yaml, shipped_config
 from userlm.data_prep.config import PrepConfig
+from userlm.data_prep.samples import open_lines
 from userlm.errors import UserError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "prep"
@@ -46,6 +47,8 @@ def test_yaml_flags_and_key_value_words_give_the_same_config(tmp_path):
         "endpoint_timeout: 30\n"
         "endpoint_concurrency: 2\n"
         "hf: false\n"
+        "num_proc: 2\n"
+        "chunk_mb: 0.5\n"
         "progress: false\n"
     )
     from_yaml = parse([str(yaml_file)])
@@ -55,24 +58,25 @@ def test_yaml_flags_and_key_value_words_give_the_same_config(tmp_path):
         "--no-exact-dedup", "--near-dup-threshold", "0", "--split", "0.8,0.1,0.1", "--intents", "llm",
         "--intent-endpoint", "http://127.0.0.1:8000/v1", "--intent-model", "qwen", "--personas", "style",
         "--persona-filter", "words_per_turn<=12,politeness=rare", "--endpoint-timeout", "30",
-        "--endpoint-concurrency", "2", "--no-hf", "--no-progress",
+        "--endpoint-concurrency", "2", "--no-hf", "--num-proc", "2", "--chunk-mb", "0.5", "--no-progress",
     ])
     from_words = parse([
         str(OPENAI), str(WILDCHAT), "out=runs/prep", "format=openai", "languages=en,FR", "keep_toxic=true",
         "min_user_turns=2", "max_user_turns=9", "min_chars=5", "max_chars=5000", "exact_dedup=false",
         "near_dup_threshold=0", "split=[0.8, 0.1, 0.1]", "intents=llm", "intent_endpoint=http://127.0.0.1:8000/v1",
         "intent_model=qwen", "personas=style", "persona_filter=words_per_turn<=12,politeness=rare",
-        "endpoint_timeout=30", "endpoint_concurrency=2", "hf=false", "progress=false",
+        "endpoint_timeout=30", "endpoint_concurrency=2", "hf=false", "num_proc=2", "chunk_mb=0.5", "progress=false",
     ])
     from_python = PrepConfig(
         inputs=[OPENAI, WILDCHAT], out=Path("runs/prep"), format="openai", languages=["en", "fr"], keep_toxic=True,
         min_user_turns=2, max_user_turns=9, min_chars=5, max_chars=5000, exact_dedup=False, near_dup_threshold=0.0,
         split=(0.8, 0.1, 0.1), intents="llm", intent_endpoint="http://127.0.0.1:8000/v1", intent_model="qwen",
         personas="style", persona_filter="words_per_turn<=12,politeness=rare", endpoint_timeout=30.0,
-        endpoint_concurrency=2, hf=False, progress=False,
+        endpoint_concurrency=2, hf=False, num_proc=2, chunk_mb=0.5, progress=False,
     )
     assert from_yaml == from_flags == from_words == from_python
     assert from_yaml.languages == ["en", "fr"] and from_yaml.split == (0.8, 0.1, 0.1)
+    assert from_yaml.intent_endpoint == ["http://127.0.0.1:8000/v1"]
     assert from_dict(PrepConfig, read_yaml(yaml_file)) == from_python
 
 
@@ -91,10 +95,11 @@ def test_flags_override_the_yaml_and_inputs_on_the_command_line_replace_its_inpu
     assert (config.inputs, config.min_chars, config.split) == ([WILDCHAT], 7, (1.0, 0.0, 0.0))
 
 
-def test_quickstart_preps_with_the_defaults():
-    """The shipped quickstart's prep section is the default prep, so its counts are the ones the README gives."""
+def test_quickstart_preps_with_the_defaults_plus_style_personas():
+    """The shipped quickstart's prep section is the default prep with measured-style personas, so its counts
+    are the ones the README gives."""
     section = read_yaml(shipped_config("quickstart"))["prep"]
-    assert from_dict(PrepConfig, {**section, "inputs": [str(OPENAI)]}) == PrepConfig(inputs=[OPENAI])
+    assert from_dict(PrepConfig, {**section, "inputs": [str(OPENAI)]}) == PrepConfig(inputs=[OPENAI], personas="style")
 
 
 def userlm_prep(words: list[str], capsys) -> tuple[int, str, str]:
@@ -136,11 +141,11 @@ def test_userlm_prep_runs_from_a_yaml_config(tmp_path, capsys, monkeypatch):
     code, printed, err = userlm_prep([str(yaml_file), "--no-progress"], capsys)
     assert code == 0, err
     stats = json.loads((out / "stats.json").read_text())
-    assert stats["inputs"] == [{"path": str(logs / "wildchat.jsonl"), "format": "wildchat"}]
+    assert stats["inputs"] == [{"path": str(logs / "wildchat.jsonl"), "format": "wildchat", "records": 4}]
     assert (stats["read"], stats["kept"], stats["filtered"]["toxic"], stats["filtered"]["language"]) == (4, 2, 1, 1)
     kept = [json.loads(line)["conversation_id"] for line in (out / "conversations.jsonl").read_text().splitlines()]
     assert kept == ["wc-001", "wc-004"]
-    assert len((out / "train.jsonl").read_text().splitlines()) == stats["splits"]["train"]["samples"] > 0
+    assert len(list(open_lines(out / "train.jsonl.gz"))) == stats["splits"]["train"]["samples"] > 0
     assert "4 read = 2 kept + 0 rejected + 2 filtered" in printed and not (out / "hf").exists()
     # A key=value word overrides the file: the toxic record stays.
     code, _, err = userlm_prep([str(yaml_file), "keep_toxic=true", "--no-progress"], capsys)

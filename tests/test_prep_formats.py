@@ -11,13 +11,15 @@ import pytest
 
 from userlm.data_prep.config import PrepConfig
 from userlm.data_prep.format import CONVERSATION_KEYS, END_MARKER, INTENT_PREFIX
+from userlm.data_prep.intents import heuristic_intent
 from userlm.data_prep.pipeline import prep
+from userlm.data_prep.samples import open_lines
 
 FIXTURES = Path(__file__).parent / "fixtures" / "prep"
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [json.loads(line) for _, line in open_lines(path) if line.strip()]
 
 
 def run(tmp_path: Path, inputs, **options):
@@ -46,13 +48,9 @@ def test_sharegpt_json_array(tmp_path):
     for record in records.values():
         assert tuple(record) == CONVERSATION_KEYS
         assert record["source"] == "sharegpt" and record["intent_source"] == "heuristic"
-    # Heuristic intents: the task type and the topic words of each conversation, in the prefix's convention.
-    assert {cid: record["intent"] for cid, record in records.items()} == {
-        "abc123_0": f"{INTENT_PREFIX} get help writing a cover letter, touching on junior, data and analyst.",
-        "abc123_1": f"{INTENT_PREFIX} get help writing an email, touching on interview.",
-        "q9Zk2_0": f"{INTENT_PREFIX} understand a topic, touching on photosynthesis, turn and sunlight.",
-        "py7Fn_0": f"{INTENT_PREFIX} get help with a programming task, touching on python, function and raises.",
-    }
+    # Each conversation carries its own heuristic intent (its wording is tested with intents.py).
+    for record in records.values():
+        assert record["intent"] == heuristic_intent(record) and record["intent"].startswith(INTENT_PREFIX)
     # user_id is the id root; a part followed by a later part does not end.
     assert records["abc123_0"]["user_id"] == records["abc123_1"]["user_id"] == "abc123"
     assert records["abc123_0"]["meta"]["ends"] is False

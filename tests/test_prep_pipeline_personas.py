@@ -11,6 +11,7 @@ import pytest
 from userlm.data_prep.format import system_text
 from userlm.data_prep.config import PrepConfig
 from userlm.data_prep.pipeline import prep
+from userlm.data_prep.samples import open_lines
 from userlm.errors import UserError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "prep"
@@ -31,7 +32,7 @@ def run(tmp_path: Path, **options):
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+    return [json.loads(line) for _, line in open_lines(path)]
 
 
 def test_style_personas_reach_every_sample(tmp_path):

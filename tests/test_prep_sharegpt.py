@@ -12,23 +12,23 @@ from userlm.data_prep.config import PrepConfig
 from userlm.data_prep.format import CONVERSATION_KEYS, END_MARKER, INTENT_PREFIX, count_user_turns
 from userlm.data_prep.intents import heuristic_intent
 from userlm.data_prep.pipeline import prep
+from userlm.data_prep.samples import open_lines
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def prepped(sharegpt_file, tmp_path_factory):
-    """The quickstart's prep step: the bundled file with the defaults."""
+    """The quickstart's prep step: the bundled file with the defaults (and the Arrow copy)."""
     out = tmp_path_factory.mktemp("sharegpt_prep")
-    result = prep(PrepConfig(inputs=[sharegpt_file], out=out, progress=False))
-    assert result.stats["inputs"] == [{"path": str(sharegpt_file), "format": "sharegpt"}]
+    result = prep(PrepConfig(inputs=[sharegpt_file], out=out, progress=False, hf=True))
+    assert result.stats["inputs"] == [{"path": str(sharegpt_file), "format": "sharegpt", "records": 17_672}]
     return result
 
 
 def read_jsonl(path: Path):
-    with open(path, encoding="utf-8") as stream:
-        for line in stream:
-            yield json.loads(line)
+    for _, line in open_lines(path):
+        yield json.loads(line)
 
 
 def test_counts_close_and_the_cut_off_tail_is_rejected(prepped):
@@ -44,11 +44,13 @@ def test_counts_close_and_the_cut_off_tail_is_rejected(prepped):
     assert stats["filtered"] == {"user_turns": 0, "chars": 0, "toxic": 0, "language": 435, "exact_duplicate": 1096,
                                  "near_duplicate": 157}
     assert stats["kept"] == 15_707
+    # The user split of the whole-corpus prep before it streamed, to the conversation.
+    assert {split: (counts["users"], counts["conversations"]) for split, counts in stats["splits"].items()} == {
+        "train": (8_049, 14_166), "validation": (437, 809), "test": (430, 732)}
 
 
 def test_no_user_in_two_splits_and_records_are_complete(prepped):
     split_of_user: dict[str, set] = defaultdict(set)
-    intents = {}
     kept = 0
     for record in read_jsonl(prepped.written["conversations"]):
         kept += 1
@@ -57,13 +59,10 @@ def test_no_user_in_two_splits_and_records_are_complete(prepped):
         assert record["intent"] == heuristic_intent(record) and record["intent_source"] == "heuristic"
         first = record["messages"][0]["content"]
         assert record["intent"] != f"{INTENT_PREFIX} {first}"
-        intents[record["conversation_id"]] = record["intent"]
         roles = [m["role"] for m in record["messages"]]
         assert roles[::2] == ["user"] * len(roles[::2]) and roles[1::2] == ["assistant"] * len(roles[1::2])
         split_of_user[record["user_id"]].add(record["meta"]["split"])
     assert kept == prepped.stats["kept"]
-    assert intents["QWJhYvA_0"] == f"{INTENT_PREFIX} get a text summarized, touching on launch, main and ideas."
-    assert intents["A5AbcES_0"] == f"{INTENT_PREFIX} get help with a programming task, touching on object, student and point."
     assert all(len(splits) == 1 for splits in split_of_user.values())
     assert {s for splits in split_of_user.values() for s in splits} == {"train", "validation", "test"}
 
