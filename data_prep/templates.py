@@ -13,6 +13,7 @@ perplexity mask is the loss mask by construction.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -63,15 +64,48 @@ def get_template(name: str) -> FlippedTemplate:
     return TEMPLATES[name]
 
 
+# A conversation whose rendering tells the flipped templates apart from each other and from
+# ordinary chat templates (which end with an assistant header, or nothing).
+PROBE = (
+    {"role": "system", "content": "Probe intent."},
+    {"role": "user", "content": "First probe turn."},
+    {"role": "assistant", "content": "Probe reply."},
+    {"role": "user", "content": "Second probe turn."},
+    {"role": "assistant", "content": "Another probe reply."},
+)
+
+
 def template_of(tokenizer) -> FlippedTemplate:
-    """The flipped template saved in a tokenizer (a checkpoint must be rendered with its own)."""
+    """The flipped template a tokenizer's own chat template renders like (a checkpoint must be
+    rendered with its own).
+
+    Recognised by what it renders, not by its text: UserLM-8b ships its own
+    `chat_template.jinja`, a different string that renders exactly like `userlm-llama3`.
+    """
     for template in TEMPLATES.values():
-        if tokenizer.chat_template == template.jinja:
+        if tokenizer.chat_template == template.jinja or renders_like(tokenizer, template):
             return template
     raise ValueError(
         "This tokenizer has no userlm flipped chat template; train it with `userlm train` "
         "or attach one with `userlm.data_prep.templates.attach_template`."
     )
+
+
+def renders_like(tokenizer, template: FlippedTemplate) -> bool:
+    """Whether the tokenizer's own chat template renders the probe conversations exactly as
+    `template` does, with and without `add_generation_prompt` (a flipped template ignores it)."""
+    if not isinstance(tokenizer.chat_template, str):
+        return False
+    for messages in (list(PROBE), list(PROBE[:1]), list(PROBE[1:3])):
+        expected = render(tokenizer, template, messages)
+        for add_generation_prompt in (False, True):
+            try:
+                rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+            except Exception:  # a template that refuses the probe (roles, raise_exception) is not flipped
+                return False
+            if rendered != expected:
+                return False
+    return True
 
 
 def attach_template(tokenizer, template: FlippedTemplate) -> None:
@@ -98,3 +132,25 @@ def tokenize_sample(tokenizer, template: FlippedTemplate, sample: dict) -> dict:
         "input_ids": prompt_ids + completion_ids,
         "completion_mask": [0] * len(prompt_ids) + [1] * len(completion_ids),
     }
+
+
+def read_prompt(tokenizer, template: FlippedTemplate, text: str) -> list[dict]:
+    """The messages of a flipped prompt rendered with `template` (what `render` wrote), for a
+    server that receives rendered prompts; ValueError if `text` is not one."""
+    one = render(tokenizer, template, [{"role": "ROLE", "content": "CONTENT"}])
+    two = render(tokenizer, template, [{"role": "ROLE", "content": "CONTENT"}, {"role": "ROLE2", "content": "CONTENT2"}])
+    head = one[: one.index("ROLE")]
+    middle = one[one.index("ROLE") + 4 : one.index("CONTENT")]
+    closing = two[two.index("CONTENT") + 7 : two.index("ROLE2")][: -len(head) or None]
+    opening = one[one.index("CONTENT") + 7 + len(closing) :]
+    message = re.compile(f"{re.escape(head)}(system|user|assistant){re.escape(middle)}(.*?){re.escape(closing)}", re.DOTALL)
+    if not text.endswith(opening):
+        raise ValueError(f"not a flipped prompt rendered with the {template.name} template: it does not end by opening a user turn")
+    body, messages, position = text[: len(text) - len(opening)], [], 0
+    while position < len(body):
+        match = message.match(body, position)
+        if match is None:
+            raise ValueError(f"not a flipped prompt rendered with the {template.name} template")
+        messages.append({"role": match.group(1), "content": match.group(2)})
+        position = match.end()
+    return messages

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from userlm.config import Config
-from userlm.data_prep.format import END_MARKER, count_user_turns, parse_system_text
+from userlm.data_prep.drafts import ParsedDraft
+from userlm.data_prep.format import count_user_turns, parse_system_text
 from userlm.errors import UserError
 
 DEFAULT_BANNED_FIRST_WORDS = ("I", "You", "Here", "i", "you", "here")
@@ -79,15 +80,17 @@ def word_count(text: str) -> int:
     return len(text.split())
 
 
-def check_draft(text: str, prompt: list[dict], guardrails: Guardrails) -> dict | None:
-    """The reason a finished draft is rejected (an event without `attempt`), or None if it passes.
+def check_draft(draft: ParsedDraft, prompt: list[dict], guardrails: Guardrails) -> dict | None:
+    """The reason a parsed draft is rejected (an event without `attempt`), or None if it passes.
 
-    `text` is stripped; the end marker is exempt from the length and repetition checks.
+    A draft that leaves is judged by the termination rule alone: its last words, if any,
+    are a farewell, exempt from the length and repetition checks like the end marker.
     """
-    if text == END_MARKER:
+    if draft.ended:
         if not guardrails.end_allowed(count_user_turns(prompt)):
             return {"guardrail": "end_too_early", "action": "rejected"}
         return None
+    text = draft.words
     if guardrails.banned_first_words and first_word(text) in guardrails.banned_first_words:
         return {"guardrail": "first_word", "action": "rejected", "draft": text, "word": first_word(text)}
     words = word_count(text)

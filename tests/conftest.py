@@ -412,3 +412,145 @@ def serve_folder(tmp_path):
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+# UserLM-8b's own chat_template.jinja, verbatim (DESIGN.md 3.4): a different text from
+# userlm-llama3's that renders exactly like it.
+USERLM_8B_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>' }}\n"
+    "{{ message['content'] }}<|eot_id|>{% endfor %}{{ '<|start_header_id|>user<|end_header_id|>' }}\n"
+)
+LLAMA3_SPECIAL_TOKENS = ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
+
+
+def userlm_8b_tokenizer(tokenizer):
+    """SmolLM2's vocabulary shaped like UserLM-8b's tokenizer: Llama-3's special tokens (BOS, EOS
+    `<|end_of_text|>`, headers, `<|eot_id|>`), no pad token, and `<|endconversation|>` as an
+    ordinary added token (not special, so it survives skip_special_tokens)."""
+    import copy
+
+    from transformers import AddedToken
+
+    from userlm.data_prep.format import END_MARKER
+
+    tokenizer = copy.deepcopy(tokenizer)
+    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in LLAMA3_SPECIAL_TOKENS], special_tokens=True)
+    tokenizer.add_tokens([AddedToken(END_MARKER, special=False, normalized=False)])
+    tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token = "<|begin_of_text|>", "<|end_of_text|>", None
+    tokenizer.chat_template = USERLM_8B_CHAT_TEMPLATE
+    return tokenizer
+
+
+def make_userlm_8b_like(folder: Path, tokenizer, start: dict | None = None, transitions: dict | None = None) -> Path:
+    """A folder shaped like the real microsoft/UserLM-8b: its tokenizer (above), its own
+    chat_template.jinja, and `config.json` naming `<|end_of_text|>` as EOS
+    while `generation_config.json` names `<|eot_id|>`. Random weights, or, given `start` and
+    `transitions`, a bigram-programmed Llama (see `make_programmed_simulator`)."""
+    import json
+
+    tokenizer = userlm_8b_tokenizer(tokenizer)
+    if start is None:
+        make_tiny_llama(folder, tokenizer)
+    else:
+        # The programmed builder makes the end marker special and attaches chatml: the tokenizer
+        # saved below (same ids) puts back UserLM-8b's.
+        make_programmed_simulator(folder, tokenizer, start, transitions or {})
+    tokenizer.save_pretrained(folder)
+    (folder / "chat_template.jinja").write_text(USERLM_8B_CHAT_TEMPLATE)
+    config = json.loads((folder / "config.json").read_text())
+    config["eos_token_id"] = tokenizer.convert_tokens_to_ids("<|end_of_text|>")
+    if start is not None:
+        # Heads of 32 (the same projection shapes), which vLLM's CPU attention supports (not 16);
+        # the programmed model's attention output is zero, so its heads do not change what it writes.
+        config.update(num_attention_heads=2, num_key_value_heads=1, head_dim=32)
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    generation = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.convert_tokens_to_ids("<|eot_id|>"),
+                  "do_sample": True, "temperature": 0.6, "top_p": 0.9}
+    (folder / "generation_config.json").write_text(json.dumps(generation, indent=2))
+    return folder
+
+
+@pytest.fixture
+def userlm_8b_like(tmp_path, default_tokenizer):
+    """A factory: userlm_8b_like(start=None, transitions=None, name=...) -> folder shaped like microsoft/UserLM-8b."""
+
+    def build(start: dict | None = None, transitions: dict | None = None, name: str = "userlm-8b-like") -> Path:
+        return make_userlm_8b_like(tmp_path / name, default_tokenizer, start, transitions)
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def userlm_server(tmp_path_factory):
+    """A factory: userlm_server(simulator, *flags, env={}) -> base URL (…/v1) of a real `userlm serve`
+    on loopback, started once per session per arguments and stopped at the end (its log is kept beside)."""
+    started: dict[tuple, tuple[subprocess.Popen, str]] = {}
+
+    def start(simulator, *flags: str, env: dict | None = None) -> str:
+        key = (str(simulator), flags, tuple(sorted((env or {}).items())))
+        if key not in started:
+            port = free_port()
+            log = tmp_path_factory.mktemp("userlm-serve") / "serve.log"
+            command = [sys.executable, "-m", "userlm.cli", "serve", str(simulator), "--port", str(port), *flags]
+            with open(log, "wb") as sink:
+                process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+            try:
+                wait_for_http(f"http://127.0.0.1:{port}/health", process)
+            except Exception:
+                process.kill()
+                raise
+            started[key] = (process, f"http://127.0.0.1:{port}/v1")
+        return started[key][1]
+
+    yield start
+    for process, _ in started.values():
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def vllm_python() -> Path | None:
+    """The python of the separate vLLM environment (`make vllm-env`), or None where it is absent."""
+    named = os.environ.get("USERLM_VLLM_PYTHON")
+    if named:
+        return Path(named) if Path(named).exists() else None
+    default = Path.home() / ".cache" / "userlm-kit" / "vllm-venv"
+    return default / "bin" / "python" if (default / ".ready").exists() else None
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tmp_path_factory):
+    """A factory: vllm_server(folder, name) -> base URL (…/v1) of a real vLLM (CPU) serving `folder` as
+    `name` on loopback, started once per session per folder. Skips, saying why, where the vLLM
+    environment is absent (`make vllm-env` builds it; CI's .ci/run does)."""
+    python = vllm_python()
+    if python is None:
+        pytest.skip("no vLLM environment: run `make vllm-env` (or set USERLM_VLLM_PYTHON) to test against a real vLLM")
+    started: dict[str, tuple[subprocess.Popen, str]] = {}
+
+    def start(folder: Path, name: str) -> str:
+        if str(folder) not in started:
+            port = free_port()
+            log = tmp_path_factory.mktemp("vllm") / "vllm.log"
+            env = {**os.environ, "VLLM_HOST_IP": "127.0.0.1", "VLLM_CPU_KVCACHE_SPACE": "2", "HF_HUB_OFFLINE": "1"}
+            command = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder), "--served-model-name", name,
+                       "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "2048", "--dtype", "float32", "--enforce-eager"]
+            with open(log, "wb") as sink:
+                process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
+            try:
+                wait_for_http(f"http://127.0.0.1:{port}/health", process, timeout=300)
+            except Exception as error:
+                process.kill()
+                raise RuntimeError(f"vLLM did not start: {error}; its log: {log.read_text()[-3000:]}") from None
+            started[str(folder)] = (process, f"http://127.0.0.1:{port}/v1")
+        return started[str(folder)][1]
+
+    yield start
+    for process, _ in started.values():
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()

@@ -173,3 +173,15 @@ def test_smollm2_repetition(smollm2):
     assert not guarded.exhausted and guarded.attempts == len(guarded.events) + 1
     assert all(e["guardrail"] == "repetition" for e in guarded.events)
     assert normalise(guarded.text) != normalise(unguarded.text) and repeated_source(guarded.text, repeats) is None
+
+
+def test_redrafts_batched_together_give_what_one_by_one_gives(programmed):
+    # Rejected rows of a batch redraft several attempts in one call; each row's turn, events and
+    # attempt count are still those of trying its attempts one by one, alone.
+    sim = programmed({"Hi": 30, "Please": 29.5}, {"Hi": {EOT: 30}, **CHAIN})
+    guardrails = Guardrails(**{**OFF, "min_words": 3, "max_attempts": 6})
+    seeds = list(range(8))
+    together = sim.generate([prompt()] * 8, guardrails=guardrails, seed=seeds)
+    alone = [sim.generate([prompt()], guardrails=guardrails, seed=[s])[0] for s in seeds]
+    assert [(t.text, t.events, t.attempts) for t in together] == [(t.text, t.events, t.attempts) for t in alone]
+    assert max(t.attempts for t in together) > 2  # some row needed several redrafts

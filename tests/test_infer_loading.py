@@ -100,3 +100,117 @@ def test_embedded_gguf_loads_as_a_prompted_simulator():
     [turn] = sim.generate([PROMPT], max_new_tokens=6, temperature=0)
     [expected] = UserSimulator.load("default").generate([PROMPT], max_new_tokens=6, temperature=0)
     assert turn.text == expected.text == greedy_text(sim, PROMPT, 6) != ""
+
+
+# ---------------------------------------------------------------- checkpoints shaped like microsoft/UserLM-8b
+
+EOT_ID = "<|eot_id|>"
+
+
+def test_a_userlm_8b_shaped_checkpoint_loads_as_it_is(userlm_8b_like):
+    from userlm.data_prep.templates import USERLM_LLAMA3
+
+    folder = userlm_8b_like({"Hello": 30}, {"Hello": {" there": 30}, " there": {EOT_ID: 30}})
+    config = json.loads((folder / "config.json").read_text())
+    generation = json.loads((folder / "generation_config.json").read_text())
+    sim = UserSimulator.load(folder)
+    # Its own chat_template.jinja is another text, recognised by what it renders.
+    assert sim.tokenizer.chat_template != USERLM_LLAMA3.jinja and sim.template is USERLM_LLAMA3
+    # The end marker is an ordinary token: it survives skip_special_tokens.
+    end = sim.tokenizer.convert_tokens_to_ids(END_MARKER)
+    assert sim.end_token_id == end and sim.tokenizer.decode([end], skip_special_tokens=True) == END_MARKER
+    # The two configs name different end tokens; both end a turn.
+    assert config["eos_token_id"] == sim.tokenizer.convert_tokens_to_ids("<|end_of_text|>") != generation["eos_token_id"]
+    assert {config["eos_token_id"], generation["eos_token_id"]} <= set(sim.stop_token_ids)
+    [turn] = sim.generate([PROMPT], max_new_tokens=12)
+    assert (turn.text, turn.is_end, turn.finish_reason) == ("Hello there", False, "stop")
+
+
+@pytest.mark.parametrize("ending", ["<|end_of_text|>", END_MARKER])
+def test_a_turn_stops_at_whichever_end_token_the_checkpoint_writes(userlm_8b_like, ending):
+    # Without a stop at `ending` the bigram would start over ("Hello there Hello there ...").
+    sim = UserSimulator.load(userlm_8b_like({"Hello": 30}, {"Hello": {" there": 30}, " there": {ending: 30}}))
+    [turn] = sim.generate([PROMPT], max_new_tokens=12)
+    assert (turn.text, turn.is_end, turn.finish_reason) == ("Hello there", ending == END_MARKER, "stop")
+
+
+def test_simulate_runs_on_a_userlm_8b_shaped_checkpoint(userlm_8b_like, tmp_path, monkeypatch):
+    from userlm.cli import main
+
+    folder = userlm_8b_like({"Hello": 30, "Please": 29}, {"Hello": {" there": 30}, " there": {" friend": 30}, " friend": {EOT_ID: 30},
+                                                         "Please": {" help": 30}, " help": {" me": 30}, " me": {EOT_ID: 30}})
+    (tmp_path / "echo_assistant.py").write_text("def reply(messages):\n    return 'Sure, tell me more.'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "sim.jsonl"
+    argv = ["simulate", "--simulator", str(folder), "--assistant", "python:echo_assistant:reply", "--intents", str(tmp_path / "i.txt"),
+            "--n-per-intent", "2", "--max-turns", "2", "--out", str(out), "--no-progress"]
+    (tmp_path / "i.txt").write_text("You are a user chatting with an assistant language model to plan a trip.\n")
+    assert main(argv) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 2 and all(r["simulator"]["template"] == "userlm-llama3" for r in records)
+    assert all(r["termination_reason"] == "max_turns" for r in records)
+    user_turns = [t["content"] for r in records for t in r["turns"] if t["role"] == "user"]
+    assert set(user_turns) <= {"Hello there friend", "Please help me"} and len(user_turns) == 4
+
+
+def test_a_lora_persona_on_a_userlm_8b_shaped_base_adds_no_second_end_marker(userlm_8b_like, flipped_samples_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    from userlm.cli import main
+
+    base = userlm_8b_like()
+    before = AutoTokenizer.from_pretrained(base)
+    out = tmp_path / "persona"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(json.dumps({
+        "model_name_or_path": str(base), "dataset_path": str(flipped_samples_dir), "output_dir": str(out), "template": "userlm-llama3",
+        "method": "lora", "max_length": 256, "per_device_train_batch_size": 4, "max_steps": 2, "report_to": "none",
+        "activation_checkpointing": False, "eval_strategy": "no", "seed": 0,
+    }))
+    assert main(["train", str(recipe)]) == 0
+    assert json.loads((out / "train_summary.json").read_text())["added_tokens"] == []
+    after = AutoTokenizer.from_pretrained(out)
+    assert len(after) == len(before)
+    assert [token for token in after.get_vocab() if "endconversation" in token] == [END_MARKER]
+    end = after.convert_tokens_to_ids(END_MARKER)
+    assert end == before.convert_tokens_to_ids(END_MARKER) and not after.added_tokens_decoder[end].special
+    assert not json.loads((out / "adapter_config.json").read_text()).get("trainable_token_indices")
+    sim = UserSimulator.load(out)
+    assert sim.template.name == "userlm-llama3" and sim.model.get_input_embeddings().weight.shape[0] == len(before)
+    assert sim.generate([PROMPT], max_new_tokens=3, seed=1)[0].attempts == 1
+
+
+# ---------------------------------------------------------------- folders that cannot be simulators, prompts that do not fit
+
+
+def test_a_model_folder_without_weights_is_one_sentence(tiny_llama):
+    folder = tiny_llama("no-weights")
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(UserError, match=r"^The model folder .* has no weights \(no model.safetensors\); point to a folder that was saved in full\.$"):
+        UserSimulator.load(folder)
+
+
+def test_an_unfinished_train_output_is_refused(lora_output, tmp_path):
+    _, out = lora_output
+    # `userlm train` marks its folder until the final model is written (train/outputs.py).
+    (out / "train_incomplete.json").write_text("{}")
+    with pytest.raises(UserError, match="did not finish"):
+        UserSimulator.load(out)
+    # A run killed before its first final save: checkpoints, and no weights of its own.
+    killed = tmp_path / "killed"
+    (killed / "checkpoint-2").mkdir(parents=True)
+    (killed / "adapter_config.json").write_text((out / "adapter_config.json").read_text())
+    with pytest.raises(UserError, match=r"holds training checkpoints but no final model.*checkpoint-2 itself\.$"):
+        UserSimulator.load(killed)
+
+
+def test_a_prompt_longer_than_the_context_is_one_sentence_before_any_generation(tiny_llama):
+    sim = UserSimulator.load(tiny_llama("short", ), template="chatml")
+    assert sim.context_length == 2048
+    long = [{"role": "system", "content": "word " * 3000}]
+    with pytest.raises(UserError, match=r"^The conversation is 3,\d{3} tokens and the simulator's context is 2,048"):
+        sim.generate([long, PROMPT])
+    too_long, fits = sim.generate_each([long, PROMPT], max_new_tokens=3)
+    assert isinstance(too_long, UserError) and fits.text
+    # Room for the reply counts: a prompt that fits alone does not fit with 2,048 new tokens.
+    assert sim.prompt_error(PROMPT, max_new_tokens=2048) is not None and sim.prompt_error(PROMPT) is None
