@@ -7,6 +7,7 @@ what the GPU default turns on), and compared with literal expected strings.
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -115,29 +116,51 @@ def test_end_marker_is_one_added_special_token(flipped_samples_dir, tiny_llama, 
     assert run.trainer.model.get_input_embeddings().weight.shape[0] == len(run.tokenizer)
 
 
-def test_long_prompt_is_cut_from_the_left_and_keeps_the_target(flipped_samples_dir, default_tokenizer, tmp_path):
+def test_long_prompt_loses_its_oldest_exchanges_and_keeps_system_and_target(flipped_samples_dir, default_tokenizer, tmp_path):
     from userlm.data_prep.templates import CHATML
 
-    r = recipe("default", flipped_samples_dir, tmp_path / "out", "chatml", max_length=24)
-    train, _, skipped = prepare_datasets(r, default_tokenizer, CHATML, 24)
-    assert skipped == []
+    r = recipe("default", flipped_samples_dir, tmp_path / "out", "chatml", max_length=48)
+    train, _, report = prepare_datasets(r, default_tokenizer, CHATML, 48)
+    assert report["skipped"] == []
     last = train[8]  # c3's end sample: the longest prompt
-    assert len(last["input_ids"]) == 24
+    assert len(last["input_ids"]) <= 48
+    text = default_tokenizer.decode(last["input_ids"])
+    assert text.startswith("<|im_start|>system\nYou are a user chatting with an assistant language model to get quick answers.<|im_end|>\n")
+    assert "whats the capital of peru" not in text and "Bye!<|im_end|>" in text  # the oldest exchange went
     trained = [t for t, m in zip(last["input_ids"], last["completion_mask"]) if m]
     assert default_tokenizer.decode(trained) == "<|endconversation|><|im_end|>"
+    assert report["truncated"] >= 1
 
 
-def test_target_longer_than_max_length_stops_the_run_or_is_listed(flipped_samples_dir, default_tokenizer, tmp_path):
+def test_sample_whose_system_and_target_do_not_fit_stops_the_run_or_is_listed(flipped_samples_dir, default_tokenizer, tmp_path):
     from userlm.data_prep.templates import CHATML
 
-    strict = recipe("default", flipped_samples_dir, tmp_path / "out", "chatml", max_length=6)
-    with pytest.raises(UserError, match="longer than max_length=6"):
-        prepare_datasets(strict, default_tokenizer, CHATML, 6)
+    strict = recipe("default", flipped_samples_dir, tmp_path / "out", "chatml", max_length=24)
+    with pytest.raises(UserError, match="do not fit max_length=24 even with their history dropped"):
+        prepare_datasets(strict, default_tokenizer, CHATML, 24)
 
-    lenient = recipe("default", flipped_samples_dir, tmp_path / "out", "chatml", max_length=6, long_samples="skip")
-    train, _, skipped = prepare_datasets(lenient, default_tokenizer, CHATML, 6)
-    assert len(train) + len([s for s in skipped if "split" not in s]) == len(TARGETS)
-    assert {"conversation_id": "c1", "turn_index": 0} in [{k: s[k] for k in ("conversation_id", "turn_index")} for s in skipped]
+    # At 34 tokens two second turns (long targets) cannot keep their system message, target and some of the
+    # assistant turn they answer; they are listed, not dropped silently.
+    tokenizer = copy.deepcopy(default_tokenizer)
+    tokenizer.add_tokens(["<|endconversation|>"], special_tokens=True)  # as training adds it: one token
+    lenient = recipe("default", flipped_samples_dir, tmp_path / "out", "chatml", max_length=34, long_samples="skip")
+    train, _, report = prepare_datasets(lenient, tokenizer, CHATML, 34)
+    listed = [(s["conversation_id"], s["turn_index"]) for s in report["skipped"] if "split" not in s]
+    assert listed == [("c1", 1), ("c3", 1)] and len(train) == len(TARGETS) - 2
+
+    nothing_fits = recipe("default", flipped_samples_dir, tmp_path / "out", "chatml", max_length=24, long_samples="skip")
+    with pytest.raises(UserError, match="No training sample fits max_length=24"):
+        prepare_datasets(nothing_fits, default_tokenizer, CHATML, 24)
+
+
+def test_end_samples_are_repeated_as_the_recipe_says(flipped_samples_dir, default_tokenizer, tmp_path):
+    from userlm.data_prep.templates import CHATML
+
+    r = recipe("default", flipped_samples_dir, tmp_path / "out", "chatml", end_sample_repeats=3)
+    train, _, report = prepare_datasets(r, default_tokenizer, CHATML, 512)
+    assert report["end_samples"] == 4 and report["train_samples"] == len(train) == len(TARGETS) + 2 * 4
+    end_row = next(row for row in train if default_tokenizer.decode(row["input_ids"]).endswith("Bye!<|im_end|>\n<|im_start|>user\n<|endconversation|><|im_end|>"))
+    assert sum(row["input_ids"] == end_row["input_ids"] for row in train) == 3
 
 
 def test_empty_target_still_trains_its_end_of_turn_token(tmp_path, default_tokenizer):

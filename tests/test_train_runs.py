@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,6 +25,8 @@ from safetensors.torch import load_file
 from tests.conftest import eval_conversation_records, make_tiny_llama, train_conversation_records
 from userlm.data_prep.format import END_MARKER
 from userlm.data_prep.templates import CHATML
+from userlm.errors import UserError
+from userlm.train.outputs import unfinished_run_message
 
 TINY_RUN = {
     "template": "chatml",
@@ -248,9 +251,12 @@ def test_killed_run_resumes_where_an_uninterrupted_one_ends(method, uninterrupte
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
     assert not (out / "checkpoint-6").exists() and not (out / "train_summary.json").exists()
+    # The killed run's folder says so, for every reader (infer, eval, serve, merge).
+    assert "did not finish" in unfinished_run_message(out)
     first_checkpoint = (out / "checkpoint-3" / WEIGHTS[method]).stat().st_mtime_ns
 
     summary = train(load_recipe(recipe))
+    assert unfinished_run_message(out) is None and (out / "train_summary.json").is_file()
 
     assert summary["resumed_from"] == str(out / "checkpoint-3") and summary["global_step"] == 6
     # Resumed, not started over: a fresh run would have written checkpoint-3 again.
@@ -317,6 +323,132 @@ def test_shipped_quickstart_recipe_trains_by_name(samples, tmp_path, monkeypatch
     assert main(["train", "smollm2-cpu-quickstart", *words]) == 0
 
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
-    assert (summary["method"], summary["global_step"], summary["train_samples"], summary["eval_samples"]) == ("lora", 1, 8, 4)
+    # The first 8 samples hold 2 end samples, each trained 3 times by the recipe: 8 + 2 * 2 rows.
+    assert (summary["method"], summary["global_step"], summary["eval_samples"]) == ("lora", 1, 4)
+    assert (summary["end_samples"], summary["end_sample_repeats"], summary["train_samples"]) == (2, 3, 12)
+    assert summary["end_marker_init"] == "<|im_end|>" and summary["new_token_learning_rate"] == 5e-3
     assert summary["eval_loss_before"] != summary["eval_loss_after"]
     assert (tmp_path / "run" / "adapter_config.json").is_file()
+
+
+def tear(checkpoint: Path, how: str) -> None:
+    """What a kill while saving leaves: weights cut short before trainer_state.json, or the state file cut short."""
+    if how == "weights cut short":
+        weights = checkpoint / WEIGHTS["lora"]
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+        (checkpoint / "trainer_state.json").unlink()
+    else:
+        state = checkpoint / "trainer_state.json"
+        state.write_text(state.read_text()[:100])
+
+
+@pytest.mark.parametrize("how", ["weights cut short", "state cut short"])
+def test_torn_newest_checkpoint_is_skipped_with_a_warning_and_training_resumes_from_the_one_before(
+    how, uninterrupted_run, base, samples, tmp_path, caplog
+):
+    import shutil
+
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from userlm.train.config import load_recipe
+    from userlm.train.sft import train
+
+    straight, _ = uninterrupted_run("lora")
+    out = tmp_path / "out"
+    for name in ("checkpoint-3", "checkpoint-6"):
+        shutil.copytree(straight / name, out / name)
+    tear(out / "checkpoint-6", how)
+    assert get_last_checkpoint(str(out)) == str(out / "checkpoint-6")  # what transformers alone would resume from
+    recipe = write_recipe(tmp_path / "r.yaml", model_name_or_path=str(base), dataset_path=str(samples),
+                          output_dir=str(out), method="lora", resume_from_checkpoint="auto", **RESUMED_RUN)
+
+    with caplog.at_level(logging.WARNING, logger="userlm.train.sft"):
+        summary = train(load_recipe(recipe))
+
+    assert summary["resumed_from"] == str(out / "checkpoint-3") and summary["global_step"] == 6
+    warnings_ = [r.getMessage() for r in caplog.records if r.name == "userlm.train.sft"]
+    assert len(warnings_) == 1 and str(out / "checkpoint-6") in warnings_[0] and "incomplete" in warnings_[0]
+    assert json.loads((out / "checkpoint-6" / "trainer_state.json").read_text())["global_step"] == 6  # saved anew
+
+
+def test_a_model_folder_without_weights_or_an_adapter_as_model_is_one_sentence(uninterrupted_run, base, samples, tmp_path):
+    import shutil
+
+    from userlm.config import from_dict
+    from userlm.train.config import TrainConfig
+    from userlm.train.sft import build_trainer
+
+    no_weights = tmp_path / "no-weights"
+    shutil.copytree(base, no_weights)
+    (no_weights / "model.safetensors").unlink()
+    adapter, _ = uninterrupted_run("lora")
+    for model, message in ((no_weights, "is not a model folder (config.json and weights"), (adapter, "is a LoRA adapter, not a model")):
+        config = from_dict(TrainConfig, {**TINY_RUN, "model_name_or_path": str(model), "dataset_path": samples,
+                                         "output_dir": str(tmp_path / "out"), "max_steps": 1})
+        with pytest.raises(UserError, match=re.escape(message)):
+            build_trainer(config)
+    assert not (tmp_path / "out").exists()
+
+
+def test_merge_never_writes_over_its_adapter_or_base(uninterrupted_run, base, tmp_path):
+    from userlm.train.merge import merge_adapter
+
+    adapter, _ = uninterrupted_run("lora")
+    before = {p.name: p.stat().st_mtime_ns for p in adapter.iterdir()}
+    for out, message in ((adapter, f"--out {adapter} is the adapter"), (adapter / "merged", "is inside the adapter"),
+                         (base, f"--out {base} is the base model")):
+        with pytest.raises(UserError, match=message):
+            merge_adapter(adapter, out)
+    assert {p.name: p.stat().st_mtime_ns for p in adapter.iterdir()} == before
+
+
+def test_an_empty_training_split_names_the_prep_filters_that_emptied_it(base, tmp_path):
+    from userlm.config import from_dict
+    from userlm.data_prep.config import PrepConfig
+    from userlm.data_prep.pipeline import prep
+    from userlm.train.config import TrainConfig
+    from userlm.train.sft import build_trainer
+
+    logs = tmp_path / "logs.jsonl"
+    logs.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"hello number {i}, how are you"},
+                                                     {"role": "assistant", "content": "Fine, thanks."}]}) + "\n"
+                            for i in range(6)))
+    # Every user writes 6 words a turn: a persona filter for very long turns keeps nobody.
+    prep(PrepConfig(inputs=[logs], out=tmp_path / "prep", languages=["any"], persona_filter="words_per_turn>=100", progress=False))
+    config = from_dict(TrainConfig, {**TINY_RUN, "model_name_or_path": str(base), "dataset_path": tmp_path / "prep",
+                                     "output_dir": str(tmp_path / "out"), "max_steps": 1})
+
+    with pytest.raises(UserError) as error:
+        build_trainer(config)
+
+    message = str(error.value)
+    assert "holds no training samples" in message and "persona_filter filter: 6" in message
+    assert str(tmp_path / "prep" / "stats.json") in message and "\n" not in message
+
+
+def test_a_persona_run_continues_the_general_adapter(uninterrupted_run, base, samples, tmp_path):
+    from userlm.config import from_dict
+    from userlm.infer.loading import load_model_and_tokenizer
+    from userlm.train.config import TrainConfig
+    from userlm.train.sft import build_trainer, train
+
+    general, _ = uninterrupted_run("lora")
+    saved = load_file(general / WEIGHTS["lora"])
+    config = from_dict(TrainConfig, {**TINY_RUN, "model_name_or_path": str(base), "dataset_path": samples,
+                                     "output_dir": str(tmp_path / "persona"), "max_steps": 2, "init_adapter": general,
+                                     "eval_strategy": "no"})
+
+    run = build_trainer(config)
+    state = {name.replace(".default", ""): p for name, p in run.trainer.model.named_parameters()}
+    assert run.added_tokens == []  # the adapter's tokenizer has the end marker already
+    for name, tensor in saved.items():  # starts where the general run ended, every tensor trainable
+        assert torch.equal(state[name].detach(), tensor) and state[name].requires_grad, name
+
+    summary = train(config)
+
+    assert summary["init_adapter"] == str(general) and summary["global_step"] == 2
+    persona = load_file(tmp_path / "persona" / WEIGHTS["lora"])
+    assert persona.keys() == saved.keys() and all(persona[k].shape == saved[k].shape for k in saved)
+    assert any(not torch.equal(persona[k], saved[k]) for k in saved)
+    assert json.loads((tmp_path / "persona" / "adapter_config.json").read_text())["base_model_name_or_path"] == str(base)
+    load_model_and_tokenizer(tmp_path / "persona")  # what simulate and eval load

@@ -29,12 +29,14 @@ FIXED_SFT_KEYS = {"completion_only_loss": True, "assistant_only_loss": False}
 STRATEGY_KEYS = ("eval_strategy", "save_strategy", "logging_strategy")
 # Bounds of the SFTConfig keys recipes set, checked with our own keys' bounds.
 SFT_BOUNDS = {
-    "learning_rate": {"above": 0},
+    "learning_rate": {"above": 0, "max": 1},
+    "warmup_ratio": {"min": 0, "max": 1},
+    "dataloader_num_workers": {"min": 0},
     "num_train_epochs": {"above": 0},
     "per_device_train_batch_size": {"min": 1},
     "per_device_eval_batch_size": {"min": 1},
     "gradient_accumulation_steps": {"min": 1},
-    "max_length": {"min": 1},
+    "max_length": {"min": 16},  # fewer tokens cannot hold a system message, the headers and a target
     "warmup_steps": {"min": 0},
     "logging_steps": {"above": 0},
     "save_steps": {"above": 0},
@@ -52,7 +54,7 @@ class TrainConfig(Config):
 
     passthrough: ClassVar[type] = SFTConfig
     passthrough_field: ClassVar[str] = "sft"
-    path_keys: ClassVar[tuple[str, ...]] = ("deepspeed", "dataset_path", "model_name_or_path")
+    path_keys: ClassVar[tuple[str, ...]] = ("deepspeed", "dataset_path", "model_name_or_path", "init_adapter")
 
     model_name_or_path: str = field(metadata={
         "nonempty": True, "help": "base model: a saved folder, a hub id, or default (the embedded SmolLM2-135M-Instruct)"})
@@ -68,19 +70,32 @@ class TrainConfig(Config):
         "help": "dtype the base model loads in: auto, bfloat16, float16 or float32"})
     attn_implementation: str | None = field(default=None, metadata={
         "help": "e.g. flash_attention_2 or sdpa (default: flash_attention_2 where installed on a GPU, else sdpa)"})
-    lora_r: int = field(default=16, metadata={"min": 1, "help": "LoRA rank"})
+    lora_r: int = field(default=16, metadata={"min": 1, "max": 4096, "help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"min": 1, "help": "LoRA scaling: the update is multiplied by lora_alpha / lora_r"})
-    lora_dropout: float = field(default=0.05, metadata={"min": 0, "max": 1, "help": "dropout on the LoRA input"})
+    lora_dropout: float = field(default=0.05, metadata={"min": 0, "max": 0.9, "help": "dropout on the LoRA input"})
     lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"], metadata={
         "nonempty": True, "help": "module names LoRA adapts, or all-linear"})
     trainable_tokens: list[str] = field(default_factory=list, metadata={
         "help": "tokens whose embedding rows LoRA trains too, besides an added end marker, "
         "e.g. the Llama-3 base's untrained <|eot_id|>"})
+    end_marker_init: Literal["eos", "eot", "mean"] = field(default="eos", metadata={
+        "help": "where an added <|endconversation|> starts, embedding and output rows alike: a copy of the base's "
+        "eos token's rows (eos), of the template's end-of-turn token's (eot), or transformers' draw around the "
+        "vocabulary's mean (mean)"})
+    new_token_learning_rate: float | None = field(default=None, metadata={
+        "above": 0, "help": "learning rate of the token rows LoRA trains (the added end marker and trainable_tokens), "
+        "on the same schedule as learning_rate (default: learning_rate); lora and qlora only"})
+    end_sample_repeats: int = field(default=1, metadata={
+        "min": 1, "max": 100, "help": "how many times each end sample (target <|endconversation|>) is trained on per epoch"})
+    init_adapter: Path | None = field(default=None, metadata={
+        "help": "a LoRA adapter folder written by `userlm train` to start from and keep training "
+        "(e.g. a persona fine-tune of the general simulator); its base is model_name_or_path"})
     max_train_samples: int | None = field(default=None, metadata={"min": 1, "help": "use only the first N training samples"})
     max_eval_samples: int | None = field(default=None, metadata={"min": 1, "help": "use only the first N validation samples"})
     long_samples: Literal["error", "skip"] = field(default="error", metadata={
-        "help": "a sample whose target turn alone exceeds max_length stops the run (error), "
-        "or is skipped and listed in skipped_samples.jsonl (skip)"})
+        "help": "a sample longer than max_length loses its oldest whole exchanges (the system message and the target "
+        "are never cut); one that still does not fit stops the run (error), or is skipped and listed in "
+        "skipped_samples.jsonl (skip)"})
     sft: dict[str, Any] = field(default_factory=dict, metadata={"help": "TRL SFTConfig keys, under their own names"})
 
     @classmethod
@@ -110,6 +125,31 @@ class TrainConfig(Config):
         deepspeed = self.sft.get("deepspeed")
         if isinstance(deepspeed, str) and not Path(deepspeed).is_file():
             raise UserError(f"The DeepSpeed config {deepspeed} does not exist; point `deepspeed` at a JSON file.")
+        if self.method == "full" and self.new_token_learning_rate is not None:
+            raise UserError(
+                "`new_token_learning_rate` applies to the token rows LoRA trains; full fine-tuning trains whole "
+                "embedding matrices at learning_rate, so remove the key or use method: lora."
+            )
+        if self.init_adapter is not None and self.method == "full":
+            raise UserError("`init_adapter` continues a LoRA adapter; use method: lora or qlora, or remove the key.")
+        check_output_dir(Path(self.output_dir), self)
+
+
+def check_output_dir(output_dir: Path, config: TrainConfig) -> None:
+    """The run writes only into output_dir, which must not be, nor lie inside, one of its inputs."""
+    output = output_dir.resolve()
+    inputs = [("dataset_path", config.dataset_path), ("init_adapter", config.init_adapter)]
+    if Path(config.model_name_or_path).exists():
+        inputs.append(("model_name_or_path", Path(config.model_name_or_path)))
+    for key, path in inputs:
+        if path is None:
+            continue
+        source = Path(path).resolve()
+        if output == source or source in output.parents:
+            raise UserError(
+                f"output_dir {output_dir} is {'' if output == source else 'inside '}the {key} {path}, which training "
+                "would overwrite; choose an output_dir outside it."
+            )
 
 
 def report_targets(value) -> list[str]:

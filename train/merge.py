@@ -22,6 +22,7 @@ def merge_adapter(adapter: str | Path, out: str | Path, *, base: str | None = No
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .outputs import unfinished_run_message
     from .sft import model_folder
     from .vocab import resize_embeddings
 
@@ -29,7 +30,14 @@ def merge_adapter(adapter: str | Path, out: str | Path, *, base: str | None = No
     config_file = adapter / "adapter_config.json"
     if not config_file.is_file():
         raise UserError(f"{adapter} is not an adapter folder (no adapter_config.json); pass the output_dir of a lora or qlora run.")
+    unfinished = unfinished_run_message(adapter)
+    if unfinished:
+        raise UserError(unfinished)
     base = model_folder(base or json.loads(config_file.read_text())["base_model_name_or_path"])
+    for name, source in (("adapter", adapter), ("base model", Path(base))):
+        if source.exists() and (out.resolve() == source.resolve() or source.resolve() in out.resolve().parents):
+            raise UserError(f"--out {out} is {'inside ' if out.resolve() != source.resolve() else ''}the {name} "
+                            f"{source}, which the merge would overwrite; choose another --out folder.")
 
     tokenizer = AutoTokenizer.from_pretrained(adapter)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=getattr(torch, dtype))

@@ -14,6 +14,8 @@
 from __future__ import annotations
 
 import functools
+import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +27,10 @@ from userlm.summary import Summary
 
 from .config import FIXED_SFT_KEYS, TrainConfig
 from .data import prepare_datasets
-from .vocab import prepare_tokenizer, resize_embeddings, token_rows_to_train
+from .outputs import mark_finished, mark_started
+from .vocab import init_new_rows, init_source_token, prepare_tokenizer, resize_embeddings, token_rows_to_train
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -36,38 +41,55 @@ class Run:
     config: TrainConfig
     tokenizer: object
     added_tokens: list[str]
-    skipped: list[dict]
+    # The token whose rows the added tokens started from (None: transformers' mean resizing).
+    init_source: str | None
+    # What happened to the samples: skipped (list), truncated and end_samples (counts), train_samples.
+    data: dict
     resume: str | None
 
 
 def build_trainer(config: TrainConfig) -> Run:
     """Steps 1-6: everything up to `trainer.train()`."""
-    from trl import SFTTrainer
+    from .trainer import SimulatorTrainer
 
     template = get_template(config.template)
+    check_model_folder(config.model_name_or_path)
+    if config.init_adapter is not None:
+        check_adapter_folder(config.init_adapter)
     attention = config.attn_implementation or default_attention()
     args, resume = training_args(config, attention)
     tokenizer, added_tokens = load_tokenizer(config, template)
-    train_dataset, eval_dataset, skipped = load_data(config, args, tokenizer, template)
+    init_source = init_source_token(tokenizer, template, config.end_marker_init) if added_tokens else None
+    train_dataset, eval_dataset, data = load_data(config, args, tokenizer, template)
     model = load_model(config, args, attention, tokenizer)
-    trainer = SFTTrainer(
+    init_new_rows(model, tokenizer, added_tokens, init_source)
+    if config.init_adapter is not None:
+        model = continue_adapter(model, config.init_adapter)
+    trainer = SimulatorTrainer(
         model=model,
         args=args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
-        peft_config=lora_config(config, model, tokenizer, added_tokens),
+        peft_config=None if config.init_adapter is not None else lora_config(config, model, tokenizer, added_tokens),
+        new_token_learning_rate=config.new_token_learning_rate,
     )
     if config.method != "full":
         give_head_a_bias(trainer.model)
         save_trained_rows_only(trainer.model)
-    return Run(trainer, config, tokenizer, added_tokens, skipped, resume)
+    return Run(trainer, config, tokenizer, added_tokens, init_source, data, resume)
 
 
 def train(config: TrainConfig) -> dict:
-    """Run the recipe; returns its summary (losses, steps, where it wrote), also saved as train_summary.json."""
+    """Run the recipe; returns its summary (losses, steps, where it wrote), also saved as train_summary.json.
+
+    The output folder is marked unfinished before the first step and finished only once the
+    final model and train_summary.json are written (train/outputs.py).
+    """
     run = build_trainer(config)
     trainer, output_dir = run.trainer, Path(config.output_dir)
+    if trainer.is_world_process_zero():
+        mark_started(output_dir)
     result = trainer.train(resume_from_checkpoint=run.resume)
     final_eval = trainer.evaluate() if trainer.eval_dataset is not None else {}
     trainer.save_model(str(output_dir))
@@ -76,9 +98,15 @@ def train(config: TrainConfig) -> dict:
         "method": config.method,
         "template": config.template,
         "added_tokens": run.added_tokens,
-        "train_samples": len(trainer.train_dataset),
+        "end_marker_init": run.init_source,
+        "new_token_learning_rate": config.new_token_learning_rate,
+        "init_adapter": None if config.init_adapter is None else str(config.init_adapter),
+        "train_samples": run.data["train_samples"],
+        "end_samples": run.data["end_samples"],
+        "end_sample_repeats": config.end_sample_repeats,
+        "truncated_samples": run.data["truncated"],
         "eval_samples": len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0,
-        "skipped_samples": len(run.skipped),
+        "skipped_samples": len(run.data["skipped"]),
         "global_step": result.global_step,
         "train_loss": result.training_loss,
         "resumed_from": run.resume,
@@ -86,9 +114,9 @@ def train(config: TrainConfig) -> dict:
         "eval_loss_after": final_eval.get("eval_loss"),
     }
     if trainer.is_world_process_zero():
-        if run.skipped:
-            write_jsonl(output_dir / "skipped_samples.jsonl", run.skipped)
-        write_json(output_dir / "train_summary.json", summary)
+        if run.data["skipped"]:
+            write_jsonl(output_dir / "skipped_samples.jsonl", run.data["skipped"])
+        mark_finished(output_dir, summary)
     return summary
 
 
@@ -99,6 +127,7 @@ def train_summary(summary: dict) -> Summary:
     rows = [
         ("steps", summary["global_step"]),
         ("training samples", summary["train_samples"]),
+        ("end samples", end_samples_text(summary)),
         ("train loss", f"{summary['train_loss']:.4f}"),
     ]
     if after is not None:
@@ -108,11 +137,21 @@ def train_summary(summary: dict) -> Summary:
     notes = []
     if summary["resumed_from"]:
         notes.append(f"Resumed from {summary['resumed_from']}.")
+    if summary["init_adapter"]:
+        notes.append(f"Continued the adapter {summary['init_adapter']}.")
     if summary["added_tokens"]:
-        notes.append(f"Added to the vocabulary: {', '.join(summary['added_tokens'])}.")
+        start = summary["end_marker_init"]
+        notes.append(f"Added to the vocabulary: {', '.join(summary['added_tokens'])}, its rows starting as a copy of "
+                     f"{start}'s." if start else f"Added to the vocabulary: {', '.join(summary['added_tokens'])}, "
+                     "its rows drawn around the vocabulary's mean.")
+    if summary["new_token_learning_rate"]:
+        notes.append(f"Token rows trained at learning rate {summary['new_token_learning_rate']:g}.")
+    if summary["truncated_samples"]:
+        notes.append(f"{summary['truncated_samples']} samples longer than max_length lost their oldest turns "
+                     "(system message and target kept).")
     wrote = {"adapter" if summary["method"] != "full" else "model": output_dir, "summary": output_dir / "train_summary.json"}
     if summary["skipped_samples"]:
-        notes.append(f"Skipped {summary['skipped_samples']} samples whose target turn is longer than max_length.")
+        notes.append(f"Skipped {summary['skipped_samples']} samples that do not fit max_length even with their history dropped.")
         wrote["skipped samples"] = output_dir / "skipped_samples.jsonl"
     return Summary(
         title=f"userlm train: {summary['method']}, {summary['template']} template",
@@ -121,6 +160,11 @@ def train_summary(summary: dict) -> Summary:
         notes=notes,
         wrote=wrote,
     )
+
+
+def end_samples_text(summary: dict) -> str:
+    repeats = summary["end_sample_repeats"]
+    return f"{summary['end_samples']}" + (f", each trained {repeats} times" if repeats > 1 else "")
 
 
 # ---------------------------------------------------------------- 1. training arguments
@@ -177,16 +221,55 @@ def cpu_deepspeed_state(sft: dict) -> dict:
 
 
 def resolve_resume(value: str | None, output_dir: Path) -> str | None:
-    """`auto`: the newest checkpoint-N in output_dir, or a fresh start when there is none."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """`auto`: the newest complete checkpoint-N in output_dir, or a fresh start when there is none.
+
+    A checkpoint torn by a kill while it was being saved (the trainer writes trainer_state.json
+    last; weights cut short) is skipped with a warning naming it.
+    """
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
     if not value:
         return None
-    if value == "auto":
-        return get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
-    if not Path(value).is_dir():
-        raise UserError(f"resume_from_checkpoint {value} is not a checkpoint folder; use `auto` or a checkpoint-N path.")
-    return str(value)
+    if value != "auto":
+        if not Path(value).is_dir():
+            raise UserError(f"resume_from_checkpoint {value} is not a checkpoint folder; use `auto` or a checkpoint-N path.")
+        problem = checkpoint_problem(Path(value))
+        if problem:
+            raise UserError(f"resume_from_checkpoint {value} is incomplete ({problem}); use `auto` or an earlier checkpoint.")
+        return str(value)
+    if not output_dir.is_dir():
+        return None
+    steps = {}
+    for folder in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+        suffix = folder.name.rsplit("-", 1)[1]
+        if folder.is_dir() and suffix.isdigit():
+            steps[folder] = int(suffix)
+    for folder in sorted(steps, key=steps.get, reverse=True):
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            return str(folder)
+        log.warning("Skipping the checkpoint %s, which is incomplete (%s): probably killed while saving; "
+                    "resuming from an earlier one.", folder, problem)
+    return None
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why a checkpoint folder cannot be resumed from, or None when it is complete."""
+    from safetensors import safe_open
+
+    try:
+        json.loads((folder / "trainer_state.json").read_text())
+    except OSError:
+        return "no trainer_state.json"
+    except ValueError:
+        return "trainer_state.json is cut short"
+    for weights in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(weights, "pt"):
+                pass
+        except Exception:  # safetensors raises its own error types for a cut or empty file
+            return f"{weights.name} is cut short"
+    return None
 
 
 def configure_wandb(report_to: list[str], output_dir: Path) -> None:
@@ -230,25 +313,55 @@ def model_folder(name: str) -> str:
     return name
 
 
+def check_model_folder(name: str) -> None:
+    """A local model_name_or_path must be a model folder with weights: one sentence otherwise, before anything loads."""
+    folder = Path(model_folder(name))
+    if not folder.exists():
+        return  # a hub id
+    if (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
+        raise UserError(f"model_name_or_path {name} is a LoRA adapter, not a model; set it to the adapter's base "
+                        "and the adapter as init_adapter, or merge it first with `userlm merge`.")
+    has_weights = any(folder.glob("*.safetensors")) or any(folder.glob("*.bin")) or any(folder.glob("*.pt"))
+    if not folder.is_dir() or not (folder / "config.json").is_file() or not has_weights:
+        raise UserError(f"model_name_or_path {name} is not a model folder (config.json and weights such as "
+                        "model.safetensors); point it at a folder saved with save_pretrained, or a hub id.")
+
+
+def check_adapter_folder(adapter: Path) -> None:
+    """init_adapter must be a finished `userlm train` LoRA output."""
+    from .outputs import unfinished_run_message
+
+    if not (adapter / "adapter_config.json").is_file():
+        raise UserError(f"init_adapter {adapter} is not an adapter folder (no adapter_config.json); "
+                        "point it at the output_dir of a finished lora or qlora run.")
+    unfinished = unfinished_run_message(adapter)
+    if unfinished:
+        raise UserError(unfinished)
+
+
 def load_tokenizer(config: TrainConfig, template: FlippedTemplate):
-    """The base's tokenizer with the end marker and the flipped template; returns it and the tokens added."""
+    """The base's tokenizer with the end marker and the flipped template; returns it and the tokens added.
+
+    Continuing an adapter, its own tokenizer (the end marker already in it) is the one.
+    """
     from transformers import AutoTokenizer
 
+    source = config.init_adapter or model_folder(config.model_name_or_path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_folder(config.model_name_or_path))
+        tokenizer = AutoTokenizer.from_pretrained(source)
     except OSError:
         raise UserError(
-            f"Cannot load a tokenizer from {config.model_name_or_path}; set model_name_or_path to a saved model folder or a hub id."
+            f"Cannot load a tokenizer from {source}; set model_name_or_path to a saved model folder or a hub id."
         ) from None
     return tokenizer, prepare_tokenizer(tokenizer, template)
 
 
 def load_data(config: TrainConfig, args, tokenizer, template: FlippedTemplate):
-    """Train and validation sets, and the samples skipped as too long."""
-    train_dataset, eval_dataset, skipped = prepare_datasets(config, tokenizer, template, args.max_length)
+    """Train and validation sets, and what happened to the samples on the way."""
+    train_dataset, eval_dataset, report = prepare_datasets(config, tokenizer, template, args.max_length)
     if eval_dataset is None and (args.eval_strategy != "no" or args.eval_on_start):
         raise UserError(f"The recipe asks for evaluation but {config.dataset_path} has no validation split; set eval_strategy=no.")
-    return train_dataset, eval_dataset, skipped
+    return train_dataset, eval_dataset, report
 
 
 def load_model(config: TrainConfig, args, attention: str, tokenizer):
@@ -270,7 +383,7 @@ def load_model(config: TrainConfig, args, attention: str, tokenizer):
         )
         kwargs["device_map"] = {"": torch.cuda.current_device()} if torch.cuda.is_available() else "cpu"
     model = AutoModelForCausalLM.from_pretrained(model_folder(config.model_name_or_path), **kwargs)
-    resize_embeddings(model, tokenizer)
+    resize_embeddings(model, tokenizer, mean_resizing=config.end_marker_init == "mean")
     return model
 
 
@@ -309,6 +422,13 @@ def lora_config(config: TrainConfig, model, tokenizer, added_tokens: list[str]):
         trainable_token_indices=token_rows if rows else None,
         task_type="CAUSAL_LM",
     )
+
+
+def continue_adapter(model, adapter: Path):
+    """The base with a `userlm train` LoRA adapter loaded trainable: LoRA weights and token rows go on from where it ended."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
 
 
 def give_head_a_bias(model) -> None:

@@ -1,21 +1,33 @@
 """`userlm quickstart`: the whole pipeline on the embedded default, read top to bottom.
 
-Real ShareGPT logs -> flipped samples -> a SmolLM2 LoRA simulator -> simulated
-conversations against SmolLM2 -> the paper's metrics, fine-tuned against prompted base.
+Real ShareGPT logs -> flipped samples with measured personas -> a SmolLM2 LoRA simulator
+-> a persona simulator (that LoRA continued on a persona subset of the logs, e.g. terse
+users) -> simulated conversations against SmolLM2 -> the paper's metrics and ours:
+prompted base, simulator and persona simulator side by side.
 
 Its sizes live in `recipes/quickstart.yaml` (shipped in the package): one section per
 stage, holding that stage's own config keys. This file only chains the stages: it fills
-in the paths that pass one stage's output to the next.
+in the paths that pass one stage's output to the next, checks every stage's keys before
+any work starts, then runs each stage as its own command in its own process
+(`userlm prep OUT/prep.yaml`, `userlm train OUT/train.yaml`, ...) from a YAML file it
+writes into the work folder first. That file is the stage's exact config (run the command
+again to re-run the stage), and one process per stage holds one stage's models and data
+in memory at a time.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from userlm.config import Config, checked_kwargs, parse_config, read_yaml, shipped_config
+import yaml
+
+from userlm.config import Config, checked_kwargs, parse_config, read_yaml, shipped_config, to_dict
+from userlm.errors import UserError
 
 
 def shipped_section(name: str) -> dict:
@@ -24,93 +36,141 @@ def shipped_section(name: str) -> dict:
 
 @dataclass(kw_only=True)
 class QuickstartConfig(Config):
-    out: Path = field(default=Path("out/quickstart"), metadata={"help": "work folder for every stage's output"})
+    out: Path = field(default=Path("out/quickstart"), metadata={"help": "work folder for every stage's output and config"})
     prep: dict = field(default_factory=lambda: shipped_section("prep"), metadata={"help": "`userlm prep` keys"})
+    persona_prep: dict = field(default_factory=lambda: shipped_section("persona_prep"), metadata={
+        "help": "`userlm prep` keys for the persona subset, over those of prep (persona_filter: which users)"})
     train: dict = field(default_factory=lambda: shipped_section("train"),
                         metadata={"help": "`recipe:` (a shipped name or a path) and keys overriding it"})
+    persona_train: dict = field(default_factory=lambda: shipped_section("persona_train"), metadata={
+        "help": "`recipe:` and keys of the persona fine-tune, which continues the simulator's adapter"})
     simulate: dict = field(default_factory=lambda: shipped_section("simulate"), metadata={"help": "`userlm simulate` keys"})
     eval: dict = field(default_factory=lambda: shipped_section("eval"), metadata={"help": "`userlm eval` keys"})
+
+
+@dataclass
+class Stage:
+    name: str  # also the name of its YAML file in the work folder
+    command: str  # the `userlm` command that runs it
+    title: str
+    values: dict  # the stage's config, every key checked
 
 
 def main(words: list[str]) -> int:
     config = parse_config(
         QuickstartConfig, words, prog="userlm quickstart", find_config=shipped_config,
-        description="Prepare the bundled ShareGPT logs, train a SmolLM2 LoRA user simulator, simulate conversations "
-        "with it and evaluate it against the prompted base model. Sizes: recipes/quickstart.yaml.",
+        description="Prepare the bundled ShareGPT logs, train a SmolLM2 LoRA user simulator and a persona simulator, "
+        "simulate conversations and evaluate both against the prompted base model. Sizes: recipes/quickstart.yaml.",
     )
     quickstart(config)
     return 0
 
 
-def override_words(values: dict) -> list[str]:
-    """key=value words for a recipe (text as is, anything else as JSON, which YAML reads back)."""
-    return [f"{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in values.items()]
+def stages(config: QuickstartConfig) -> list[Stage]:
+    """The six stages' configs, chained by their paths and checked, before any of them runs."""
+    from userlm.data_prep.config import PrepConfig
+    from userlm.defaults import sharegpt_path
+    from userlm.evaluation.config import EvalConfig
+    from userlm.infer.config import SimulateConfig
+
+    work = Path(config.out).resolve()
+    prep_dir, persona_dir = work / "prep", work / "prep-persona"
+    simulator, persona_simulator = work / "simulator", work / "persona-simulator"
+    logs = [str(sharegpt_path())]
+    persona_prep = {**config.prep, **config.persona_prep, "inputs": logs, "out": str(persona_dir)}
+    if not persona_prep.get("persona_filter"):
+        raise UserError("The quickstart's persona_prep section needs a persona_filter, e.g. length=very_short,lowercase=often.")
+    return [
+        Stage("prep", "prep", "prep: bundled ShareGPT logs -> flipped samples with measured personas",
+              plain(checked_kwargs(PrepConfig, {**config.prep, "inputs": logs, "out": str(prep_dir)}))),
+        Stage("prep-persona", "prep", f"prep: the persona subset ({persona_prep['persona_filter']})",
+              plain(checked_kwargs(PrepConfig, persona_prep))),
+        Stage("train", "train", "train: a SmolLM2 LoRA user simulator",
+              recipe_values(config.train, dataset_path=prep_dir, output_dir=simulator)),
+        Stage("train-persona", "train", "train: the persona simulator, continuing the simulator on the subset",
+              recipe_values(config.persona_train, dataset_path=persona_dir, output_dir=persona_simulator, init_adapter=simulator)),
+        Stage("simulate", "simulate", "simulate: the simulator against SmolLM2 as the assistant",
+              plain(checked_kwargs(SimulateConfig, {**config.simulate, "simulator": str(simulator),
+                                                    "out": str(work / "simulations.jsonl")}))),
+        Stage("eval", "eval", "eval: prompted base, simulator and persona simulator", plain(checked_kwargs(EvalConfig, {
+            **config.eval,
+            "checkpoints": ["prompted-base=default@chatml", f"simulator={simulator}", f"persona-simulator={persona_simulator}"],
+            "data": str(prep_dir / "test.jsonl"),  # replaced by the file prep wrote, once it has (see `run`)
+            "persona_filter": persona_prep["persona_filter"],  # persona fidelity on held-out users of the subset
+            "out": str(work / "eval"),
+        }))),
+    ]
+
+
+def recipe_values(section: dict, **paths) -> dict:
+    """A whole training recipe: the named one, the section's keys over it, the chaining paths; checked as `userlm train` checks it."""
+    from userlm.train.config import load_recipe
+
+    section = dict(section)
+    recipe = section.pop("recipe")
+    words = [f"{key}={value if isinstance(value, str) else json.dumps(value)}"
+             for key, value in {**section, **{k: str(v) for k, v in paths.items()}}.items()]
+    values = to_dict(load_recipe(recipe, words))
+    return {**{k: v for k, v in values.items() if k != "sft"}, **values["sft"]}
+
+
+def plain(values: dict) -> dict:
+    """YAML-able values: paths as text, nested configs as mappings."""
+    return to_dict(values)
 
 
 def quickstart(config: QuickstartConfig) -> dict:
+    """Run the stages in order; returns each stage's minutes and where its config is."""
     from rich.console import Console
 
-    from userlm.data_prep.config import PrepConfig
-    from userlm.data_prep.pipeline import prep, prep_summary
-    from userlm.defaults import sharegpt_path
-    from userlm.evaluation.config import EvalConfig
-    from userlm.evaluation.evaluate import evaluate
-    from userlm.infer.config import SimulateConfig
-    from userlm.infer.simulate import print_transcript, run_simulation, simulation_summary
     from userlm.summary import Summary, print_summary
-    from userlm.train.config import load_recipe
-    from userlm.train.sft import train, train_summary
 
-    work = Path(config.out)
-    prep_dir, simulator_dir = work / "prep", work / "simulator"
-    simulations, eval_dir = work / "simulations.jsonl", work / "eval"
-    train_section = dict(config.train)
-    recipe = train_section.pop("recipe", "smollm2-cpu-quickstart")
-    # The stages' own configs, with the paths that chain them. Each is checked now, before any work.
-    prep_keys = checked_kwargs(PrepConfig, {**config.prep, "inputs": [str(sharegpt_path())], "out": str(prep_dir)})
-    train_words = override_words({**train_section, "dataset_path": str(prep_dir), "output_dir": str(simulator_dir)})
-    train_config = load_recipe(recipe, train_words)
-    simulate_keys = checked_kwargs(SimulateConfig, {**config.simulate, "simulator": str(simulator_dir), "out": str(simulations)})
-    eval_keys = checked_kwargs(EvalConfig, {
-        **config.eval,
-        "checkpoints": ["prompted-base=default@chatml", f"simulator={simulator_dir}"],
-        "data": str(prep_dir / "test.jsonl"),  # what prep writes; `data_prep.samples` knows the layout
-        "out": str(eval_dir),
-    })
-
+    planned = stages(config)
+    work = Path(config.out).resolve()
+    work.mkdir(parents=True, exist_ok=True)
     console = Console()
-    seconds: dict[str, float] = {}
+    minutes: dict[str, float] = {}
     started = time.monotonic()
+    for number, stage in enumerate(planned, 1):
+        console.rule(f"[bold]{number}/{len(planned)} {stage.title}")
+        begun = time.monotonic()
+        run(stage, work)
+        minutes[stage.name] = (time.monotonic() - begun) / 60
+        if stage.name == "simulate":
+            show_longest_transcript(Path(stage.values["out"]))
+    total = (time.monotonic() - started) / 60
+    print_summary(Summary(
+        title="userlm quickstart", columns=("stage", "minutes"),
+        rows=[*((name, f"{value:.1f}") for name, value in minutes.items()), ("total", f"{total:.1f}")],
+        notes=[f"Each stage's exact config is {work}/STAGE.yaml; `userlm COMMAND {work}/STAGE.yaml` runs it again."],
+        wrote={"prepared data": work / "prep", "persona subset": work / "prep-persona", "simulator": work / "simulator",
+               "persona simulator": work / "persona-simulator", "simulations": work / "simulations.jsonl",
+               "evaluation": work / "eval" / "report.html"},
+    ))
+    return {"minutes": minutes, "total_minutes": total, "configs": {s.name: work / f"{s.name}.yaml" for s in planned}}
 
-    def step(number: int, title: str) -> None:
-        seconds[title] = time.monotonic()
-        console.rule(f"[bold]{number}/4 {title}")
 
-    step(1, "prep: bundled ShareGPT logs -> flipped samples")
-    prepared = prep(PrepConfig(**prep_keys))
-    print_summary(prep_summary(prepared))
+def run(stage: Stage, work: Path) -> Path:
+    """Write the stage's YAML into the work folder and run its command on it, in a process of its own."""
+    from userlm.atomic import atomic_write
+    from userlm.data_prep.samples import split_file
 
-    step(2, "train: a SmolLM2 LoRA user simulator")
-    trained = train(train_config)
-    print_summary(train_summary(trained))
+    values = dict(stage.values)
+    if stage.name == "eval":
+        values["data"] = str(split_file(work / "prep", "test"))
+    path = work / f"{stage.name}.yaml"
+    atomic_write(path, f"# Written by `userlm quickstart`; run this stage again with: userlm {stage.command} {path}\n"
+                       + yaml.safe_dump(values, sort_keys=False, allow_unicode=True))
+    result = subprocess.run([sys.executable, "-m", "userlm.cli", stage.command, str(path)])
+    if result.returncode != 0:
+        raise UserError(f"The quickstart's {stage.name} stage failed (exit code {result.returncode}, its message is above); "
+                        f"its config is {path}.")
+    return path
 
-    step(3, "simulate: the simulator against SmolLM2 as the assistant")
-    simulated = run_simulation(SimulateConfig(**simulate_keys))
+
+def show_longest_transcript(simulations: Path) -> None:
+    from userlm.infer.simulate import print_transcript
+
     records = [json.loads(line) for line in simulations.read_text().splitlines() if line.strip()]
     if records:
         print_transcript(max(records, key=lambda r: len(r["turns"])))
-    print_summary(simulation_summary(simulated))
-
-    step(4, "eval: the fine-tuned simulator against the prompted base")
-    evaluated = evaluate(EvalConfig(**eval_keys))
-
-    finished = time.monotonic()
-    starts = list(seconds.values()) + [finished]
-    rows = [(title, f"{(end - start) / 60:.1f}") for title, start, end in zip(seconds, starts, starts[1:])]
-    rows.append(("total", f"{(finished - started) / 60:.1f}"))
-    print_summary(Summary(
-        title="userlm quickstart", columns=("step", "minutes"), rows=rows,
-        wrote={"prepared data": prep_dir, "simulator": simulator_dir, "simulations": simulations,
-               "evaluation": eval_dir / "report.html"},
-    ))
-    return {"prep": prepared, "train": trained, "simulate": simulated, "eval": evaluated}

@@ -1,0 +1,49 @@
+"""Whether a `userlm train` output folder is finished (issue 11): the marker readers check.
+
+`userlm train` writes `train_incomplete.json` into its output_dir before its first step
+and removes it only after the final model and `train_summary.json` are written. A folder
+that holds the marker is a run that was interrupted (or is still going): its top-level
+weights are missing, or are an older run's, and simulate, chat, serve and eval refuse it
+with `unfinished_run_message`. Its `checkpoint-N` folders stay usable for resuming.
+
+No heavy imports here: loaders of every stage call this before loading anything.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+INCOMPLETE_MARKER = "train_incomplete.json"
+SUMMARY_FILE = "train_summary.json"
+
+
+def unfinished_run_message(folder: str | Path) -> str | None:
+    """One sentence if `folder` is a `userlm train` output that did not finish, else None."""
+    folder = Path(folder)
+    if not (folder / INCOMPLETE_MARKER).is_file():
+        return None
+    return (
+        f"{folder} is the output of a `userlm train` run that did not finish ({INCOMPLETE_MARKER} is still there); "
+        "run the same recipe again with resume_from_checkpoint=auto to finish it, or point at a finished run."
+    )
+
+
+def mark_started(output_dir: Path) -> None:
+    """Before the first step: the folder is not a finished run until `mark_finished`."""
+    from userlm.atomic import write_json
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_json(output_dir / INCOMPLETE_MARKER, {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "note": f"userlm train is writing this folder; it is finished when this file is gone and {SUMMARY_FILE} is written.",
+    })
+
+
+def mark_finished(output_dir: Path, summary: dict) -> None:
+    """After the final model: the summary, then the marker removed (each durable, in that order)."""
+    from userlm.atomic import fsync_folder, write_json
+
+    write_json(output_dir / SUMMARY_FILE, summary)
+    (output_dir / INCOMPLETE_MARKER).unlink(missing_ok=True)
+    fsync_folder(output_dir)  # the removal itself survives a crash
