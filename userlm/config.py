@@ -252,7 +252,7 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{message[0].upper()}{message[1:]}; see `{self.prog} --help`.")
 
 
-def _keys(cls) -> dict[str, tuple[Any, dict, bool]]:
+def config_keys(cls) -> dict[str, tuple[Any, dict, bool]]:
     """Every key of a config class: name (dotted for nested) -> (type, metadata, shown in --help)."""
     keys: dict[str, tuple[Any, dict, bool]] = {}
     hints = field_types(cls)
@@ -260,7 +260,7 @@ def _keys(cls) -> dict[str, tuple[Any, dict, bool]]:
         if not f.init or f.name == cls.passthrough_field:
             continue
         keys[f.name] = (hints[f.name], dict(f.metadata), True)
-        nested = _nested_class(hints[f.name])
+        nested = nested_config_class(hints[f.name])
         if nested is not None:
             nested_hints = field_types(nested)
             for g in dataclasses.fields(nested):
@@ -272,7 +272,7 @@ def _keys(cls) -> dict[str, tuple[Any, dict, bool]]:
     return keys
 
 
-def _nested_class(annotation):
+def nested_config_class(annotation):
     """The dataclass behind `Guardrails` or `Guardrails | None`, else None."""
     for candidate in (annotation, *typing.get_args(annotation)):
         if isinstance(candidate, type) and dataclasses.is_dataclass(candidate):
@@ -305,7 +305,7 @@ def build_parser(cls, prog: str, description: str = "", *, config_help: str = "a
                         + (f"; other words are {positional}" if positional else "") + "; key=value overrides a key")
     parser.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
     defaults = {f.name: f for f in dataclasses.fields(cls)}
-    for key, (annotation, metadata, shown) in _keys(cls).items():
+    for key, (annotation, metadata, shown) in config_keys(cls).items():
         if key == positional:
             continue
         help_text = metadata.get("help", "") if shown else argparse.SUPPRESS
@@ -315,7 +315,7 @@ def build_parser(cls, prog: str, description: str = "", *, config_help: str = "a
         flag = f"--{key.replace('_', '-')}"
         # The underscore spelling (as in YAML) works too, unlisted.
         spellings = [(flag, help_text)] + ([(f"--{key}", argparse.SUPPRESS)] if "_" in key else [])
-        if _nested_class(annotation) is not None and "." not in key:
+        if nested_config_class(annotation) is not None and "." not in key:
             if type(None) in typing.get_args(annotation):
                 parser.add_argument(f"--no-{key.replace('_', '-')}", dest=key, action="store_const", const=None,
                                     default=argparse.SUPPRESS, help=f"turn the {key} off" if shown else argparse.SUPPRESS)
@@ -365,7 +365,7 @@ def parse_config(cls, argv: list[str], *, prog: str, description: str = "", find
         sources = dict.fromkeys(values, f"in {path.name}")
         base = path.parent
         _resolve_beside(values, cls, base)
-    keys = _keys(cls)
+    keys = config_keys(cls)
     for key, value in overrides.items():
         if key not in keys:
             raise UserError(unknown_key_message(key, list(keys), " on the command line"))
@@ -462,7 +462,7 @@ def checked_kwargs(cls, values: dict, sources: dict | None = None) -> dict:
     """The constructor keywords for `cls` from a mapping: unknown keys, types and bounds checked,
     required keys present; cross-field rules (`validate`) are left to construction."""
     sources = sources or {}
-    keys = _keys(cls)
+    keys = config_keys(cls)
     own = {f.name: f for f in dataclasses.fields(cls) if f.init}
     passthrough = cls.passthrough_types()
     kwargs: dict[str, Any] = {}
