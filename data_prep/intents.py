@@ -7,7 +7,7 @@ one of three sources.
   copies first-turn words makes a simulator parrot them (the paper's finding). The earlier
   heuristic named the three most repeated first-turn words; the real users of the ShareGPT
   test split then measured 32.5% intent decomposition against their own intents (the paper's
-  human figure, against GPT-4o intents: 1.68%). This one measures 5.4% there (README).
+  human figure, against GPT-4o intents: 1.68%). This one measures 1.29% there (README).
 - `column`: an existing text field of the source rows (`--intent-column`).
 - `llm`: `llm_intents.llm_intents` with an OpenAI-compatible endpoint, cache and resume.
 
