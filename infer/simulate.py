@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from userlm.config import to_dict
 from userlm.data_prep.format import END_MARKER, count_user_turns, system_text
+from userlm.data_prep.samples import open_lines
 from userlm.errors import UserError
 from userlm.summary import Summary
 
@@ -98,22 +99,27 @@ def read_inputs(source: Path | list[str], key: str) -> list[str]:
 
 
 def read_input_file(path: Path, key: str) -> list[str]:
+    """One value per line of a text file, or the `key` field of each line of a JSONL (or JSONL.gz) file."""
     if not path.is_file():
         raise UserError(f"No {key} file at {path}; check the path.")
+    is_json = path.name.endswith((".jsonl", ".jsonl.gz"))
     values = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        if path.suffix != ".jsonl":
-            values.append(line.strip())
-            continue
-        try:
-            value = json.loads(line)[key]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise UserError(f"Line {number} of {path} is not a JSON object with a {key!r} field; fix or remove it.") from None
-        if not isinstance(value, str):
-            raise UserError(f"Line {number} of {path} has a {key!r} that is not a text; fix or remove it.")
-        values.append(value.strip())
+    try:
+        for number, line in open_lines(path):
+            if not line.strip():
+                continue
+            if not is_json:
+                values.append(line.strip())
+                continue
+            try:
+                value = json.loads(line)[key]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise UserError(f"Line {number} of {path} is not a JSON object with a {key!r} field; fix or remove it.") from None
+            if not isinstance(value, str):
+                raise UserError(f"Line {number} of {path} has a {key!r} that is not a text; fix or remove it.")
+            values.append(value.strip())
+    except (UnicodeDecodeError, OSError, EOFError) as error:
+        raise UserError(f"{path} is not a readable UTF-8 text or JSONL file ({error.__class__.__name__}); pass a {key} file.") from None
     return values
 
 
@@ -293,6 +299,21 @@ def load_simulator(options: SimulatorOptions, *, timeout: float = 60.0, max_retr
     return simulator
 
 
+def check_intents_fit(simulator, jobs: list[Job], max_new_tokens: int) -> None:
+    """One sentence, before anything runs, for an intent (with its persona) that leaves the
+    simulator no room in its context to write a turn: otherwise every conversation of it would fail."""
+    seen = set()
+    for job in jobs:
+        if (job.intent, job.persona) in seen:
+            continue
+        seen.add((job.intent, job.persona))
+        error = simulator.prompt_error(Conversation(job, job.key, None).simulator_prompt(), max_new_tokens)
+        if error is not None:
+            preview = " ".join(job.intent.split()[:6])
+            with_persona = " with its persona" if job.persona else ""
+            raise UserError(f"The intent '{preview} ...'{with_persona} does not fit: {str(error)[0].lower()}{str(error)[1:]}")
+
+
 def load_assistant(options: AssistantOptions):
     from .assistants import make_assistant
 
@@ -311,6 +332,7 @@ def run_simulation(config: SimulateConfig) -> dict:
     check_output_file(config.out, inputs=(config.intents, config.personas))
     jobs = make_jobs(intents, personas, config.n_per_intent, config.seed)
     simulator = load_simulator(config, timeout=config.timeout, max_retries=config.max_retries, concurrency=config.concurrency)
+    check_intents_fit(simulator, jobs, config.max_new_tokens)
     assistant = load_assistant(config)
     return simulate(
         simulator, assistant, jobs, config.out, max_turns=config.max_turns, guardrails=config.guardrails,

@@ -21,6 +21,7 @@ import pytest
 
 from userlm.cli import main
 from userlm.data_prep.format import END_MARKER
+from userlm.errors import UserError
 from userlm.infer.assistants import make_assistant
 from userlm.infer.chat import chat
 from userlm.infer.config import SimulateConfig
@@ -377,3 +378,21 @@ def test_chat_with_standard_input_closed_keeps_the_transcript(tmp_path, programm
     # Its --out is checked like simulate's, before the simulator loads.
     error = one_sentence_error(["chat", "--simulator", str(tmp_path / "no-model"), "--intent", INTENTS[0], "--out", str(intents_file)], capsys)
     assert error.startswith(f"userlm chat: {intents_file} is not a conversations file of userlm")
+
+
+def test_intents_come_from_text_jsonl_and_prep_s_compressed_conversations(tmp_path):
+    """Prep may write conversations.jsonl.gz; its intents feed simulate as they are, and a binary file is one sentence."""
+    import gzip
+
+    from userlm.infer.simulate import read_input_file
+
+    intent = "You are a user chatting with an assistant language model to plan a trip."
+    (tmp_path / "intents.txt").write_text(f"{intent}\n\n")
+    (tmp_path / "intents.jsonl").write_text(json.dumps({"intent": intent}) + "\n")
+    with gzip.open(tmp_path / "conversations.jsonl.gz", "wt") as out:
+        out.write(json.dumps({"intent": intent, "messages": []}) + "\n")
+    for name in ("intents.txt", "intents.jsonl", "conversations.jsonl.gz"):
+        assert read_input_file(tmp_path / name, "intent") == [intent]
+    (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(UserError, match="not a readable UTF-8 text or JSONL file"):
+        read_input_file(tmp_path / "binary.txt", "intent")
