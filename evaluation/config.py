@@ -124,7 +124,7 @@ class EvalConfig(Config):
 
             self.data = split_file(self.data, "test")  # a prep folder: its test split, whatever its compression
         if not Path(self.data).is_file():
-            raise UserError(f"The test data {self.data} does not exist; give the test.jsonl that `userlm prep` wrote.")
+            raise UserError(f"The test data {self.data} does not exist; give the folder (or its test.jsonl) that `userlm prep` wrote.")
         if self.persona_filter:
             from userlm.data_prep.personas import parse_filter
 

@@ -70,7 +70,7 @@ def read_samples(path: Path) -> tuple[list[dict], list[dict]]:
             continue
         samples.append(sample)
     if not samples:
-        raise UserError(f"{path} holds no flipped samples; give the test.jsonl that `userlm prep` wrote.")
+        raise UserError(f"{path} holds no flipped samples; give the folder (or its test.jsonl) that `userlm prep` wrote.")
     return samples, bad
 
 
