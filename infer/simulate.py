@@ -41,7 +41,7 @@ from userlm.summary import Summary
 from .config import AssistantOptions, SimulateConfig, SimulatorOptions
 from .guardrails import Guardrails
 from .sampling import derive_seed
-from .simulate_output import append_record, check_output_file, open_output, prepare_resume
+from .simulate_output import RETRIED_REASONS, append_record, check_output_file, open_output, prepare_resume
 
 TERMINATION_REASONS = ("user_ended", "max_turns", "assistant_error", "simulator_error", "guardrails_exhausted")
 
@@ -352,7 +352,10 @@ def simulation_summary(summary: dict) -> Summary:
     ]
     rows += [(f"ended: {reason}", count) for reason, count in summary["termination_reasons"].items()]
     rows += [(f"guardrail event: {name}", count) for name, count in summary["guardrail_events"].items()]
-    return Summary(title="userlm simulate", columns=("", "count"), rows=rows, wrote={"conversations": summary["out"]})
+    failed = {reason: summary["termination_reasons"].get(reason, 0) for reason in RETRIED_REASONS}
+    notes = [f"{count} conversation(s) ended with {reason}: see their records' error; a rerun of this command retries them."
+             for reason, count in failed.items() if count]
+    return Summary(title="userlm simulate", columns=("", "count"), rows=rows, notes=notes, wrote={"conversations": summary["out"]})
 
 
 def print_transcript(record: dict) -> None:

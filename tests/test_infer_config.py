@@ -200,6 +200,10 @@ def test_simulation_summary_table():
     assert (rows["ended: user_ended"], rows["ended: max_turns"], rows["ended: assistant_error"]) == (1, 3, 0)
     assert (rows["guardrail event: length"], rows["guardrail event: repetition"]) == (5, 1)
     assert table.wrote == {"conversations": "runs/sim.jsonl"}
+    assert table.notes == []
+    summary["termination_reasons"]["assistant_error"] = 2
+    assert simulation_summary(summary).notes == [
+        "2 conversation(s) ended with assistant_error: see their records' error; a rerun of this command retries them."]
 
 
 def test_relative_paths_in_a_config_file_are_read_beside_it(tmp_path, files, monkeypatch):
