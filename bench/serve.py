@@ -5,11 +5,13 @@ batching), in one run.
     python bench/serve.py [--clients 16] [--turns 4] [--max-tokens 32]
     python bench/serve.py clients=8 turns=2          # the same keys as key=value words
 
-Both servers serve the embedded SmolLM2 on loopback, started here; they are measured one
-after the other so that neither competes with the other for the CPU. Each of `clients`
+Every server serves the embedded SmolLM2 on loopback, started here and measured alone (each
+is stopped before the next starts, so none competes for the CPU): userlm serve, then
+transformers serve as it starts by default (without continuous batching), then transformers
+serve with its own batching (`--continuous-batching`, paged attention). Each of `clients`
 concurrent clients holds a conversation of `turns` user turns: it asks the server for the
 next user turn, then appends a fixed assistant reply (no assistant model, so only the
-simulator is measured), with the same sampling settings and token limit on both servers.
+simulator is measured), with the same sampling settings and token limit on every server.
 userlm serve answers with the flipped template and the default guardrails (drafts they
 reject are resampled, which costs generation); transformers serve answers with SmolLM2's
 own chat template. Target: userlm serve at least 3x transformers serve's turns per second.
@@ -18,6 +20,7 @@ own chat template. Target: userlm serve at least 3x transformers serve's turns p
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import subprocess
 import sys
@@ -121,32 +124,38 @@ def main(argv: list[str]) -> int:
 
     folder = default_model_dir()
     logs = Path(tempfile.mkdtemp(prefix="bench-serve-"))
-    ours, theirs = free_port(), free_port()
-    userlm = start([sys.executable, "-m", "userlm.cli", "serve", "default", "--port", str(ours), "--log-level", "warning"], ours, logs / "userlm.log")
-    transformers = start([str(Path(sys.executable).parent / "transformers"), "serve", str(folder), "--host", "127.0.0.1", "--port", str(theirs),
-                          "--device", "cpu", "--default-seed", "0"], theirs, logs / "transformers.log")
-    try:
-        # One short warm-up request each (first-call allocations), not measured.
-        warm = BenchConfig(clients=1, turns=1, max_tokens=4)
-        asyncio.run(measure("warm-up", f"http://127.0.0.1:{ours}", "default", warm))
-        asyncio.run(measure("warm-up", f"http://127.0.0.1:{theirs}", str(folder), warm))
-        results = [
-            asyncio.run(measure("userlm serve (guardrails on)", f"http://127.0.0.1:{ours}", "default", config)),
-            asyncio.run(measure("transformers serve", f"http://127.0.0.1:{theirs}", str(folder), config)),
-        ]
-    finally:
-        for process in (userlm, transformers):
-            process.terminate()
-            process.wait(timeout=30)
-    print(f"{config.clients} concurrent clients x {config.turns} user turns, max_tokens {config.max_tokens}, SmolLM2-135M on CPU\n")
+    transformers = [str(Path(sys.executable).parent / "transformers"), "serve", str(folder), "--host", "127.0.0.1", "--device", "cpu",
+                    "--default-seed", "0"]
+    servers = [
+        ("userlm serve (guardrails on)", [sys.executable, "-m", "userlm.cli", "serve", "default", "--log-level", "warning"], "default"),
+        ("transformers serve", transformers, str(folder)),
+        ("transformers serve --continuous-batching", [*transformers, "--continuous-batching"], str(folder)),
+    ]
+    results = [run_one(name, command, model, config, logs / f"server-{i}.log") for i, (name, command, model) in enumerate(servers)]
+    print(f"{config.clients} concurrent clients x {config.turns} user turns, max_tokens {config.max_tokens}, SmolLM2-135M on CPU "
+          f"({os.cpu_count()} cores); server logs in {logs}\n")
     print("| server | user turns | seconds | user turns/s | p50 latency s | p95 latency s |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
         print(f"| {r.name} | {len(r.latencies)} | {r.seconds:.1f} | {r.turns_per_second:.2f} | {r.percentile(50):.2f} | {r.percentile(95):.2f} |")
-    ratio = results[0].turns_per_second / results[1].turns_per_second
-    print(f"\nuserlm serve / transformers serve throughput: {ratio:.2f}x (target >= 3x); userlm serve batching: {results[0].extra}")
+    ours = results[0].turns_per_second
+    for theirs in results[1:]:
+        print(f"\nuserlm serve / {theirs.name}: {ours / theirs.turns_per_second:.2f}x throughput (target >= 3x)")
+    print(f"userlm serve batching: {results[0].extra}")
     return 0
 
+
+def run_one(name: str, command: list[str], model: str, config: BenchConfig, log: Path) -> Result:
+    """Start one server, warm it up with one short request (first-call allocations), measure it, stop it."""
+    port = free_port()
+    process = start([*command, "--port", str(port)], port, log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        asyncio.run(measure("warm-up", base, model, BenchConfig(clients=1, turns=1, max_tokens=4)))
+        return asyncio.run(measure(name, base, model, config))
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

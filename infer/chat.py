@@ -19,7 +19,7 @@ from userlm.config import to_dict
 from .config import ChatConfig
 from .guardrails import Guardrails
 from .sampling import derive_seed
-from .simulate import Conversation, Job, load_simulator, record_of, user_step
+from .simulate import Conversation, Job, check_intents_fit, load_simulator, record_of, user_step
 from .simulate_output import append_record, check_output_file, open_output
 
 # What reading a reply raises when the keyboard's side is gone: end of input, Ctrl-C, or a
@@ -31,8 +31,10 @@ INPUT_GONE = (EOFError, KeyboardInterrupt, RuntimeError, ValueError, OSError)
 def run_chat(config: ChatConfig, *, read: Callable[[str], str] = input, show: Callable[[str], None] = print) -> dict:
     """`userlm chat`: load the simulator the config names and chat with it."""
     check_output_file(config.out)
+    simulator = load_simulator(config)
+    check_intents_fit(simulator, [Job("chat", config.intent, config.persona, 0, 0)], config.max_new_tokens)
     return chat(
-        load_simulator(config), config.intent, config.out, persona=config.persona, guardrails=config.guardrails,
+        simulator, config.intent, config.out, persona=config.persona, guardrails=config.guardrails,
         seed=config.seed, max_turns=config.max_turns, max_new_tokens=config.max_new_tokens,
         temperature=config.temperature, top_p=config.top_p, read=read, show=show,
     )

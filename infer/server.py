@@ -68,7 +68,7 @@ class ServeConfig(SimulatorOptions):
     api_key_env: str | None = field(default=None, metadata={
         "help": "environment variable holding the bearer key clients must send; unset: no key"})
     max_batch_size: int = field(default=32, metadata={"help": "rows (requests x n) at most per shared generate call", "min": 1})
-    batch_wait_ms: float = field(default=10.0, metadata={"help": "how long a batch waits for requests sent at the same time", "min": 0})
+    batch_wait_ms: float = field(default=10.0, metadata={"help": "a batch starts once no request has arrived for this long (at most 20 such waits), so requests sent together share it", "min": 0})
     max_request_mb: float = field(default=16.0, metadata={"help": "largest request body accepted, in MB", "above": 0})
     timeout: float = field(default=60.0, metadata={"help": "seconds per upstream request (simulator_endpoint)", "above": 0})
     max_retries: int = field(default=4, metadata={"help": "retries per upstream request", "min": 0})
@@ -128,8 +128,9 @@ def create_app(config: ServeConfig, engine, *, key: str | None = None):
         yield
         await engine.stop()
 
+    max_bytes = int(config.max_request_mb * 1e6)
     app = FastAPI(title="userlm serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(Gate, key=key, max_bytes=int(config.max_request_mb * 1e6))
+    app.add_middleware(Gate, key=key, max_bytes=max_bytes)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError):
@@ -145,6 +146,8 @@ def create_app(config: ServeConfig, engine, *, key: str | None = None):
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException):
+        if error.status_code == 413:
+            return protocol.error_response(413, f"The request is larger than {max_bytes / 1e6:g} MB; shorten the conversation.", code="request_too_large")
         return protocol.error_response(error.status_code, f"{request.method} {request.url.path} is not served here ({error.detail}).")
 
     @app.exception_handler(Exception)
@@ -231,8 +234,11 @@ class TokenCounter:
 
 
 class Gate:
-    """ASGI middleware in front of /v1/: the bearer key, and a cap on the request body's size
-    (checked on the declared length and on the bytes as they arrive, before anything is parsed)."""
+    """ASGI middleware in front of /v1/: the bearer key before anything is read, then a cap on the
+    body (its declared length at once, a chunked body as it arrives) before anything is parsed.
+    FastAPI's own means run later or answer otherwise: a route's key dependency runs only once the
+    body was read and parsed, and `max_body_size` answers a declared length in plain text over the
+    app's error JSON. Here a body too large reaches the app's handler as FastAPI's 413."""
 
     def __init__(self, app, *, key: str | None, max_bytes: int):
         self.app, self.key, self.max_bytes = app, key, max_bytes
@@ -244,18 +250,17 @@ class Gate:
         if self.key is not None and not secrets.compare_digest(headers.get(b"authorization", b""), f"Bearer {self.key}".encode()):
             refusal = protocol.error_response(401, "The API key is missing or wrong; send it as a bearer token (Authorization: Bearer KEY).", code="invalid_api_key")
             return await refusal(scope, receive, send)
-        too_large = protocol.error_response(413, f"The request is larger than {self.max_bytes / 1e6:g} MB; shorten the conversation.", code="request_too_large")
         declared = headers.get(b"content-length", b"0")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            return await too_large(scope, receive, send)
         received = 0
 
         async def counted():
             nonlocal received
+            if declared.isdigit() and int(declared) > self.max_bytes:
+                raise StarletteHTTPException(413)  # FastAPI hands it to the app's handler as it is
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.max_bytes:
-                raise protocol.RequestError(413, "The request is larger than the server accepts; shorten the conversation.", code="request_too_large")
+                raise StarletteHTTPException(413)
             return message
 
         await self.app(scope, counted, send)

@@ -27,6 +27,8 @@ from .guardrails import Guardrails
 from .simulator import GeneratedTurn
 
 log = logging.getLogger("userlm.serve")
+# Most gaps of `wait_s` a batch waits for more requests, so that a steady stream still starts.
+MAX_WAITS = 20
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ class BatchingEngine:
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
-            await asyncio.sleep(self.wait_s)  # let requests sent together arrive together
+            await self._gather_arrivals()
             self._wake.clear()
             jobs, self._jobs = self._jobs, []
             live = [job for job in jobs if not job.future.done()]
@@ -96,6 +98,19 @@ class BatchingEngine:
             for group in groups.values():
                 for batch in _batches(group, self.max_batch_size):
                     await self._generate(batch)
+
+    async def _gather_arrivals(self) -> None:
+        """Let requests sent together arrive together: wait until none has come for `wait_s`
+        (a lone request waits only that), the queue fills a batch, or `MAX_WAITS` gaps have passed.
+        A fixed short wait split a busy server's turn in two: requests answered by one call come
+        back one by one, and the ones a wait missed then waited a whole generate call more."""
+        queued = -1
+        for _ in range(MAX_WAITS):
+            rows = sum(len(job.prompts) for job in self._jobs)
+            if rows == queued or rows >= self.max_batch_size:
+                return
+            queued = rows
+            await asyncio.sleep(self.wait_s)
 
     async def _generate(self, jobs: list[_Job]) -> None:
         jobs = [job for job in jobs if not job.future.done()]

@@ -377,6 +377,27 @@ def programmed_simulator(tmp_path, default_tokenizer):
     return build
 
 
+# The simulator the `userlm serve` tests serve: a programmed chatml persona that wants to leave at
+# once; under the default guardrails (no end before 2 user turns) it opens with one of two turns
+# instead, and leaves at its third.
+SERVED_INTENT = "You are a user chatting with an assistant language model to cook dinner."
+SERVED_OPENINGS = {"Please help me now", "Hello there now"}
+
+
+@pytest.fixture(scope="session")
+def served_persona(tmp_path_factory, default_tokenizer) -> Path:
+    """The folder of that simulator, named `persona` (the model name its server serves)."""
+    from userlm.data_prep.format import END_MARKER
+
+    eot = "<|im_end|>"
+    start = {END_MARKER: 30, "Please": 25, "Hello": 25}
+    transitions = {
+        END_MARKER: {eot: 30}, "Please": {" help": 30}, " help": {" me": 30}, " me": {" now": 30}, " now": {eot: 30},
+        "Hello": {" there": 30}, " there": {" now": 30},
+    }
+    return make_programmed_simulator(tmp_path_factory.mktemp("served") / "persona", default_tokenizer, start, transitions)
+
+
 def serve(folder: Path, log: Path):
     """Start a real `transformers serve` of `folder` on loopback; returns (process, base URL ending in /v1)."""
     port = free_port()

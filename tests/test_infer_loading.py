@@ -214,3 +214,23 @@ def test_a_prompt_longer_than_the_context_is_one_sentence_before_any_generation(
     assert isinstance(too_long, UserError) and fits.text
     # Room for the reply counts: a prompt that fits alone does not fit with 2,048 new tokens.
     assert sim.prompt_error(PROMPT, max_new_tokens=2048) is not None and sim.prompt_error(PROMPT) is None
+
+
+def test_simulate_and_chat_refuse_an_intent_longer_than_the_context_before_running(tiny_llama, tmp_path, monkeypatch, capsys):
+    from userlm.cli import main
+
+    folder = tiny_llama("short")  # 2,048 positions
+    (tmp_path / "echo_assistant.py").write_text("def reply(messages):\n    return 'Sure.'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "i.txt").write_text("plan a trip\n" + "plan a very long trip " + "word " * 3000 + "\n")
+    out = tmp_path / "sim.jsonl"
+    simulate = ["simulate", "--simulator", str(folder), "--template", "chatml", "--assistant", "python:echo_assistant:reply",
+                "--intents", str(tmp_path / "i.txt"), "--out", str(out), "--no-progress"]
+    chat = ["chat", "--simulator", str(folder), "--template", "chatml", "--intent", "word " * 3000, "--out", str(tmp_path / "chat.jsonl")]
+    for argv, named in ((simulate, "The intent 'plan a very long trip word ...' does not fit: the conversation is 3,0"),
+                        (chat, "The intent 'word word word word word word ...' does not fit: the conversation is 3,0")):
+        assert main(argv) == 2
+        message = capsys.readouterr().err
+        assert named in message and "context is 2,048" in message and message.count(". ") == 0
+    # Refused before any conversation ran: nothing written.
+    assert not out.exists() and not (tmp_path / "chat.jsonl").exists()

@@ -6,36 +6,23 @@ which it keeps serving, and dynamic batching."""
 from __future__ import annotations
 
 import asyncio
+import http.client
 
 import httpx
 import openai
 import pytest
 
-from tests.conftest import make_programmed_simulator
+from tests.conftest import SERVED_INTENT as INTENT
+from tests.conftest import SERVED_OPENINGS as OPENINGS
 from userlm.data_prep.format import END_MARKER
 from userlm.data_prep.templates import CHATML, render
 
 KEY = "test-key-123"
-EOT = "<|im_end|>"
-INTENT = "You are a user chatting with an assistant language model to cook dinner."
-# Wants to leave at once; under the default guardrails (no end before 2 user turns) it opens
-# with one of two turns instead, and leaves at its third.
-START = {END_MARKER: 30, "Please": 25, "Hello": 25}
-TRANSITIONS = {
-    END_MARKER: {EOT: 30}, "Please": {" help": 30}, " help": {" me": 30}, " me": {" now": 30}, " now": {EOT: 30},
-    "Hello": {" there": 30}, " there": {" now": 30},
-}
-OPENINGS = {"Please help me now", "Hello there now"}
 
 
 @pytest.fixture(scope="module")
-def simulator_folder(tmp_path_factory, default_tokenizer):
-    return make_programmed_simulator(tmp_path_factory.mktemp("served") / "persona", default_tokenizer, START, TRANSITIONS)
-
-
-@pytest.fixture(scope="module")
-def server(userlm_server, simulator_folder):
-    return userlm_server(simulator_folder, "--api-key-env", "USERLM_TEST_KEY", env={"USERLM_TEST_KEY": KEY})
+def server(userlm_server, served_persona):
+    return userlm_server(served_persona, "--api-key-env", "USERLM_TEST_KEY", "--max-request-mb", "2", env={"USERLM_TEST_KEY": KEY})
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +120,7 @@ def test_completions_take_the_rendered_flipped_prompt(client, default_tokenizer)
 
 
 def test_errors_are_openai_errors_and_the_server_keeps_serving(server, client):
-    def post(body, key: str | None = KEY, content: bytes | None = None) -> httpx.Response:
+    def post(body, key: str | None = KEY, content=None) -> httpx.Response:
         headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
         return httpx.post(f"{server}/chat/completions", headers=headers, timeout=60, json=body, content=content)
 
@@ -145,9 +132,14 @@ def test_errors_are_openai_errors_and_the_server_keeps_serving(server, client):
         (post({**good, "model": "gpt-4o"}), 404, "The model 'gpt-4o' is not served here; this server serves 'persona'."),
         (post(good, key="wrong"), 401, "The API key is missing or wrong"),
         (post(good, key=None), 401, "The API key is missing or wrong"),
+        # The key is checked before the body is read: without it, not even a malformed body gets looked at.
+        (post(None, key="wrong", content=b"{not json"), 401, "The API key is missing or wrong"),
         (post({**good, "messages": conversation("word " * 5000, "ok")}), 400, "The conversation is 5,0"),
         # 1 MB of content: refused up front, with the sentence, before any generation.
         (post({**good, "messages": conversation("x " * 500_000, "ok")}), 400, "tokens and the simulator's context is 4,096"),
+        # Over the server's --max-request-mb, declared or sent in chunks without a length: refused before it is read whole.
+        (oversized(server, declared=True), 413, "The request is larger than 2 MB"),
+        (oversized(server, declared=False), 413, "The request is larger than 2 MB"),
     ]
     for response, status, message in cases:
         assert response.status_code == status, response.text
@@ -155,8 +147,29 @@ def test_errors_are_openai_errors_and_the_server_keeps_serving(server, client):
         assert message in error["message"] and error["type"] and "Traceback" not in response.text
         assert error["message"].count(". ") == 0  # one sentence
     assert cases[3][0].json()["error"]["code"] == "model_not_found"
-    assert cases[6][0].json()["error"]["code"] == "context_length_exceeded"
+    assert cases[7][0].json()["error"]["code"] == "context_length_exceeded"
     assert client.chat.completions.create(model="persona", messages=conversation()).choices[0].message.content in OPENINGS
+
+
+def oversized(server: str, *, declared: bool) -> httpx.Response:
+    """A body over 2 MB, announced by its Content-Length (and never sent) or sent in chunks without
+    one; written with the standard library's HTTP client, which can read the refusal without first
+    sending a whole body that the server is not going to read."""
+    url = httpx.URL(server)
+    connection = http.client.HTTPConnection(url.host, url.port, timeout=60)
+    connection.putrequest("POST", f"{url.path}/chat/completions")
+    connection.putheader("Authorization", f"Bearer {KEY}")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader(*(("Content-Length", "3000000") if declared else ("Transfer-Encoding", "chunked")))
+    connection.endheaders()
+    if not declared:
+        # One byte over: the server reads all of it before refusing, so nothing unread cuts the connection short.
+        for size in (1_000_000, 1_000_001):
+            connection.send(b"%x\r\n%s\r\n" % (size, b" " * size))
+    answer = connection.getresponse()
+    response = httpx.Response(answer.status, content=answer.read())
+    connection.close()
+    return response
 
 
 def test_concurrent_requests_share_generate_calls(server):

@@ -11,37 +11,23 @@ import os
 import openai
 import pytest
 
-from tests.conftest import make_programmed_simulator
+from tests.conftest import SERVED_INTENT as INTENT
+from tests.conftest import SERVED_OPENINGS as OPENINGS
 from userlm.data_prep.format import END_MARKER
 
 os.environ["DEEPEVAL_TELEMETRY_OPT_OUT"] = "YES"
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
-EOT = "<|im_end|>"
-INTENT = "You are a user chatting with an assistant language model to cook dinner."
-# Wants to leave at once; the server's guardrails hold it to two user turns first.
-START = {END_MARKER: 30, "Please": 25, "Hello": 25}
-TRANSITIONS = {
-    END_MARKER: {EOT: 30}, "Please": {" help": 30}, " help": {" me": 30}, " me": {" now": 30}, " now": {EOT: 30},
-    "Hello": {" there": 30}, " there": {" now": 30},
-}
-OPENINGS = {"Please help me now", "Hello there now"}
+
+@pytest.fixture(scope="module")
+def server(userlm_server, served_persona):
+    return userlm_server(served_persona)
 
 
 @pytest.fixture(scope="module")
-def simulator_folder(tmp_path_factory, default_tokenizer):
-    return make_programmed_simulator(tmp_path_factory.mktemp("served") / "persona", default_tokenizer, START, TRANSITIONS)
-
-
-@pytest.fixture(scope="module")
-def server(userlm_server, simulator_folder):
-    return userlm_server(simulator_folder)
-
-
-@pytest.fixture(scope="module")
-def tau2_server(userlm_server, simulator_folder):
+def tau2_server(userlm_server, served_persona):
     """Served as tau2-bench's --user-llm expects: roles flipped, leaving is ###STOP###."""
-    return userlm_server(simulator_folder, "--roles", "flipped", "--end-text", "###STOP###")
+    return userlm_server(served_persona, "--roles", "flipped", "--end-text", "###STOP###")
 
 
 def test_openai_sdk_sync_and_async_with_n_and_seed(server):
