@@ -23,8 +23,9 @@ Every record read is accounted for exactly once: kept, rejected (by reason) or f
     from userlm.data_prep.pipeline import prep, prep_summary
     from userlm.summary import print_summary
 
-    result = prep(PrepConfig(inputs=[Path("logs.jsonl")], out=Path("out/prep")))
-    print_summary(prep_summary(result))
+    if __name__ == "__main__":  # workers are spawned, which imports the calling script again
+        result = prep(PrepConfig(inputs=[Path("logs.jsonl")], out=Path("out/prep")))
+        print_summary(prep_summary(result))
 """
 
 from __future__ import annotations

@@ -72,6 +72,8 @@ def test_prep_never_writes_over_the_users_own_files(tmp_path):
         (["prep", str(logs / "train.jsonl"), "--out", str(logs)], "is inside the output folder"),
         (["prep", str(FIXTURES / "openai.jsonl"), "--out", str(logs)], "holds files that `userlm prep` did not write"),
         (["prep", str(FIXTURES / "openai.jsonl"), "--out", str(logs / "notes.txt")], "is a file"),
+        # A folder that cannot be made (tests run as root, whom permissions do not stop: a file is in the way).
+        (["prep", str(FIXTURES / "openai.jsonl"), "--out", str(logs / "notes.txt" / "out")], "Cannot write beside"),
     ):
         done = userlm(*args, "--no-progress")
         assert done.returncode == 2, done.stderr
