@@ -31,6 +31,7 @@ separated by commas, all of which must hold. A part is `NAME OP VALUE`:
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from collections import Counter, defaultdict
@@ -269,7 +270,9 @@ def parse_filter(expr: str) -> list[tuple[str, str, object]]:
             try:
                 number = float(value)
             except ValueError:
-                raise UserError(f"The persona filter part {part.strip()!r} compares {name} with {value!r}, which is not a number; use a number.") from None
+                number = math.nan
+            if not math.isfinite(number):
+                raise UserError(f"The persona filter part {part.strip()!r} compares {name} with {value!r}, which is not a finite number; use a number.")
             conditions.append((name, op, number))
         elif name in BUCKETS or name == "language":
             if op not in ("=", "!="):

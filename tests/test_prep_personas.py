@@ -130,6 +130,8 @@ def test_filter_uses_assigned_attributes():
     [
         ("politness=rare", "'politness'"),
         ("words_per_turn<=abc", "'words_per_turn<=abc'"),
+        ("words_per_turn<=nan", "not a finite number"),
+        ("words_per_turn>inf", "not a finite number"),
         ("length<short", "'length<short'"),
         ("politeness=never", "never"),
         ("words_per_turn", "'words_per_turn'"),
