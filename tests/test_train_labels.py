@@ -184,3 +184,23 @@ def test_jsonl_file_and_hf_folder_are_both_read(flipped_samples_dir, tmp_path):
     assert from_hf["train"]["completion"] == from_jsonl["train"]["completion"]
     assert set(from_hf) == {"train", "validation"}
     assert len(load_samples(flipped_samples_dir / "train.jsonl")["train"]) == len(TARGETS)
+
+
+def test_an_empty_validation_split_is_no_validation_split(flipped_samples_dir, default_tokenizer, tmp_path):
+    import shutil
+
+    from userlm.data_prep.templates import CHATML
+    from userlm.train.sft import load_data, training_args
+
+    # A prep folder whose validation split no user fell into: prep writes it empty. With eval
+    # off this once raised "'trained_tokens' column missing" from tokenising no rows.
+    (tmp_path / "no-validation").mkdir()
+    shutil.copy(flipped_samples_dir / "train.jsonl", tmp_path / "no-validation" / "train.jsonl")
+    (tmp_path / "no-validation" / "validation.jsonl").write_text("")
+    r = recipe("default", tmp_path / "no-validation", tmp_path / "out", "chatml", eval_strategy="no")
+    train_set, validation, _ = load_data(r, training_args(r, "sdpa")[0], default_tokenizer, CHATML)
+    assert validation is None and len(train_set) == len(TARGETS)
+
+    asks_for_eval = recipe("default", tmp_path / "no-validation", tmp_path / "out", "chatml", eval_strategy="steps", eval_steps=5)
+    with pytest.raises(UserError, match="has no validation split; set eval_strategy=no"):
+        load_data(asks_for_eval, training_args(asks_for_eval, "sdpa")[0], default_tokenizer, CHATML)

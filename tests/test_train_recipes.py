@@ -184,6 +184,7 @@ def test_a_bad_key_or_value_is_one_sentence_naming_it(line, words, message, tmp_
     with pytest.raises(UserError) as error:
         load_recipe(recipe, words)
     assert message in str(error.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.yaml"]  # stopped before any output folder
 
 
 def test_configs_built_in_python_are_checked_too():

@@ -323,9 +323,9 @@ def test_shipped_quickstart_recipe_trains_by_name(samples, tmp_path, monkeypatch
     assert main(["train", "smollm2-cpu-quickstart", *words]) == 0
 
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
-    # The first 8 samples hold 2 end samples, each trained 3 times by the recipe: 8 + 2 * 2 rows.
+    # The first 8 samples hold 2 end samples, each trained twice by the recipe: 8 + 2 rows.
     assert (summary["method"], summary["global_step"], summary["eval_samples"]) == ("lora", 1, 4)
-    assert (summary["end_samples"], summary["end_sample_repeats"], summary["train_samples"]) == (2, 3, 12)
+    assert (summary["end_samples"], summary["end_sample_repeats"], summary["train_samples"]) == (2, 2, 10)
     assert summary["end_marker_init"] == "<|im_end|>" and summary["new_token_learning_rate"] == 5e-3
     assert summary["eval_loss_before"] != summary["eval_loss_after"]
     assert (tmp_path / "run" / "adapter_config.json").is_file()

@@ -30,7 +30,10 @@ from .truncation import fit_sample
 
 
 def tokenize_split(dataset: Dataset, tokenizer, template: FlippedTemplate, max_length: int | None) -> tuple[Dataset, list[dict]]:
-    """Tokenise and fit to max_length; returns the trainable rows (with a `truncated` flag) and the samples that cannot fit."""
+    """Tokenise and fit to max_length; returns the trainable rows (with a `truncated` flag) and the samples that cannot fit.
+
+    `dataset` must hold a sample: `map` on no rows adds no columns to read back.
+    """
 
     def encode(sample: dict) -> dict:
         fitted = fit_sample(tokenizer, template, sample, max_length)
@@ -65,6 +68,7 @@ def prepare_datasets(config, tokenizer, template: FlippedTemplate, max_length: i
     if len(samples["train"]) == 0:
         raise UserError(empty_split_message(config.dataset_path))
     train = _subset(samples["train"], config.max_train_samples)
+    # A split no user fell into is not in `samples` (data_prep.samples leaves its empty file out).
     validation = _subset(samples["validation"], config.max_eval_samples) if "validation" in samples else None
     train, skipped = tokenize_split(train, tokenizer, template, max_length)
     if validation is not None:

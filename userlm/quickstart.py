@@ -95,7 +95,7 @@ def stages(config: QuickstartConfig) -> list[Stage]:
         Stage("eval", "eval", "eval: prompted base, simulator and persona simulator", plain(checked_kwargs(EvalConfig, {
             **config.eval,
             "checkpoints": ["prompted-base=default@chatml", f"simulator={simulator}", f"persona-simulator={persona_simulator}"],
-            "data": str(prep_dir / "test.jsonl"),  # replaced by the file prep wrote, once it has (see `run`)
+            "data": str(prep_dir),  # eval reads its test split, whatever compression prep chose
             "persona_filter": persona_prep["persona_filter"],  # persona fidelity on held-out users of the subset
             "out": str(work / "eval"),
         }))),
@@ -153,14 +153,10 @@ def quickstart(config: QuickstartConfig) -> dict:
 def run(stage: Stage, work: Path) -> Path:
     """Write the stage's YAML into the work folder and run its command on it, in a process of its own."""
     from userlm.atomic import atomic_write
-    from userlm.data_prep.samples import split_file
 
-    values = dict(stage.values)
-    if stage.name == "eval":
-        values["data"] = str(split_file(work / "prep", "test"))
     path = work / f"{stage.name}.yaml"
     atomic_write(path, f"# Written by `userlm quickstart`; run this stage again with: userlm {stage.command} {path}\n"
-                       + yaml.safe_dump(values, sort_keys=False, allow_unicode=True))
+                       + yaml.safe_dump(stage.values, sort_keys=False, allow_unicode=True))
     result = subprocess.run([sys.executable, "-m", "userlm.cli", stage.command, str(path)])
     if result.returncode != 0:
         raise UserError(f"The quickstart's {stage.name} stage failed (exit code {result.returncode}, its message is above); "
