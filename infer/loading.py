@@ -76,9 +76,10 @@ def load_model_and_tokenizer(path: str | Path, *, adapter: str | Path | None = N
         if (adapter / "tokenizer_config.json").exists():
             # The adapter's tokenizer carries the flipped template and the end marker.
             tokenizer = AutoTokenizer.from_pretrained(adapter)
-        # Grow only, as training does: a base with spare (padded) rows keeps its size.
+        # Grow only, as training does: a base with spare (padded) rows keeps its size. The adapter's
+        # trained rows replace the new ones, so transformers' mean-based start (and its warning) is moot.
         if model.get_input_embeddings().num_embeddings < len(tokenizer):
-            model.resize_token_embeddings(len(tokenizer))
+            model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
         # Merged once at load: generation then runs at the speed of a plain model.
         model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
 
