@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from userlm.atomic import write_json, write_jsonl
+from userlm.atomic import write_jsonl
 from userlm.data_prep.templates import FlippedTemplate, get_template
 from userlm.errors import UserError
 from userlm.summary import Summary
