@@ -9,7 +9,7 @@ an earlier record's is drawn again, so every record survives the exact and near-
 filters. Users (hashed IPs) have many conversations each, skewed like real logs. About 2%
 are flagged toxic (prep's toxic filter removes those).
 
-    python bench/prep_corpus.py 100000 /tmp/wildchat-100k.jsonl
+    python bench/prep_corpus.py 100000 out/wildchat-100k.jsonl
 """
 
 from __future__ import annotations

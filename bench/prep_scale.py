@@ -8,7 +8,7 @@ Peak memory is the largest sum of the resident memory of `userlm prep` and its w
 sampled every 0.2 s (a process tree has no single ru_maxrss that adds its members up).
 
     python bench/prep_scale.py                                 # 100k with 1 and 2 workers, then 1M with 2
-    python bench/prep_scale.py --sizes 100000 --work /tmp/prep-scale
+    python bench/prep_scale.py --sizes 100000 --work out/bench/prep-scale
 
 Targets (issue 12): 1,000,000 conversations in at most 6 minutes and 3 GB on a 2-core
 machine, the output at most twice the input, two workers at least 1.6x faster than one.
@@ -87,7 +87,7 @@ def run_prep(corpus: Path, out: Path, num_proc: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="100000,1000000", help="corpus sizes, comma-separated")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/userlm-prep-scale"), help="folder for corpora and outputs")
+    parser.add_argument("--work", type=Path, default=Path("out/bench/prep-scale"), help="folder for corpora and outputs")
     parser.add_argument("--baseline-on", type=int, default=None,
                         help="the corpus size also run with one worker (default: the smallest; a size not in --sizes: none)")
     args = parser.parse_args()

@@ -26,6 +26,7 @@ import os
 import random
 import statistics
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,7 +132,7 @@ def load(config: EndProbabilityConfig):
     from userlm.train.sft import build_trainer
 
     recipe = load_recipe(config.recipe, [*config.overrides, f"dataset_path={config.data}",
-                                          "output_dir=/tmp/end-probability-step0", "max_train_samples=8", "max_eval_samples=1"])
+                                          f"output_dir={tempfile.mkdtemp(prefix='end-probability-step0-')}", "max_train_samples=8", "max_eval_samples=1"])
     run = build_trainer(recipe)
     return run.trainer.model, run.tokenizer, get_template(recipe.template)
 
