@@ -149,32 +149,20 @@ def finish_reason(turn: GeneratedTurn) -> str:
 
 
 def chat_body(model: str, turns: list[GeneratedTurn], end_text: str, usage: dict) -> dict:
-    return {
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {"index": i, "message": {"role": "assistant", "content": reply_text(t, end_text)}, "logprobs": None,
-             "finish_reason": finish_reason(t), "userlm": userlm_field(t)}
-            for i, t in enumerate(turns)
-        ],
-        "usage": usage,
-    }
+    choices = [{"index": i, "message": {"role": "assistant", "content": reply_text(t, end_text)}, "logprobs": None,
+                "finish_reason": finish_reason(t), "userlm": userlm_field(t)} for i, t in enumerate(turns)]
+    return response_body("chat.completion", "chatcmpl", model, choices, usage)
 
 
 def completion_body(model: str, turns: list[GeneratedTurn], end_text: str, usage: dict) -> dict:
-    return {
-        "id": f"cmpl-{uuid.uuid4().hex}",
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {"index": i, "text": reply_text(t, end_text), "logprobs": None, "finish_reason": finish_reason(t), "userlm": userlm_field(t)}
-            for i, t in enumerate(turns)
-        ],
-        "usage": usage,
-    }
+    choices = [{"index": i, "text": reply_text(t, end_text), "logprobs": None, "finish_reason": finish_reason(t),
+                "userlm": userlm_field(t)} for i, t in enumerate(turns)]
+    return response_body("text_completion", "cmpl", model, choices, usage)
+
+
+def response_body(kind: str, id_prefix: str, model: str, choices: list[dict], usage: dict) -> dict:
+    return {"id": f"{id_prefix}-{uuid.uuid4().hex}", "object": kind, "created": int(time.time()), "model": model,
+            "choices": choices, "usage": usage}
 
 
 def stream_chunks(body: dict, include_usage: bool) -> list[dict]:

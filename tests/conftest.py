@@ -122,11 +122,7 @@ def transformers_server(default_model_dir, tmp_path_factory):
         wait_for_http(f"http://127.0.0.1:{port}/health", process)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
 
 
 TRAIN_CONVERSATIONS = [
@@ -428,11 +424,7 @@ def serve_folder(tmp_path):
 
     yield start
     for process in processes:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
 
 
 # UserLM-8b's own chat_template.jinja, verbatim (DESIGN.md 3.4): a different text from
@@ -525,11 +517,16 @@ def userlm_server(tmp_path_factory):
 
     yield start
     for process, _ in started.values():
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
+
+
+def stop(process: subprocess.Popen, timeout: float = 20) -> None:
+    """Ask a server started by a fixture to stop; kill it if it does not within `timeout` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 def vllm_python() -> Path | None:
@@ -570,8 +567,4 @@ def vllm_server(tmp_path_factory):
 
     yield start
     for process, _ in started.values():
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process, timeout=30)
