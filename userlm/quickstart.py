@@ -82,17 +82,17 @@ def stages(config: QuickstartConfig) -> list[Stage]:
         raise UserError("The quickstart's persona_prep section needs a persona_filter, e.g. length=very_short,lowercase=often.")
     return [
         Stage("prep", "prep", "prep: bundled ShareGPT logs -> flipped samples with measured personas",
-              plain(checked_kwargs(PrepConfig, {**config.prep, "inputs": logs, "out": str(prep_dir)}))),
+              to_dict(checked_kwargs(PrepConfig, {**config.prep, "inputs": logs, "out": str(prep_dir)}))),
         Stage("prep-persona", "prep", f"prep: the persona subset ({persona_prep['persona_filter']})",
-              plain(checked_kwargs(PrepConfig, persona_prep))),
+              to_dict(checked_kwargs(PrepConfig, persona_prep))),
         Stage("train", "train", "train: a SmolLM2 LoRA user simulator",
               recipe_values(config.train, dataset_path=prep_dir, output_dir=simulator)),
         Stage("train-persona", "train", "train: the persona simulator, continuing the simulator on the subset",
               recipe_values(config.persona_train, dataset_path=persona_dir, output_dir=persona_simulator, init_adapter=simulator)),
         Stage("simulate", "simulate", "simulate: the simulator against SmolLM2 as the assistant",
-              plain(checked_kwargs(SimulateConfig, {**config.simulate, "simulator": str(simulator),
+              to_dict(checked_kwargs(SimulateConfig, {**config.simulate, "simulator": str(simulator),
                                                     "out": str(work / "simulations.jsonl")}))),
-        Stage("eval", "eval", "eval: prompted base, simulator and persona simulator", plain(checked_kwargs(EvalConfig, {
+        Stage("eval", "eval", "eval: prompted base, simulator and persona simulator", to_dict(checked_kwargs(EvalConfig, {
             **config.eval,
             "checkpoints": ["prompted-base=default@chatml", f"simulator={simulator}", f"persona-simulator={persona_simulator}"],
             "data": str(prep_dir),  # eval reads its test split, whatever compression prep chose
@@ -112,11 +112,6 @@ def recipe_values(section: dict, **paths) -> dict:
              for key, value in {**section, **{k: str(v) for k, v in paths.items()}}.items()]
     values = to_dict(load_recipe(recipe, words))
     return {**{k: v for k, v in values.items() if k != "sft"}, **values["sft"]}
-
-
-def plain(values: dict) -> dict:
-    """YAML-able values: paths as text, nested configs as mappings."""
-    return to_dict(values)
 
 
 def quickstart(config: QuickstartConfig) -> dict:
