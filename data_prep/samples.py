@@ -81,18 +81,25 @@ def load_samples(path: str | Path):
         raise UserError(f"Dataset {path} does not exist; run `userlm prep` first and pass its output folder.")
     if path.is_file():
         return DatasetDict({"train": _read_json_lines(path)})
-    if (path / "hf" / "dataset_dict.json").exists():
-        return load_from_disk(str(path / "hf"))
-    if (path / "dataset_dict.json").exists():
-        return load_from_disk(str(path))
+    saved = datasets_folder(path)
+    if saved is not None:
+        return load_from_disk(str(saved))
     found = split_files(path)
     if "train" not in found:
         raise UserError(f"{path} holds no flipped samples (no hf/ folder, no train.jsonl); point dataset_path at `userlm prep` output.")
     # A split no user fell into is an empty file, which `datasets` cannot load: it is left out.
-    return DatasetDict({split: _read_json_lines(file) for split, file in found.items() if _has_lines(file)})
+    return DatasetDict({split: _read_json_lines(file) for split, file in found.items() if has_lines(file)})
 
 
-def _has_lines(path: Path) -> bool:
+def datasets_folder(path: Path) -> Path | None:
+    """The `datasets` DatasetDict saved in a prep folder (`OUT/hf/`, written with --hf) or at `path` itself."""
+    for folder in (path / "hf", path):
+        if (folder / "dataset_dict.json").exists():
+            return folder
+    return None
+
+
+def has_lines(path: Path) -> bool:
     return any(line.strip() for _, line in open_lines(path))
 
 

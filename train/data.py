@@ -22,7 +22,7 @@ from pathlib import Path
 
 from datasets import Dataset, concatenate_datasets
 
-from userlm.data_prep.samples import load_samples, open_lines, split_files
+from userlm.data_prep.samples import datasets_folder, has_lines, load_samples, split_files
 from userlm.data_prep.templates import FlippedTemplate
 from userlm.errors import UserError
 
@@ -115,12 +115,12 @@ def _subset(dataset: Dataset, limit: int | None) -> Dataset:
 def check_training_split(path: Path) -> None:
     """A prep folder whose train split is missing or empty stops here, naming the prep filters that emptied it."""
     path = Path(path)
-    if not path.is_dir() or (path / "hf").is_dir() or (path / "dataset_dict.json").exists():
+    if not path.is_dir() or datasets_folder(path) is not None:
         return
     train = split_files(path).get("train")
     if train is None and not (path / "stats.json").exists():
         return  # not a prep folder: load_samples says what it needs
-    if train is None or not any(text.strip() for _, text in open_lines(train)):
+    if train is None or not has_lines(train):
         raise UserError(empty_split_message(path))
 
 
