@@ -1,8 +1,8 @@
 """Has a checkpoint learnt to leave? P(<|endconversation|> as the first token of the user's turn)
 at held-out decision points, one forward pass per point.
 
-The points are those `userlm eval` scores: every decision point (a sample whose prompt ends
-with an assistant turn) of test conversations whose longest point fits `max_sample_chars`.
+The points are those `userlm eval` scores: the decision points (samples whose prompt ends with
+an assistant turn) whose prompt fits `max_sample_chars`, each test conversation cut there.
 Two draws are scored: `userlm eval`'s own (`eval_conversations`, drawn with the seed as eval
 draws `end_probability_conversations`), and a larger one (`conversations`), whose figure says
 how much of the smaller draw's is luck. For each: the mean and median P(end) at end and
@@ -58,14 +58,12 @@ class EndProbabilityConfig(Config):
 def draws(config: EndProbabilityConfig) -> tuple[list[dict], set[str], set[str]]:
     """The decision points of both draws, and the conversation ids of each (eval's, then the larger)."""
     from userlm.data_prep.samples import split_file
-    from userlm.evaluation.subsets import decision_points, read_samples, sample_chars
+    from userlm.evaluation.subsets import decision_points, prompt_chars, read_samples
 
     samples, _ = read_samples(split_file(config.data, "test"))
-    points = decision_points(samples)
-    longest: dict[str, int] = {}
-    for p in points:
-        longest[p["conversation_id"]] = max(longest.get(p["conversation_id"], 0), sample_chars(p))
-    eligible = sorted(c for c, n in longest.items() if n <= config.max_sample_chars)
+    # As evaluation/subsets.py keeps them: the points whose prompt fits (each conversation cut there).
+    points = [p for p in decision_points(samples) if prompt_chars(p) <= config.max_sample_chars]
+    eligible = sorted({p["conversation_id"] for p in points})
     # Drawn as evaluation/subsets.py draws end_probability_conversations.
     eval_draw = set(random.Random(f"{config.seed}-end").sample(eligible, min(config.eval_conversations, len(eligible))))
     large = set(random.Random(f"bench-{config.seed}").sample(eligible, min(config.conversations, len(eligible))))
@@ -76,33 +74,14 @@ def draws(config: EndProbabilityConfig) -> tuple[list[dict], set[str], set[str]]
 
 
 def end_probabilities(model, tokenizer, template, points: list[dict], config: EndProbabilityConfig):
-    """(P(end), P(end) after the top-p cut) at each point: the end marker as the next token after the prompt."""
-    import torch
+    """(P(end), the probability that sampling at temperature 1 and top-p ends) at each point, as `userlm eval` scores them."""
+    from types import SimpleNamespace
 
-    from userlm.data_prep.format import END_MARKER
-    from userlm.data_prep.templates import render
+    from userlm.evaluation.end_probability import end_scores
 
-    end = tokenizer.convert_tokens_to_ids(END_MARKER)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    raw, nucleus = [], []
     model.eval()
-    for start in range(0, len(points), config.batch_size):
-        batch = [tokenizer(render(tokenizer, template, p["prompt"]), add_special_tokens=False)["input_ids"]
-                 for p in points[start:start + config.batch_size]]
-        width = max(map(len, batch))
-        ids = torch.tensor([[pad] * (width - len(b)) + b for b in batch])
-        mask = torch.tensor([[0] * (width - len(b)) + [1] * len(b) for b in batch])
-        with torch.no_grad():
-            probs = model(input_ids=ids, attention_mask=mask).logits[:, -1].float().softmax(-1)
-        for row in probs:
-            p_end = row[end].item()
-            # As infer/sampling.py cuts: the smallest prefix of the sorted tokens whose mass reaches top_p.
-            ordered = row.sort(descending=True).values
-            kept_mass = ordered[(ordered.cumsum(0) - ordered) < config.top_p].sum().item()
-            above = row[row > p_end].sum().item()  # end is in the nucleus while the likelier tokens hold less than top_p
-            raw.append(p_end)
-            nucleus.append(p_end / kept_mass if above < config.top_p else 0.0)
-    return raw, nucleus
+    return end_scores(SimpleNamespace(model=model, tokenizer=tokenizer, template=template), points, top_p=config.top_p,
+                      batch_size=config.batch_size, progress=False)
 
 
 def roc_auc(scores: list[float], labels: list[bool]) -> float:
@@ -112,11 +91,10 @@ def roc_auc(scores: list[float], labels: list[bool]) -> float:
 
 
 def expected_f1(sampled: list[float], labels: list[bool]) -> float:
-    """F1 of ending when each point ends with its sampling probability, in expectation."""
-    tp = sum(p for p, y in zip(sampled, labels) if y)
-    fp = sum(p for p, y in zip(sampled, labels) if not y)
-    fn = sum(1 - p for p, y in zip(sampled, labels) if y)
-    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+    """F1 of ending when each point ends with its sampling probability, from expected counts (as `userlm eval`)."""
+    from userlm.evaluation.end_probability import expected_f1 as f1
+
+    return f1(sampled, labels)["value"] / 100
 
 
 def load(config: EndProbabilityConfig):
@@ -143,6 +121,8 @@ def report(name: str, scored: list[tuple[float, float, bool]]) -> str:
     labels = [y for _, _, y in scored]
     at_end = [r for r, y in zip(raw, labels) if y]
     at_continue = [r for r, y in zip(raw, labels) if not y]
+    if not at_end or not at_continue:
+        return f"  {name}: {len(labels)} points, {len(at_end)} ends: no ROC AUC without both kinds of point"
     return (f"  {name}: {len(labels)} points, {len(at_end)} ends; P(end) at ends mean {statistics.mean(at_end):.3g} "
             f"median {statistics.median(at_end):.3g}, at continues mean {statistics.mean(at_continue):.3g} "
             f"median {statistics.median(at_continue):.3g}; ROC AUC {roc_auc(raw, labels):.3f}; "

@@ -72,12 +72,12 @@ class EvalConfig(Config):
         "min": 0, "help": "real user turns (END samples included) scored for perplexity; 0 skips perplexity"})
     # Characters, not tokens, so every checkpoint (whatever its tokenizer) sees one set.
     max_sample_chars: int = field(default=6000, metadata={
-        "min": 1, "help": "samples longer than this (prompt and target, in characters) are left out of perplexity, "
-        "termination (whole conversations) and probes, and counted"})
+        "min": 1, "help": "samples longer than this (prompt and target, in characters) are left out of perplexity "
+        "and probes, decision points whose prompt is longer out of termination and P(end) (each conversation cut there), and counted"})
     first_turn_intents: int = field(default=100, metadata={
         "min": 2, "help": "distinct intents whose first turn is generated (first-turn diversity, intent decomposition, naturalness)"})
     termination_conversations: int = field(default=50, metadata={
-        "min": 0, "help": "held-out conversations whose every decision point is scored for termination; 0 skips termination"})
+        "min": 0, "help": "held-out conversations whose decision points (up to the first one over max_sample_chars) are scored for termination; 0 skips termination"})
     probes_per_kind: int = field(default=50, metadata={
         "min": 0, "help": "role and intent adherence probes of each kind; 0 skips the probes"})
     diversity_intents: int = field(default=10, metadata={
@@ -88,7 +88,7 @@ class EvalConfig(Config):
     termination_max_new_tokens: int = field(default=16, metadata={
         "min": 1, "help": "most tokens of a turn generated at a termination decision point"})
     end_probability_conversations: int | None = field(default=None, metadata={
-        "min": 0, "help": "held-out conversations whose every decision point is scored for P(end as the first token) "
+        "min": 0, "help": "held-out conversations whose decision points (up to the first one over max_sample_chars) are scored for P(end as the first token) "
         "and its ROC AUC (one forward pass per point at most, no generation); unset: all that fit max_sample_chars; 0 skips it"})
     persona_users: int = field(default=50, metadata={
         "min": 0, "help": "held-out users (two turns or more) whose turns are generated with their persona for persona fidelity; 0 skips it"})

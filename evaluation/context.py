@@ -5,8 +5,8 @@ checkpoint. A checkpoint whose context is shorter than that still allows (a 2,04
 model and a 6,000-character sample, say) would otherwise fail or run past its positions
 mid-way. So once it is loaded, every prompt of every subset is measured in its own tokens
 (plus the tokens it may generate, or the target it scores) and what does not fit is left
-out of that checkpoint's measures; the report gives the count per subset. A conversation
-is left out of termination whole, as `max_sample_chars` leaves it.
+out of that checkpoint's measures; the report gives the count per subset. A conversation's
+decision points are kept up to the first whose prompt does not fit, as `max_sample_chars` cuts them.
 """
 
 from __future__ import annotations
@@ -44,18 +44,18 @@ def fit_to_context(subsets: EvalSubsets, simulator, config: EvalConfig) -> tuple
     def sample_fits(sample: dict) -> bool:
         return fits(sample["prompt"], sample["completion"][0]["content"])
 
-    def whole_conversations(points: list[dict]) -> list[dict]:
-        too_long = {p["conversation_id"] for p in points if not sample_fits(p)}
-        return [p for p in points if p["conversation_id"] not in too_long]
+    def cut_conversations(points: list[dict]) -> list[dict]:
+        # By the prompt alone, as subsets.py cuts: a conversation's points before the first too long.
+        return [p for p in points if fits(p["prompt"])]
 
     fitted = replace(
         subsets,
         perplexity=[s for s in subsets.perplexity if sample_fits(s)],
         first_turns=[s for s in subsets.first_turns if sample_fits(s)],
-        termination_points=whole_conversations(subsets.termination_points),
+        termination_points=cut_conversations(subsets.termination_points),
         probe_openings=[s for s in subsets.probe_openings if sample_fits(s)],
         diversity=[s for s in subsets.diversity if sample_fits(s)],
-        end_points=whole_conversations(subsets.end_points),
+        end_points=cut_conversations(subsets.end_points),
         persona_users=[u for u in (replace(u, **kept_points(u, fits)) for u in subsets.persona_users) if u.prompts],
         # The longer of the two personas decides.
         contrast_intents=[i for i in subsets.contrast_intents if fits([{"role": "system", "content": system_text(i, ELABORATE)}])],

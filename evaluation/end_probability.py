@@ -62,15 +62,44 @@ def end_rows(tokenizer, template: FlippedTemplate, points: list[dict]) -> tuple[
 
 def end_probabilities(simulator, points: list[dict], *, batch_size: int = 8, progress: bool = True, desc: str = "P(end)") -> list[float]:
     """P(end as the first token of the turn) at every point, in point order."""
+    return end_scores(simulator, points, batch_size=batch_size, progress=progress, desc=desc)[0]
+
+
+def end_scores(simulator, points: list[dict], *, top_p: float | None = None, batch_size: int = 8, progress: bool = True,
+               desc: str = "P(end)") -> tuple[list[float], list[float] | None]:
+    """P(end) at every point, in point order, and with `top_p` the probability that sampling at
+    temperature 1 with that top-p ends there (each token of the end turn drawn inside its nucleus;
+    None without `top_p`), from the same forward pass."""
     tokenizer = simulator.tokenizer
     rows, queries, owners = end_rows(tokenizer, simulator.template, points)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    scored = logprobs_at(simulator.model, rows, queries, pad_id=pad_id, batch_size=batch_size, progress=progress, desc=desc)
+    scored = logprobs_at(simulator.model, rows, queries, pad_id=pad_id, batch_size=batch_size, progress=progress, desc=desc, top_p=top_p)
     log_p = [0.0] * len(points)
+    sampled = [1.0] * len(points)
     for values, owner in zip(scored, owners):
         for value, i in zip(values, owner):
-            log_p[i] += value
-    return [math.exp(v) for v in log_p]
+            if top_p is None:
+                log_p[i] += value
+            else:
+                log_p[i] += value[0]
+                sampled[i] *= value[1]
+    return [math.exp(v) for v in log_p], (sampled if top_p is not None else None)
+
+
+def expected_f1(sampled: list[float], real_ends: list[bool]) -> dict:
+    """F1 of END from expected counts, when each point ends with its sampling probability: the sampled
+    termination F1 without its luck (the ratio of expectations, near the expected F1 over many points)."""
+    tp = sum(p for p, end in zip(sampled, real_ends) if end)
+    fp = sum(p for p, end in zip(sampled, real_ends) if not end)
+    fn = sum(1 - p for p, end in zip(sampled, real_ends) if end)
+    return {
+        "value": 100 * 2 * tp / (2 * tp + fp + fn) if tp else 0.0,
+        "n": len(sampled),
+        "precision": tp / (tp + fp) if tp + fp else 0.0,
+        "recall": tp / (tp + fn) if tp + fn else 0.0,
+        "expected_ends": tp + fp,
+        "real_end_points": sum(real_ends),
+    }
 
 
 def end_probability_metrics(probabilities: list[float], real_ends: list[bool]) -> dict:

@@ -15,8 +15,11 @@ from tqdm.auto import tqdm
 
 @torch.no_grad()
 def logprobs_at(model, rows: list[list[int]], queries: list[list[tuple[int, int]]], *, pad_id: int, batch_size: int = 4,
-                progress: bool = True, desc: str = "scoring") -> list[list[float]]:
-    """For each row, the log-probability of each of its (position, token) queries, in query order."""
+                progress: bool = True, desc: str = "scoring", top_p: float | None = None) -> list[list]:
+    """For each row, the log-probability of each of its (position, token) queries, in query order.
+
+    With `top_p`, each value is a pair: the log-probability, and the probability that sampling
+    at temperature 1 with that top-p draws the token (`nucleus_probability`)."""
     # Longest first, so padding within a batch stays small and the first batch shows the memory peak.
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
     results: list[list[float]] = [[] for _ in rows]
@@ -44,9 +47,23 @@ def logprobs_at(model, rows: list[list[int]], queries: list[list[tuple[int, int]
             lines = [line for line, i in enumerate(batch) for _ in queries[i]]
             columns = [column[width - len(rows[i]) + q] for i in batch for q, _ in queries[i]]
             tokens = torch.tensor([t for i in batch for _, t in queries[i]], device=device)
-            picked = torch.log_softmax(logits[lines, columns].float(), dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-            values = picked.tolist()
+            log_probs = torch.log_softmax(logits[lines, columns].float(), dim=-1)
+            values = log_probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).tolist()
+            if top_p is not None:
+                values = list(zip(values, nucleus_probability(log_probs.exp(), tokens, top_p).tolist()))
             for i in batch:
                 results[i], values = values[: len(queries[i])], values[len(queries[i]) :]
             bar.update(len(batch))
     return results
+
+
+def nucleus_probability(probs: torch.Tensor, tokens: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Per row, the probability that top-p sampling draws `tokens[row]`, as infer/sampling.py samples:
+    the smallest prefix of the tokens sorted by probability whose mass reaches top_p is kept and
+    renormalised; a token outside it is never drawn."""
+    ordered = probs.sort(dim=-1, descending=True).values
+    kept_mass = (ordered * ((ordered.cumsum(-1) - ordered) < top_p)).sum(-1)
+    p = probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    # Inside the prefix while the likelier tokens hold less than top_p.
+    likelier = (probs * (probs > p.unsqueeze(-1))).sum(-1)
+    return torch.where(likelier < top_p, p / kept_mass, torch.zeros_like(p))

@@ -30,6 +30,9 @@ METRICS = (
     ("first_turn_diversity", "First-turn diversity (%)", "first-turn diversity", "1 − mean pairwise Jaccard of unigram sets over first turns of distinct intents", "higher"),
     ("intent_decomposition", "Intent decomposition (%)", "intent decomposition", "mean share of a first turn's non-stopword unigrams found in the intent (prefix removed)", "lower"),
     ("termination_f1", "Termination F1 (%)", "termination F1", "F1 of END at every decision point against where the real conversation ended, from one sampled turn per point", "higher"),
+    ("termination_expected_f1", "Termination F1 expected from P(end) (%)", "termination F1, expected",
+     "F1 of END from expected counts when each P(end) point ends with the probability that sampling (temperature 1, top-p 0.8) "
+     "draws the end turn there: the sampled F1 without its luck, on the P(end) points", "higher"),
     ("termination_auc", "Termination ROC AUC, P(end) as the first token", "termination AUC",
      "ROC AUC of the probability the model gives to ending as the first token of its turn, at every decision point, "
      "against where the real conversation ended (0.5 is chance; no sampling, so no luck)", "higher"),
@@ -83,7 +86,8 @@ def settings_lines(results: dict) -> list[str]:
     return [
         f"Test data: {s['data']} ({d['samples']} flipped samples; {d['unusable_lines']} unusable lines; "
         f"{d['samples_longer_than_max_chars']} samples over {s['max_sample_chars']} characters left out of perplexity, "
-        f"{d['conversations_longer_than_max_chars']} conversations with a longer point left out of termination)",
+        f"{d['decision_points_longer_than_max_chars']} decision points whose prompt is longer left out of termination and P(end), "
+        f"each conversation cut there; {d['conversations_without_a_short_decision_point']} conversations had no shorter one)",
         f"Sample sizes asked for: perplexity {s['perplexity_samples']} samples, first turns {s['first_turn_intents']} distinct intents "
         f"({d['distinct_intents_available']} available), termination {s['termination_conversations']} conversations "
         f"({d['termination_conversations']} drawn), P(end) {s['end_probability_conversations'] or 'all'} conversations "

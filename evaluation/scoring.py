@@ -19,7 +19,7 @@ from userlm.data_prep.format import END_MARKER
 
 from .config import CheckpointSpec, EvalConfig
 from .context import fit_to_context
-from .end_probability import end_probabilities, end_probability_metrics
+from .end_probability import end_probability_metrics, end_scores, expected_f1
 from .judge import adherence
 from .metrics import word_metrics
 from .naturalness import human_share
@@ -34,6 +34,9 @@ SIMULATION_SEED_OFFSET = 10_000
 PROBE_SEED_OFFSET = 20_000
 PERSONA_SEED_OFFSET = 30_000
 CONTRAST_SEED_OFFSET = 40_000
+# The top-p of every generation here (UserSimulator.generate's default, temperature 1): the expected
+# termination F1 reads P(end) through the same cut.
+SAMPLING_TOP_P = 0.8
 
 
 def seeds_note(seed: int) -> str:
@@ -157,8 +160,11 @@ def score_checkpoint(spec: CheckpointSpec, subsets: EvalSubsets, judge, detector
         result["termination_f1"] = {"value": 100 * termination.pop("f1"), "n": termination["points"], **termination}
     if subsets.end_points:
         with timed(seconds, "P(end)"):
-            probabilities = end_probabilities(simulator, subsets.end_points, batch_size=config.batch_size, progress=config.progress, desc=f"{spec.name} P(end)")
-        result["termination_auc"] = end_probability_metrics(probabilities, [p["is_end"] for p in subsets.end_points])
+            probabilities, sampled = end_scores(simulator, subsets.end_points, top_p=SAMPLING_TOP_P, batch_size=config.batch_size,
+                                                progress=config.progress, desc=f"{spec.name} P(end)")
+        real_ends = [p["is_end"] for p in subsets.end_points]
+        result["termination_auc"] = end_probability_metrics(probabilities, real_ends)
+        result["termination_expected_f1"] = expected_f1(sampled, real_ends)
 
     for kind in ("role", "intent"):
         probes = build_probes(subsets.probe_openings, kind, config.probes_per_kind, config.seed)

@@ -129,3 +129,41 @@ def test_models_that_always_never_or_only_after_a_phrase_end(forced_simulator, e
     # the same-score pairs, ends and continues both after the phrase (9) or both without it (6), count
     # one half: (9 + 7.5) / 30.
     assert roc_auc([round(p, 2) for p in probabilities], REAL_END) == pytest.approx(16.5 / 30)
+
+
+def test_nucleus_probability_is_the_chance_top_p_sampling_draws_the_token():
+    import torch
+
+    from userlm.evaluation.forward import nucleus_probability
+
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]] * 4)
+    tokens = torch.tensor([0, 1, 2, 3])
+    # top-p 0.7 keeps 0.5 and 0.3 (the likelier tokens hold 0 and 0.5 < 0.7), renormalised by 0.8.
+    assert nucleus_probability(probs, tokens, 0.7).tolist() == pytest.approx([0.625, 0.375, 0.0, 0.0])
+    # top-p 0.9 keeps the first three (mass 0.95).
+    assert nucleus_probability(probs, tokens, 0.9).tolist() == pytest.approx([0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0.0])
+    assert nucleus_probability(probs, tokens, 1.0).tolist() == pytest.approx([0.5, 0.3, 0.15, 0.05])
+
+
+def test_expected_f1_from_expected_counts():
+    from userlm.evaluation.end_probability import expected_f1
+
+    # tp 0.5, fp 0.2 + 0.4 = 0.6, fn 0.5 + 1.0 = 1.5: F1 = 1.0 / 3.1.
+    result = expected_f1([0.5, 0.2, 0.0, 0.4], [True, False, True, False])
+    assert result["value"] == pytest.approx(100 / 3.1)
+    assert result["precision"] == pytest.approx(0.5 / 1.1) and result["recall"] == pytest.approx(0.25)
+    assert result["expected_ends"] == pytest.approx(1.1) and result["real_end_points"] == 2 and result["n"] == 4
+    assert expected_f1([0.0, 0.3], [True, False])["value"] == 0.0
+
+
+def test_end_scores_give_the_sampled_chance_of_ending_beside_p_end(forced_simulator, eval_test_file):
+    from userlm.evaluation.end_probability import end_scores
+
+    points = decision_points(read(eval_test_file))
+    always = UserSimulator.load(forced_simulator(always_end=True))
+    raw, sampled = end_scores(always, points, top_p=0.8, progress=False)
+    # The end marker holds nearly all the mass: it alone is the nucleus, drawn every time.
+    assert sampled == pytest.approx([1.0] * len(points)) and min(raw) > 0.5
+    never = UserSimulator.load(forced_simulator(always_end=False))
+    assert end_scores(never, points, top_p=0.8, progress=False)[1] == [0.0] * len(points)
+    assert end_scores(never, points, progress=False)[1] is None

@@ -189,21 +189,25 @@ def test_unusable_lines_are_counted_not_fatal(tmp_path, eval_test_file):
         read_samples(tmp_path / "empty.jsonl")
 
 
-def test_subsets_keep_whole_conversations_for_termination(eval_test_file):
+def test_subsets_cut_conversations_for_termination_by_the_prompt_alone(eval_test_file):
     import json
 
-    from userlm.evaluation.subsets import draw_subsets, sample_chars
+    from userlm.evaluation.subsets import decision_points, draw_subsets, prompt_chars, sample_chars
 
     samples = [json.loads(line) for line in eval_test_file.read_text().splitlines()]
-    # A limit between e2's longest point and e1's: only conversations whose every point fits are drawn.
-    longest = {c: max(sample_chars(s) for s in samples if s["conversation_id"] == c) for c in ("e1", "e2", "e3", "e4")}
-    limit = longest["e2"]
+    points = decision_points(samples)
+    # A limit that keeps e1's first decision point but not its second (its END point): e1 is cut there.
+    e1 = sorted((p for p in points if p["conversation_id"] == "e1"), key=lambda p: p["turn_index"])
+    limit = prompt_chars(e1[0])
+    assert prompt_chars(e1[1]) > limit
     config = EvalConfig(checkpoints=["m=default@chatml"], data=eval_test_file, max_sample_chars=limit, first_turn_intents=3, probes_per_kind=2)
     subsets = draw_subsets(samples, config)
-    kept = {p["conversation_id"] for p in subsets.termination_points}
-    assert kept == {c for c, n in longest.items() if n <= limit}
-    assert "e2" in kept and "e1" not in kept
-    assert subsets.counts["conversations_longer_than_max_chars"] == 4 - len(kept)
+    kept = [(p["conversation_id"], p["turn_index"]) for p in subsets.termination_points]
+    expected = [(p["conversation_id"], p["turn_index"]) for p in points if prompt_chars(p) <= limit]
+    assert kept == expected == [(p["conversation_id"], p["turn_index"]) for p in subsets.end_points]
+    assert ("e1", e1[0]["turn_index"]) in kept and ("e1", e1[1]["turn_index"]) not in kept
+    assert subsets.counts["decision_points_longer_than_max_chars"] == len(points) - len(expected)
+    assert subsets.counts["conversations_without_a_short_decision_point"] == 4 - len({c for c, _ in expected})
     assert len(subsets.first_turns) == 3 and len({s["prompt"][0]["content"] for s in subsets.first_turns}) == 3
     assert all(sample_chars(s) <= limit for s in subsets.perplexity + subsets.probe_openings)
 

@@ -76,6 +76,9 @@ def test_metrics_json_and_markdown(report_dir):
     for checkpoint in (ender, talker, prompted):
         assert checkpoint["termination_auc"]["value"] == 0.5 and checkpoint["termination_auc"]["n"] == 7
     assert ender["termination_auc"]["mean_at_ends"] > 0.999 and talker["termination_auc"]["mean_at_ends"] < 1e-6
+    # Sampling always draws the ender's end marker and never the talker's: the expected F1 is the sampled one.
+    assert ender["termination_expected_f1"]["value"] == pytest.approx(60.0) and ender["termination_expected_f1"]["n"] == 7
+    assert talker["termination_expected_f1"]["value"] == 0.0
     # Persona fidelity on the three users with two turns (tests/test_eval_persona.py works the buckets out):
     # "ok" or "hello" at every scored point matches 4, 3 and 6 of the six buckets; the users themselves 3, 3 and 6.
     assert talker["persona_fidelity"]["value"] == pytest.approx(100 * 13 / 18)
@@ -143,7 +146,7 @@ def test_sample_sizes_of_zero_skip_their_metrics(tmp_path, eval_test_file, force
     )
     talker = evaluate(config)["checkpoints"]["talker"]
     skipped = ("perplexity_with_intent", "perplexity_without_intent", "termination_f1", "role_adherence", "intent_adherence",
-               "within_intent_diversity", "termination_auc", "persona_fidelity", "persona_contrast")
+               "within_intent_diversity", "termination_auc", "termination_expected_f1", "persona_fidelity", "persona_contrast")
     assert not any(key in talker for key in skipped)
     assert talker["first_turn_diversity"] == {"value": 0.0, "n": 4}
     assert "termination F1" in capsys.readouterr().out
