@@ -114,7 +114,7 @@ async def measure(name: str, base: str, model: str, config: BenchConfig) -> Resu
         ))
         seconds = time.perf_counter() - began
         health = (await client.get(f"{base}/health")).json()
-    extra = {k: v for k, v in health.items() if k in ("generate_calls", "rows", "largest_batch")}
+    extra = {k: v for k, v in health.items() if k in ("generate_calls", "rows", "largest_batch", "prompt_tokens", "reused_prompt_tokens")}
     return Result(name, seconds, [latency for run in runs for latency in run], extra)
 
 

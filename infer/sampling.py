@@ -44,6 +44,7 @@ class RowSampler(LogitsProcessor):
         end_token_id: int | None = None,
         end_banned: list[bool] | None = None,
         token_text=None,
+        stop_ids: set[int] | None = None,
     ):
         self.generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
         self.prompt_length = prompt_length
@@ -56,17 +57,26 @@ class RowSampler(LogitsProcessor):
         self.token_text = token_text
         self.at_first_word = [first_word_mask is not None] * len(seeds)
         self.events: list[list[dict]] = [[] for _ in seeds]
+        # Rows whose draft has ended (a stop token, or `WordLimit`): `generate` pads them while
+        # the others go on, so they draw nothing more (and record no event that would depend on them).
+        self.stop_ids = stop_ids or set()
+        self.done = [False] * len(seeds)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         generated = input_ids[:, self.prompt_length :]
         if generated.shape[1] > 0:
-            for row, still_first in enumerate(self.at_first_word):
+            for row, last in enumerate(generated[:, -1].tolist()):
                 # The first word has begun once a token with visible text was generated.
-                if still_first and int(generated[row, -1]) not in self.whitespace_ids:
+                if self.at_first_word[row] and last not in self.whitespace_ids:
                     self.at_first_word[row] = False
+                if last in self.stop_ids:
+                    self.done[row] = True
         sorted_probs, sorted_ids = self._filtered(scores)
         choice = torch.full_like(scores, float("-inf"))
         for row, generator in enumerate(self.generators):
+            if self.done[row]:
+                choice[row, 0] = 0.0  # replaced by padding
+                continue
             token = self._draw(sorted_probs[row], sorted_ids[row], generator)
             banned = self._banned(row, scores.shape[-1], scores.device)
             if banned is not None and banned[token]:
@@ -122,13 +132,19 @@ class RowSampler(LogitsProcessor):
 
 
 class WordLimit(StoppingCriteria):
-    """Stops a row as soon as its draft has more than `max_words` words: it is rejected anyway."""
+    """Stops a row as soon as its draft has more than `max_words` words: it is rejected anyway.
+    `done` (a `RowSampler`'s) learns which rows stopped."""
 
-    def __init__(self, tokenizer, prompt_length: int, max_words: int):
+    def __init__(self, tokenizer, prompt_length: int, max_words: int, done: list[bool] | None = None):
         self.tokenizer = tokenizer
         self.prompt_length = prompt_length
         self.max_words = max_words
+        self.done = done
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
         texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length :], skip_special_tokens=True)
-        return torch.tensor([len(t.split()) > self.max_words for t in texts], device=input_ids.device)
+        over = [len(t.split()) > self.max_words for t in texts]
+        if self.done is not None:
+            for row, stop in enumerate(over):
+                self.done[row] = self.done[row] or stop
+        return torch.tensor(over, device=input_ids.device)

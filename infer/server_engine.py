@@ -6,8 +6,10 @@ worker takes everything queued, groups the rows by their sampling settings, and 
 group through one `generate_each` call in a thread (so the event loop keeps accepting
 requests); whatever arrived meanwhile forms the next batch. So sixteen clients cost about
 one batched call per turn, not sixteen. Rows are seeded one by one (`infer/sampling.py`),
-so a row's text does not depend on which other requests shared its batch. A request whose
-client went away before its batch started is dropped from it.
+so a row's text does not depend on which other requests shared its batch. The simulator
+keeps prompts' KV caches across calls (`infer/prompt_cache.py`), so a conversation's next
+turn prefills only what its previous prompt lacked. A request whose client went away
+before its batch started is dropped from it.
 
 Upstream: the completions backend already sends one request per row, concurrently, and the
 upstream server (vLLM) batches them itself.
@@ -126,6 +128,10 @@ class BatchingEngine:
         except Exception as error:  # the whole call failed: every request in it gets the error
             log.exception("generation failed")
             turns = [error] * len(prompts)
+        cache = getattr(self.simulator, "prompt_cache", None)
+        if cache is not None:  # prompt tokens read, and how many of them a kept cache already held
+            self.stats["prompt_tokens"] = cache.stats["prompt_tokens"]
+            self.stats["reused_prompt_tokens"] = cache.stats["reused_tokens"]
         start = 0
         for job in jobs:
             if not job.future.done():
