@@ -40,7 +40,7 @@ from .config import SimulatorServer
 from .guardrails import Guardrails, check_draft
 from .loading import DEFAULT_NAME, context_error, context_length, resolve_template
 from .sampling import derive_seed
-from .simulator import GeneratedTurn, UserSimulator, cut_at_stops
+from .simulator import GeneratedTurn, UserSimulator, cut_at_stops, row_seeds
 
 SERVERS = typing.get_args(SimulatorServer)
 
@@ -114,7 +114,7 @@ class CompletionsSimulator:
         sentence for a prompt over the context, is returned in that prompt's place."""
         if self._client is None:
             self._client = EndpointClient(self.endpoint)
-        seeds = [seed + i for i in range(len(prompts))] if isinstance(seed, int) else list(seed)
+        seeds = row_seeds(seed, len(prompts))
         stops = [self.template.eot_token, *(s for s in stop if s)]
         if self.server == "vllm" and self.end_token_id is not None:
             # Stop at the end marker too (UserLM-8b's is no EOS); vLLM is told to keep stop strings in the text.

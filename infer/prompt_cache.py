@@ -29,6 +29,10 @@ from transformers import DynamicCache
 DEFAULT_BUDGET_BYTES = 1 << 30
 
 
+def nbytes(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> int:
+    return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in layers)
+
+
 def cache_keyword(model) -> str:
     """`cache` since transformers 5.24; `past_key_values` before."""
     import inspect
@@ -160,7 +164,7 @@ class PromptCache:
                     continue
                 columns = valid[row].nonzero().flatten()
                 parts = [(k[row][:, columns].clone(), v[row][:, columns].clone()) for k, v in layers]
-                size = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in parts)
+                size = nbytes(parts)
                 if size > self.budget_bytes:
                     continue
                 # A stored row that this one extends can never be the longest match again.
@@ -172,5 +176,4 @@ class PromptCache:
                     self._drop(next(iter(self._store)))
 
     def _drop(self, tokens) -> None:
-        parts = self._store.pop(tokens)
-        self._bytes -= sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in parts)
+        self._bytes -= nbytes(self._store.pop(tokens))

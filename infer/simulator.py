@@ -66,6 +66,14 @@ class Drafting:
     result: GeneratedTurn | None = None
 
 
+def row_seeds(seed: int | list[int], rows: int) -> list[int]:
+    """One seed per row: `seed + i` for row i, or the given list, which must have one per row."""
+    seeds = [seed + i for i in range(rows)] if isinstance(seed, int) else list(seed)
+    if len(seeds) != rows:
+        raise ValueError("Give one seed per prompt.")
+    return seeds
+
+
 def cut_at_stops(text: str, stop: tuple[str, ...]) -> str:
     """The text before the first of the caller's stop strings (OpenAI's `stop`)."""
     positions = [text.find(s) for s in stop if s and s in text]
@@ -100,8 +108,11 @@ class UserSimulator:
     def settings(self) -> dict:
         return {"backend": "local", "simulator": self.name, "template": self.template.name}
 
+    def prompt_ids(self, prompt: list[dict]) -> list[int]:
+        return self.tokenizer(render(self.tokenizer, self.template, prompt), add_special_tokens=False)["input_ids"]
+
     def prompt_tokens(self, prompt: list[dict]) -> int:
-        return len(self.tokenizer(render(self.tokenizer, self.template, prompt), add_special_tokens=False)["input_ids"])
+        return len(self.prompt_ids(prompt))
 
     def prompt_error(self, prompt: list[dict], max_new_tokens: int = 64) -> UserError | None:
         """The one sentence for a prompt that does not fit the context with room for the reply, else None."""
@@ -109,8 +120,7 @@ class UserSimulator:
 
     def generate_each(self, prompts: list[list[dict]], *, seed: int | list[int] = 0, **options) -> list[GeneratedTurn | Exception]:
         """`generate`, except that a prompt over the context gets its error in its place and the others their turns."""
-        seeds = [seed + i for i in range(len(prompts))] if isinstance(seed, int) else list(seed)
-        turns = self.start(prompts, seeds, options.get("max_new_tokens", 64))
+        turns = self.start(prompts, row_seeds(seed, len(prompts)), options.get("max_new_tokens", 64))
         self._draft_all([t for t in turns if isinstance(t, Drafting)], **options)
         return [t.result if isinstance(t, Drafting) else t for t in turns]
 
@@ -118,7 +128,7 @@ class UserSimulator:
         """A turn to draft for every prompt, or the error of a prompt over the context."""
         turns: list[Drafting | UserError] = []
         for prompt, seed in zip(prompts, seeds):
-            ids = self.tokenizer(render(self.tokenizer, self.template, prompt), add_special_tokens=False)["input_ids"]
+            ids = self.prompt_ids(prompt)
             error = context_error(len(ids), max_new_tokens, self.context_length)
             turns.append(error if error is not None else Drafting(prompt, seed, ids))
         return turns
@@ -140,10 +150,7 @@ class UserSimulator:
     ) -> list[GeneratedTurn]:
         """The next user turn for every prompt. `seed` is one int (row i uses seed + i) or one per prompt;
         `stop` strings end a turn where they first appear. Raises UserError for a prompt over the context."""
-        seeds = [seed + i for i in range(len(prompts))] if isinstance(seed, int) else list(seed)
-        if len(seeds) != len(prompts):
-            raise ValueError("Give one seed per prompt.")
-        turns = self.start(prompts, seeds, max_new_tokens)
+        turns = self.start(prompts, row_seeds(seed, len(prompts)), max_new_tokens)
         for turn in turns:
             if isinstance(turn, UserError):
                 raise turn
@@ -213,6 +220,7 @@ class UserSimulator:
         first_word_mask = None
         if guardrails and guardrails.banned_first_words:
             first_word_mask = self._first_word_mask(guardrails.banned_first_words)
+        stops = set(self.stop_token_ids) | {self.tokenizer.pad_token_id}
         sampler = RowSampler(
             seeds=seeds,
             prompt_length=prompt_length,
@@ -224,7 +232,7 @@ class UserSimulator:
             end_token_id=self.end_token_id,
             end_banned=[bool(guardrails) and not guardrails.end_allowed(count_user_turns(p)) for p in prompts],
             token_text=lambda token: self.token_texts[token],
-            stop_ids=set(self.stop_token_ids) | {self.tokenizer.pad_token_id},
+            stop_ids=stops,
         )
         stopping = StoppingCriteriaList()
         if guardrails and guardrails.max_words is not None:
@@ -242,7 +250,6 @@ class UserSimulator:
             logits_processor=LogitsProcessorList([sampler]), stopping_criteria=stopping,
             **({self.prompt_cache.cache_keyword: cache} if cache is not None else {}),
         )
-        stops = set(self.stop_token_ids) | {self.tokenizer.pad_token_id}
         drafts, finishes = [], []
         for row in output[:, prompt_length:].tolist():
             end = next((k for k, token in enumerate(row) if token in stops), None)
