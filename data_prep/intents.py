@@ -8,6 +8,7 @@ one of three sources.
   heuristic named the three most repeated first-turn words; the real users of the ShareGPT
   test split then measured 32.5% intent decomposition against their own intents (the paper's
   human figure, against GPT-4o intents: 1.68%). This one measures 1.29% there (README).
+  A second sentence gives the conversation's scope in coarse words (`scope_of`).
 - `column`: an existing text field of the source rows (`--intent-column`).
 - `llm`: `llm_intents.llm_intents` with an OpenAI-compatible endpoint, cache and resume.
 
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from userlm.data_prep.format import INTENT_PREFIX
+from userlm.data_prep.format import INTENT_PREFIX, conversation_ends, count_user_turns
 from userlm.data_prep.words import words
 
 from .reading import Rejection
@@ -161,15 +162,34 @@ def topics_of(text: str, limit: int = 2) -> list[str]:
     return sorted(votes, key=lambda topic: (-votes[topic], order.index(topic)))[:limit]
 
 
+def scope_of(record: dict) -> str:
+    """How far the user takes the conversation, in coarse words. The paper's intents are written
+    from the whole conversation and so say when the user followed up ("... and then adapt it to
+    a different library"); an intent that only names the opening request leaves a simulator no
+    way to know when it is done, and it cannot learn when to leave (README "Learning to leave")."""
+    if not conversation_ends(record):  # a part of a log cut for its length: the user went on
+        return "You keep following up for a long while."
+    turns = count_user_turns(record["messages"])
+    if turns == 1:
+        return "A single answer is all you are after."
+    if turns == 2:
+        return "You follow up once."
+    if turns <= 4:
+        return "You follow up a few times."
+    return "You keep following up for a long while."
+
+
 def heuristic_intent(record: dict) -> str:
     users = [m["content"] for m in record["messages"] if m["role"] == "user"]
     task = task_of(" ".join(users[:2])[:TASK_CHARS])
     topics = topics_of(" ".join(users[:2])[:TOPIC_CHARS])
     if not topics:
-        return f"{INTENT_PREFIX} {task}."
-    if len(topics) == 1:
-        return f"{INTENT_PREFIX} {task}, in the area of {topics[0]}."
-    return f"{INTENT_PREFIX} {task}, in the area of {topics[0]}, with a bearing on {topics[1]}."
+        request = task
+    elif len(topics) == 1:
+        request = f"{task}, in the area of {topics[0]}"
+    else:
+        request = f"{task}, in the area of {topics[0]}, with a bearing on {topics[1]}"
+    return f"{INTENT_PREFIX} {request}. {scope_of(record)}"
 
 
 def assign_intents(
