@@ -1,11 +1,10 @@
-"""Per-row seeded sampling with token-level guardrails, plugged into `model.generate`.
+"""Per-row seeded sampling with token-level guardrails, for the simulator's decode loop (`infer/decoding.py`).
 
 `transformers` samples every row of a batch from one global random stream, so a
 conversation's text would depend on which other conversations shared its batch. Here
-each row draws from its own `torch.Generator`, seeded from the conversation's recorded
-seed, and the processor hands `generate` a one-hot choice that greedy decoding keeps.
-Temperature and top-p are therefore applied here (as `TemperatureLogitsWarper` and
-`TopPLogitsWarper` would) instead of by `generate`.
+each draft draws from its own `torch.Generator` (a `RowDraw`), seeded from the
+conversation's recorded seed and the attempt, with temperature and top-p applied as
+`TemperatureLogitsWarper` and `TopPLogitsWarper` would.
 
 Bans act at the draw: the row first draws from the full distribution; only when that
 draw is a banned token (a banned first word, or the end marker before it is allowed) is
@@ -18,7 +17,6 @@ from __future__ import annotations
 import hashlib
 
 import torch
-from transformers import LogitsProcessor, StoppingCriteria
 
 # Tokens ranked before top-p is applied; a row whose top-p prefix is longer is sorted in full.
 TOP_K_PREFILTER = 256
@@ -30,61 +28,58 @@ def derive_seed(*parts: int) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
-class RowSampler(LogitsProcessor):
+class RowDraw:
+    """One draft's draws: its own generator, whether its first word is still to come, whether
+    the end marker is banned, and the events its bans recorded."""
+
+    def __init__(self, seed: int, *, device: torch.device, at_first_word: bool, end_banned: bool):
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.at_first_word = at_first_word
+        self.end_banned = end_banned
+        self.events: list[dict] = []
+
+
+class RowSampler:
+    """Draws the next token of every running draft from its logits, each with its own `RowDraw`."""
+
     def __init__(
         self,
         *,
-        seeds: list[int],
-        prompt_length: int,
         temperature: float,
         top_p: float,
         device: torch.device,
         first_word_mask: torch.Tensor | None = None,
         whitespace_ids: set[int] | None = None,
         end_token_id: int | None = None,
-        end_banned: list[bool] | None = None,
         token_text=None,
-        stop_ids: set[int] | None = None,
     ):
-        self.generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
-        self.prompt_length = prompt_length
         self.temperature = temperature
         self.top_p = top_p
+        self.device = device
         self.first_word_mask = first_word_mask
         self.whitespace_ids = whitespace_ids or set()
         self.end_token_id = end_token_id
-        self.end_banned = end_banned or [False] * len(seeds)
         self.token_text = token_text
-        self.at_first_word = [first_word_mask is not None] * len(seeds)
-        self.events: list[list[dict]] = [[] for _ in seeds]
-        # Rows whose draft has ended (a stop token, or `WordLimit`): `generate` pads them while
-        # the others go on, so they draw nothing more (and record no event that would depend on them).
-        self.stop_ids = stop_ids or set()
-        self.done = [False] * len(seeds)
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        generated = input_ids[:, self.prompt_length :]
-        if generated.shape[1] > 0:
-            for row, last in enumerate(generated[:, -1].tolist()):
-                # The first word has begun once a token with visible text was generated.
-                if self.at_first_word[row] and last not in self.whitespace_ids:
-                    self.at_first_word[row] = False
-                if last in self.stop_ids:
-                    self.done[row] = True
+    def row(self, seed: int, end_banned: bool) -> RowDraw:
+        return RowDraw(seed, device=self.device, at_first_word=self.first_word_mask is not None, end_banned=end_banned)
+
+    def draw(self, scores: torch.Tensor, rows: list[RowDraw]) -> list[int]:
+        """The next token of each row of `scores` [rows, vocab]."""
         sorted_probs, sorted_ids = self._filtered(scores)
-        choice = torch.full_like(scores, float("-inf"))
-        for row, generator in enumerate(self.generators):
-            if self.done[row]:
-                choice[row, 0] = 0.0  # replaced by padding
-                continue
-            token = self._draw(sorted_probs[row], sorted_ids[row], generator)
+        tokens = []
+        for i, row in enumerate(rows):
+            token = self._draw(sorted_probs[i], sorted_ids[i], row.generator)
             banned = self._banned(row, scores.shape[-1], scores.device)
             if banned is not None and banned[token]:
-                self.events[row].append(self._event(row, token))
-                probs, ids = self._filtered(scores[row : row + 1].masked_fill(banned, float("-inf")))
-                token = self._draw(probs[0], ids[0], generator)
-            choice[row, token] = 0.0
-        return choice
+                row.events.append(self._event(row, token))
+                probs, ids = self._filtered(scores[i : i + 1].masked_fill(banned, float("-inf")))
+                token = self._draw(probs[0], ids[0], row.generator)
+            # The first word has begun once a token with visible text was drawn.
+            if row.at_first_word and token not in self.whitespace_ids:
+                row.at_first_word = False
+            tokens.append(token)
+        return tokens
 
     def _filtered(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Probabilities after temperature and top-p, sorted in descending order, with their ids."""
@@ -115,36 +110,17 @@ class RowSampler(LogitsProcessor):
     def _draw(sorted_probs: torch.Tensor, sorted_ids: torch.Tensor, generator: torch.Generator) -> int:
         return int(sorted_ids[torch.multinomial(sorted_probs, 1, generator=generator)])
 
-    def _banned(self, row: int, vocab: int, device) -> torch.Tensor | None:
+    def _banned(self, row: RowDraw, vocab: int, device) -> torch.Tensor | None:
         banned = None
-        if self.at_first_word[row]:
+        if row.at_first_word:
             banned = self.first_word_mask.clone()
-        if self.end_banned[row] and self.end_token_id is not None:
+        if row.end_banned and self.end_token_id is not None:
             if banned is None:
                 banned = torch.zeros(vocab, dtype=torch.bool, device=device)
             banned[self.end_token_id] = True
         return banned
 
-    def _event(self, row: int, token: int) -> dict:
-        if token == self.end_token_id and self.end_banned[row]:
+    def _event(self, row: RowDraw, token: int) -> dict:
+        if token == self.end_token_id and row.end_banned:
             return {"guardrail": "end_too_early", "action": "redrawn"}
         return {"guardrail": "first_word", "action": "redrawn", "token": self.token_text(token)}
-
-
-class WordLimit(StoppingCriteria):
-    """Stops a row as soon as its draft has more than `max_words` words: it is rejected anyway.
-    `done` (a `RowSampler`'s) learns which rows stopped."""
-
-    def __init__(self, tokenizer, prompt_length: int, max_words: int, done: list[bool] | None = None):
-        self.tokenizer = tokenizer
-        self.prompt_length = prompt_length
-        self.max_words = max_words
-        self.done = done
-
-    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length :], skip_special_tokens=True)
-        over = [len(t.split()) > self.max_words for t in texts]
-        if self.done is not None:
-            for row, stop in enumerate(over):
-                self.done[row] = self.done[row] or stop
-        return torch.tensor(over, device=input_ids.device)
