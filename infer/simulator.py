@@ -56,14 +56,13 @@ class GeneratedTurn:
 
 @dataclass
 class Drafting:
-    """A turn being drafted: what each round (`UserSimulator.draft_round`) reads and updates."""
+    """A turn being drafted: what the decode loop (`UserSimulator._draft_all`) reads and updates."""
 
     prompt: list[dict]
     seed: int
     tokens: list[int]  # the rendered prompt's token ids
     events: list[dict] = field(default_factory=list)
     next_attempt: int = 1
-    last_draft: ParsedDraft | None = None
     result: GeneratedTurn | None = None
 
 
@@ -103,6 +102,8 @@ class UserSimulator:
         self.eot_token_id = tokenizer.convert_tokens_to_ids(template.eot_token)
         # Every token that ends a turn, whichever end token the checkpoint's configs name.
         self.stop_token_ids = turn_end_ids(tokenizer, template, model.config, getattr(model, "generation_config", None))
+        # Where a draft ends: any turn end, and the pad token (the stops the drafting has always used).
+        self.draft_stop_ids = set(self.stop_token_ids) | {tokenizer.pad_token_id}
         self.context_length = context_length(model.config, tokenizer)
         self._token_texts: list[str] | None = None
         self._whitespace: set[int] | None = None
@@ -196,7 +197,7 @@ class UserSimulator:
             end_banned = bool(guardrails) and not guardrails.end_allowed(count_user_turns(turn.prompt))
             return _Row(turn, attempt, sampler.row(derive_seed(turn.seed, attempt), end_banned))
 
-        stops = set(self.stop_token_ids) | {self.tokenizer.pad_token_id}
+        stops = self.draft_stop_ids
         rows = [row(turn, 1) for turn in turns]
         while rows:
             tokens = sampler.draw(decoder.step(), [r.draw for r in rows])
@@ -241,15 +242,13 @@ class UserSimulator:
             turn.result = GeneratedTurn.of(draft, turn.events, attempt, finish)
             return
         turn.events.append({**reason, "attempt": attempt})
-        turn.last_draft = draft
         turn.next_attempt = attempt + 1
         if turn.next_attempt > attempts:
             turn.result = self._fallback(draft, turn.events, guardrails)
 
     def _read(self, tokens: list[int], stop) -> tuple[ParsedDraft, str]:
         """A draft's tokens as the parsed draft and its finish reason."""
-        stops = set(self.stop_token_ids) | {self.tokenizer.pad_token_id}
-        end = next((k for k, token in enumerate(tokens) if token in stops), None)
+        end = next((k for k, token in enumerate(tokens) if token in self.draft_stop_ids), None)
         if end is not None and tokens[end] == self.end_token_id:
             end += 1  # the end marker stays in the text: the draft parser reads it
         text = self.tokenizer.decode(tokens[:end], skip_special_tokens=False)
