@@ -66,23 +66,22 @@ class RowSampler:
 
     def draw(self, scores: torch.Tensor, rows: list[RowDraw]) -> list[int]:
         """The next token of each row of `scores` [rows, vocab]."""
-        sorted_probs, sorted_ids = self._filtered(scores)
+        nucleus = self._nuclei(scores)
         tokens = []
         for i, row in enumerate(rows):
-            token = self._draw(sorted_probs[i], sorted_ids[i], row.generator)
+            token = self._draw(*nucleus(i), row.generator)
             banned = self._banned(row, scores.shape[-1], scores.device)
             if banned is not None and banned[token]:
                 row.events.append(self._event(row, token))
-                probs, ids = self._filtered(scores[i : i + 1].masked_fill(banned, float("-inf")))
-                token = self._draw(probs[0], ids[0], row.generator)
+                token = self._draw(*self._nuclei(scores[i : i + 1].masked_fill(banned, float("-inf")))(0), row.generator)
             # The first word has begun once a token with visible text was drawn.
             if row.at_first_word and token not in self.whitespace_ids:
                 row.at_first_word = False
             tokens.append(token)
         return tokens
 
-    def _filtered(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Probabilities after temperature and top-p, sorted in descending order, with their ids."""
+    def _nuclei(self, scores: torch.Tensor):
+        """A function of a row: its top-p nucleus after temperature, as (probabilities, ids) in descending order."""
         if self.temperature == 0:
             probs = torch.zeros_like(scores).scatter_(-1, scores.argmax(-1, keepdim=True), 1.0)
         else:
@@ -92,23 +91,31 @@ class RowSampler:
         # always lies within the top few hundred tokens. Rows whose top-k mass falls short of
         # top_p are sorted in full, so the result is exact.
         k = min(TOP_K_PREFILTER, probs.shape[-1])
-        top_probs, top_ids = probs.topk(k, dim=-1)
-        sorted_probs = torch.zeros_like(probs)
-        sorted_probs[:, :k] = top_probs
-        sorted_ids = torch.zeros_like(probs, dtype=torch.long)
-        sorted_ids[:, :k] = top_ids
-        short = (top_probs.sum(-1) < self.top_p).nonzero().flatten()
-        if len(short):
-            sorted_probs[short], sorted_ids[short] = probs[short].sort(dim=-1, descending=True)
-        # Keep the smallest prefix whose mass reaches top_p (always at least one token). The
-        # zeros after the top k keep the vector full length, so `multinomial` consumes the row's
-        # generator exactly as it did on the fully sorted vector.
-        outside = (sorted_probs.cumsum(-1) - sorted_probs) >= self.top_p
-        return sorted_probs.masked_fill(outside, 0.0), sorted_ids
+        sorted_probs, sorted_ids = probs.topk(k, dim=-1)
+        short = (sorted_probs.sum(-1) < self.top_p).nonzero().flatten().tolist()
+        full = {i: probs[i].sort(descending=True) for i in short}
+        lengths = self._nucleus_lengths(sorted_probs)
+
+        def nucleus(i: int) -> tuple[torch.Tensor, torch.Tensor]:
+            if i in full:
+                p, ids = full[i]
+                n = int(self._nucleus_lengths(p[None])[0])
+                return p[:n], ids[:n]
+            n = int(lengths[i])
+            return sorted_probs[i, :n], sorted_ids[i, :n]
+
+        return nucleus
+
+    def _nucleus_lengths(self, sorted_probs: torch.Tensor) -> torch.Tensor:
+        """The smallest prefix of each sorted row whose mass reaches top_p (always at least one token)."""
+        return ((sorted_probs.cumsum(-1) - sorted_probs) < self.top_p).sum(-1)
 
     @staticmethod
-    def _draw(sorted_probs: torch.Tensor, sorted_ids: torch.Tensor, generator: torch.Generator) -> int:
-        return int(sorted_ids[torch.multinomial(sorted_probs, 1, generator=generator)])
+    def _draw(probs: torch.Tensor, ids: torch.Tensor, generator: torch.Generator) -> int:
+        # Drawn from the nucleus alone: `multinomial` draws one exponential per entry, and over the
+        # whole vocabulary that cost 3-4 s of a 50 s serve bench run. A row's draw depends only on
+        # its own nucleus and generator, so a seed gives the same text whatever shares the batch.
+        return int(ids[torch.multinomial(probs, 1, generator=generator)])
 
     def _banned(self, row: RowDraw, vocab: int, device) -> torch.Tensor | None:
         banned = None
