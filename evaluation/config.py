@@ -102,6 +102,9 @@ class EvalConfig(Config):
     naturalness_fit_samples: int = field(default=2000, metadata={
         "min": 10, "help": "train-split samples the offline naturalness detector is trained on (and held-out turns it is validated on)"})
     batch_size: int = field(default=8, metadata={"min": 1, "help": "prompts generated (and half as many samples scored) at once"})
+    bf16: bool = field(default=False, metadata={
+        "help": "read the teacher-forced passes (perplexity, P(end)) under bf16 autocast: about twice as fast on a CPU with "
+        "bf16 instructions, perplexity within about 2% of float32's; generation is unchanged"})
     judge_endpoint: str | None = field(default=None, metadata={
         "help": "base URL (…/v1) of an OpenAI-compatible chat endpoint that judges the adherence probes; "
         "without it an offline heuristic judge is used, and labelled as such"})

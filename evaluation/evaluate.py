@@ -84,5 +84,6 @@ def settings(config: EvalConfig, judge_label: str, detector_label: str) -> dict:
         "(shared by a conversation's points where their prompts are prefixes of each other), temperature 1, no top-p",
         "perplexity": "exp(mean NLL per scored token) over the target user turn and its end-of-turn token, the tokens training scores, "
         "in each checkpoint's own tokenizer (the end marker is one token where the vocabulary has it, several where it does not)",
+        "teacher_forced_passes": "under bf16 autocast (bf16: true)" if config.bf16 else "in each model's own dtype",
         "seeds": seeds_note(config.seed),
     }

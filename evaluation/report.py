@@ -97,6 +97,7 @@ def settings_lines(results: dict) -> list[str]:
         f"{', filter ' + s['persona_filter'] if s['persona_filter'] else ''}) × at most {s['persona_turns_per_user']} turns, "
         f"persona contrast {s['contrast_intents']} intents × 2 personas; the n column gives what was measured",
         f"Seeds: {s['seeds']}",
+        f"Perplexity and P(end) passes: {s['teacher_forced_passes']}",
         f"Word tokenisation: {s['word_tokenisation']}",
         f"Perplexity: {s['perplexity']}",
         f"P(end): {s['end_probability']}",

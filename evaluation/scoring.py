@@ -15,6 +15,8 @@ import gc
 import time
 from contextlib import contextmanager
 
+import torch
+
 from userlm.data_prep.format import END_MARKER
 
 from .config import CheckpointSpec, EvalConfig
@@ -87,6 +89,12 @@ def perplexities(simulator, samples: list[dict], config: EvalConfig, name: str) 
     return result
 
 
+def teacher_forced(simulator, config: EvalConfig) -> torch.autocast:
+    """bf16 autocast for the forward-only passes where `bf16` asks for it (a no-op on a bf16 model)."""
+    device = next(simulator.model.parameters()).device
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16)
+
+
 @contextmanager
 def timed(seconds: dict, stage: str):
     """Record the wall-clock seconds of one stage, so sample sizes can be chosen for a time budget."""
@@ -134,7 +142,7 @@ def score_checkpoint(spec: CheckpointSpec, subsets: EvalSubsets, judge, detector
         "left_out_over_context": over_context,
     }
     if subsets.perplexity:
-        with timed(seconds, "perplexity"):
+        with timed(seconds, "perplexity"), teacher_forced(simulator, config):
             result.update(perplexities(simulator, subsets.perplexity, config, spec.name))
 
     intents = [intent_of(s) for s in subsets.first_turns]
@@ -159,7 +167,7 @@ def score_checkpoint(spec: CheckpointSpec, subsets: EvalSubsets, judge, detector
             )
         result["termination_f1"] = {"value": 100 * termination.pop("f1"), "n": termination["points"], **termination}
     if subsets.end_points:
-        with timed(seconds, "P(end)"):
+        with timed(seconds, "P(end)"), teacher_forced(simulator, config):
             probabilities, sampled = end_scores(simulator, subsets.end_points, top_p=SAMPLING_TOP_P, batch_size=config.batch_size,
                                                 progress=config.progress, desc=f"{spec.name} P(end)")
         real_ends = [p["is_end"] for p in subsets.end_points]
