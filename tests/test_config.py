@@ -133,3 +133,14 @@ def test_a_union_of_a_path_and_a_list_takes_one_value_as_a_flag():
 
     assert parse_config(Inputs, ["--intents", "intents.txt"], prog="t").intents == Path("intents.txt")
     assert parse_config(Inputs, ["intents=[a, b]"], prog="t").intents == ["a", "b"]
+
+
+def test_a_percent_sign_in_a_keys_help_shows_in_help(capsys):
+    @dataclass(kw_only=True)
+    class Share(Config):
+        tolerance: float = field(default=0.02, metadata={"help": "within 2% of the exact figure"})
+
+    with pytest.raises(SystemExit) as exit:
+        parse_config(Share, ["--help"], prog="share")
+    assert exit.value.code == 0
+    assert "within 2% of the exact figure" in capsys.readouterr().out

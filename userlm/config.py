@@ -312,6 +312,8 @@ def build_parser(cls, prog: str, description: str = "", *, config_help: str = "a
         default = defaults[key].default if key in defaults else dataclasses.MISSING
         if shown and help_text and default not in (dataclasses.MISSING, None) and "default" not in help_text:
             help_text += f" (default: {default})"
+        if shown:
+            help_text = help_text.replace("%", "%%")  # argparse %-formats help: a literal "%" would break `--help`
         flag = f"--{key.replace('_', '-')}"
         # The underscore spelling (as in YAML) works too, unlisted.
         spellings = [(flag, help_text)] + ([(f"--{key}", argparse.SUPPRESS)] if "_" in key else [])
