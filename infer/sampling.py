@@ -70,9 +70,10 @@ class RowSampler:
         tokens = []
         for i, row in enumerate(rows):
             token = self._draw(*nucleus(i), row.generator)
-            banned = self._banned(row, scores.shape[-1], scores.device)
-            if banned is not None and banned[token]:
+            # The ban mask (a vocabulary's worth) is built only for the rare draw it changes.
+            if (row.at_first_word and bool(self.first_word_mask[token])) or (row.end_banned and token == self.end_token_id):
                 row.events.append(self._event(row, token))
+                banned = self._banned(row, scores.shape[-1], scores.device)
                 token = self._draw(*self._nuclei(scores[i : i + 1].masked_fill(banned, float("-inf")))(0), row.generator)
             # The first word has begun once a token with visible text was drawn.
             if row.at_first_word and token not in self.whitespace_ids:
@@ -117,7 +118,7 @@ class RowSampler:
         # its own nucleus and generator, so a seed gives the same text whatever shares the batch.
         return int(ids[torch.multinomial(probs, 1, generator=generator)])
 
-    def _banned(self, row: RowDraw, vocab: int, device) -> torch.Tensor | None:
+    def _banned(self, row: RowDraw, vocab: int, device) -> torch.Tensor:
         banned = None
         if row.at_first_word:
             banned = self.first_word_mask.clone()
