@@ -162,21 +162,24 @@ def topics_of(text: str, limit: int = 2) -> list[str]:
     return sorted(votes, key=lambda topic: (-votes[topic], order.index(topic)))[:limit]
 
 
+# `scope_of`'s sentences, from the shortest conversation to the longest.
+SCOPES = ("A single answer is all you are after.", "You follow up once.", "You follow up a few times.",
+          "You keep following up for a long while.")
+
+
 def scope_of(record: dict) -> str:
     """How far the user takes the conversation, in coarse words. The paper's intents are written
     from the whole conversation and so say when the user followed up ("... and then adapt it to
     a different library"); an intent that only names the opening request leaves a simulator no
     way to know when it is done, and it cannot learn when to leave (README "Learning to leave")."""
     if not conversation_ends(record):  # a part of a log cut for its length: the user went on
-        return "You keep following up for a long while."
+        return SCOPES[-1]
     turns = count_user_turns(record["messages"])
     if turns == 1:
-        return "A single answer is all you are after."
+        return SCOPES[0]
     if turns == 2:
-        return "You follow up once."
-    if turns <= 4:
-        return "You follow up a few times."
-    return "You keep following up for a long while."
+        return SCOPES[1]
+    return SCOPES[2] if turns <= 4 else SCOPES[3]
 
 
 def heuristic_intent(record: dict) -> str:
