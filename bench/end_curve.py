@@ -46,7 +46,7 @@ class EndCurveConfig(Config):
             raise UserError("Give steps as a list of positive step numbers, e.g. 'steps=[20,60]'.")
 
 
-def scores(run, points: list[dict], batch_size: int) -> tuple[list[float], list[float]]:
+def scores(run, points: list[dict], batch_size: int, step: int) -> tuple[list[float], list[float]]:
     """(P(end), the probability that sampling ends) at each point, from the model in training."""
     from types import SimpleNamespace
 
@@ -57,7 +57,7 @@ def scores(run, points: list[dict], batch_size: int) -> tuple[list[float], list[
     training = model.training
     model.eval()
     simulator = SimpleNamespace(model=model, tokenizer=run.tokenizer, template=get_template(run.config.template))
-    raw, sampled = end_scores(simulator, points, top_p=0.8, batch_size=batch_size, progress=False)
+    raw, sampled = end_scores(simulator, points, top_p=0.8, batch_size=batch_size, desc=f"P(end) at step {step}")
     model.train(training)
     return raw, sampled
 
@@ -88,23 +88,25 @@ def main(words: list[str]) -> int:
                                                   seed=config.seed))
     points = [p for p in points if p["conversation_id"] in large]
     steps = sorted(set(config.steps))
-    recipe = load_recipe(config.recipe, [
-        *config.overrides, f"dataset_path={config.data}", f"output_dir={tempfile.mkdtemp(prefix='end-curve-')}",
-        f"max_steps={steps[-1]}", "save_strategy=no", "eval_on_start=false", "eval_strategy=no",
-        "resume_from_checkpoint=null"])
-    run = build_trainer(recipe)
     table = []
+
+    def score(run, step: int) -> None:
+        table.append(row(step, points, *scores(run, points, config.batch_size, step)))
+        print(table[-1], flush=True)
 
     class ScoreAtSteps(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step in steps:
-                table.append(row(state.global_step, points, *scores(run, points, config.batch_size)))
-                print(table[-1], flush=True)
+                score(run, state.global_step)
 
-    table.append(row(0, points, *scores(run, points, config.batch_size)))
-    print(table[-1], flush=True)
-    run.trainer.add_callback(ScoreAtSteps())
-    run.trainer.train()
+    with tempfile.TemporaryDirectory(prefix="end-curve-") as output_dir:  # nothing is saved there
+        recipe = load_recipe(config.recipe, [
+            *config.overrides, f"dataset_path={config.data}", f"output_dir={output_dir}", f"max_steps={steps[-1]}",
+            "save_strategy=no", "eval_on_start=false", "eval_strategy=no", "resume_from_checkpoint=null"])
+        run = build_trainer(recipe)
+        score(run, 0)
+        run.trainer.add_callback(ScoreAtSteps())
+        run.trainer.train()
     decisions = [p for p in points if p["prompt"][-1]["role"] != "system"]
     print(f"\n{config.recipe} {' '.join(config.overrides)} on {config.data}: {len(decisions)} held-out decision points "
           f"({sum(bool(p['is_end']) for p in decisions)} ends) of {len(large)} conversations, "

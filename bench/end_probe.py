@@ -99,7 +99,8 @@ def main(words: list[str]) -> int:
     model.eval()
 
     train_rows, train_points = [], []
-    for sample in load_samples(config.data)["train"].select(range(config.train_samples)):
+    train = load_samples(config.data)["train"]
+    for sample in train.select(range(min(config.train_samples, len(train)))):
         if sample["prompt"][-1]["role"] == "system":
             continue  # a first turn: no decision to leave
         fitted = fit_sample(tokenizer, template, sample, config.max_length)
