@@ -46,22 +46,6 @@ class EndCurveConfig(Config):
             raise UserError("Give steps as a list of positive step numbers, e.g. 'steps=[20,60]'.")
 
 
-def scores(run, points: list[dict], batch_size: int, step: int) -> tuple[list[float], list[float]]:
-    """(P(end), the probability that sampling ends) at each point, from the model in training."""
-    from types import SimpleNamespace
-
-    from userlm.data_prep.templates import get_template
-    from userlm.evaluation.end_probability import end_scores
-
-    model = run.trainer.model
-    training = model.training
-    model.eval()
-    simulator = SimpleNamespace(model=model, tokenizer=run.tokenizer, template=get_template(run.config.template))
-    raw, sampled = end_scores(simulator, points, top_p=0.8, batch_size=batch_size, desc=f"P(end) at step {step}")
-    model.train(training)
-    return raw, sampled
-
-
 def row(step: int, points: list[dict], raw: list[float], sampled: list[float]) -> str:
     from userlm.evaluation.end_probability import expected_f1
     from userlm.evaluation.roc import roc_auc
@@ -77,21 +61,28 @@ def row(step: int, points: list[dict], raw: list[float], sampled: list[float]) -
 
 
 def main(words: list[str]) -> int:
-    from train_end_probability import EndProbabilityConfig, draws
+    from train_end_probability import EndProbabilityConfig, draws, end_probabilities
     from transformers import TrainerCallback
 
+    from userlm.data_prep.templates import get_template
     from userlm.train.config import load_recipe
     from userlm.train.sft import build_trainer
 
     config = parse_config(EndCurveConfig, words, prog="bench/end_curve.py", description=__doc__)
-    points, _, large = draws(EndProbabilityConfig(data=config.data, recipe=config.recipe, conversations=config.conversations,
-                                                  seed=config.seed))
+    scoring = EndProbabilityConfig(data=config.data, recipe=config.recipe, conversations=config.conversations,
+                                   seed=config.seed, batch_size=config.batch_size)
+    points, _, large = draws(scoring)
     points = [p for p in points if p["conversation_id"] in large]
     steps = sorted(set(config.steps))
     table = []
 
     def score(run, step: int) -> None:
-        table.append(row(step, points, *scores(run, points, config.batch_size, step)))
+        """P(end) as train_end_probability scores it (top-p 0.8), from the model in training, which then trains on."""
+        model = run.trainer.model
+        training = model.training
+        scored = end_probabilities(model, run.tokenizer, get_template(run.config.template), points, scoring)
+        model.train(training)
+        table.append(row(step, points, *scored))
         print(table[-1], flush=True)
 
     class ScoreAtSteps(TrainerCallback):
