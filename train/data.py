@@ -29,10 +29,12 @@ from userlm.errors import UserError
 from .truncation import fit_sample
 
 
-def tokenize_split(dataset: Dataset, tokenizer, template: FlippedTemplate, max_length: int | None) -> tuple[Dataset, list[dict]]:
+def tokenize_split(dataset: Dataset, tokenizer, template: FlippedTemplate, max_length: int | None,
+                   num_proc: int | None = None) -> tuple[Dataset, list[dict]]:
     """Tokenise and fit to max_length; returns the trainable rows (with a `truncated` flag) and the samples that cannot fit.
 
-    `dataset` must hold a sample: `map` on no rows adds no columns to read back.
+    `dataset` must hold a sample: `map` on no rows adds no columns to read back. `num_proc` is SFTConfig's
+    `dataset_num_proc`: fitting whole turns renders each sample several times (about 130 samples/s on one core).
     """
 
     def encode(sample: dict) -> dict:
@@ -42,7 +44,7 @@ def tokenize_split(dataset: Dataset, tokenizer, template: FlippedTemplate, max_l
         return {"input_ids": fitted.input_ids, "completion_mask": fitted.completion_mask,
                 "trained_tokens": sum(fitted.completion_mask), "truncated": fitted.truncated}
 
-    encoded = dataset.map(encode, desc="Tokenising flipped samples")
+    encoded = dataset.map(encode, num_proc=num_proc, desc="Tokenising flipped samples")
     no_target = [i for i, n in enumerate(encoded["trained_tokens"]) if n == 0]
     if no_target:
         sample = dataset[no_target[0]]
@@ -70,9 +72,10 @@ def prepare_datasets(config, tokenizer, template: FlippedTemplate, max_length: i
     train = _subset(samples["train"], config.max_train_samples)
     # A split no user fell into is not in `samples` (data_prep.samples leaves its empty file out).
     validation = _subset(samples["validation"], config.max_eval_samples) if "validation" in samples else None
-    train, skipped = tokenize_split(train, tokenizer, template, max_length)
+    num_proc = config.sft.get("dataset_num_proc")
+    train, skipped = tokenize_split(train, tokenizer, template, max_length, num_proc)
     if validation is not None:
-        validation, skipped_eval = tokenize_split(validation, tokenizer, template, max_length)
+        validation, skipped_eval = tokenize_split(validation, tokenizer, template, max_length, num_proc)
         skipped += [dict(row, split="validation") for row in skipped_eval]
     if skipped and config.long_samples == "error":
         first = skipped[0]
