@@ -71,8 +71,10 @@ class RowSampler:
         for i, row in enumerate(rows):
             token = self._draw(*nucleus(i), row.generator)
             # The ban mask (a vocabulary's worth) is built only for the rare draw it changes.
-            if (row.at_first_word and bool(self.first_word_mask[token])) or (row.end_banned and token == self.end_token_id):
-                row.events.append(self._event(row, token))
+            guardrail = self._guardrail_against(row, token)
+            if guardrail is not None:
+                event = {"guardrail": guardrail, "action": "redrawn"}
+                row.events.append(event if guardrail == "end_too_early" else {**event, "token": self.token_text(token)})
                 banned = self._banned(row, scores.shape[-1], scores.device)
                 token = self._draw(*self._nuclei(scores[i : i + 1].masked_fill(banned, float("-inf")))(0), row.generator)
             # The first word has begun once a token with visible text was drawn.
@@ -118,6 +120,14 @@ class RowSampler:
         # its own nucleus and generator, so a seed gives the same text whatever shares the batch.
         return int(ids[torch.multinomial(probs, 1, generator=generator)])
 
+    def _guardrail_against(self, row: RowDraw, token: int) -> str | None:
+        """The guardrail that bans `token` for this row now, if any (`_banned` is its mask)."""
+        if row.end_banned and token == self.end_token_id:
+            return "end_too_early"
+        if row.at_first_word and bool(self.first_word_mask[token]):
+            return "first_word"
+        return None
+
     def _banned(self, row: RowDraw, vocab: int, device) -> torch.Tensor:
         banned = None
         if row.at_first_word:
@@ -127,8 +137,3 @@ class RowSampler:
                 banned = torch.zeros(vocab, dtype=torch.bool, device=device)
             banned[self.end_token_id] = True
         return banned
-
-    def _event(self, row: RowDraw, token: int) -> dict:
-        if token == self.end_token_id and row.end_banned:
-            return {"guardrail": "end_too_early", "action": "redrawn"}
-        return {"guardrail": "first_word", "action": "redrawn", "token": self.token_text(token)}
