@@ -73,6 +73,31 @@ def draws(config: EndProbabilityConfig) -> tuple[list[dict], set[str], set[str]]
     return [p for p in points if p["conversation_id"] in chosen] + first_turns, eval_draw, large
 
 
+def scope_and_turn_rule(config: EndProbabilityConfig, points: list[dict]) -> list[float]:
+    """The reference a model is up against: how often users of the train split left at each (scope sentence of the
+    intent, user turns so far), read off for each point. The heuristic intent's scope sentence comes from how many
+    turns the user wrote (data_prep/intents.py `scope_of`), so this rule ranks ends well without reading any words."""
+    from collections import Counter
+
+    from userlm.data_prep.intents import SCOPES
+    from userlm.data_prep.samples import split_file
+    from userlm.evaluation.subsets import decision_points, read_samples
+
+    def key(point: dict) -> tuple[int, int]:
+        system = point["prompt"][0]["content"] if point["prompt"][0]["role"] == "system" else ""
+        scope = next((i for i, sentence in enumerate(SCOPES) if sentence in system), -1)
+        return scope, sum(m["role"] == "user" for m in point["prompt"])
+
+    train, _ = read_samples(split_file(config.data, "train"))
+    seen, ended = Counter(), Counter()
+    for point in decision_points(train):
+        seen[key(point)] += 1
+        ended[key(point)] += bool(point["is_end"])
+    # Add-one smoothing, so a pair never seen in train ranks by the split's overall rate, not as certain.
+    rate = (sum(ended.values()) + 1) / (sum(seen.values()) + 2)
+    return [(ended[key(p)] + rate) / (seen[key(p)] + 1) for p in points]
+
+
 def end_probabilities(model, tokenizer, template, points: list[dict], config: EndProbabilityConfig):
     """(P(end), the probability that sampling at temperature 1 and top-p ends) at each point, as `userlm eval` scores them."""
     from types import SimpleNamespace
@@ -141,6 +166,10 @@ def main(words: list[str]) -> int:
     for name, chosen in ((f"eval's draw ({len(eval_draw)} conversations)", eval_draw), (f"{len(large)} conversations", large)):
         print(report(name, [(r, s, y) for r, s, y, c in scored if c in chosen]))
     print(f"  first turns of both draws: {len(first)}; P(end) mean {statistics.mean(first):.3g}, median {statistics.median(first):.3g}")
+    decisions = [p for p in points if p["prompt"][-1]["role"] != "system" and p["conversation_id"] in large]
+    rule = scope_and_turn_rule(config, decisions)
+    print(f"  reference, no model: the train split's end rate at each (intent scope, user turns so far) ranks the "
+          f"{len(large)} conversations' points at ROC AUC {roc_auc(rule, [bool(p['is_end']) for p in decisions]):.3f}")
     return 0
 
 
