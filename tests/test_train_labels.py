@@ -153,6 +153,34 @@ def test_sample_whose_system_and_target_do_not_fit_stops_the_run_or_is_listed(fl
         prepare_datasets(nothing_fits, default_tokenizer, CHATML, 24)
 
 
+def test_dataset_num_proc_tokenises_in_worker_processes_to_the_same_rows(flipped_samples_dir, default_tokenizer, tmp_path, monkeypatch):
+    from datasets import Dataset
+
+    from userlm.data_prep.templates import CHATML
+
+    processes = []
+    real_map = Dataset.map
+
+    def recording_map(self, function=None, *args, **kwargs):
+        if kwargs.get("desc") == "Tokenising flipped samples":
+            processes.append(kwargs.get("num_proc"))
+        return real_map(self, function, *args, **kwargs)
+
+    monkeypatch.setattr(Dataset, "map", recording_map)
+
+    tokenizer = copy.deepcopy(default_tokenizer)
+    tokenizer.add_tokens(["<|endconversation|>"], special_tokens=True)
+    one = recipe("default", flipped_samples_dir, tmp_path / "out", "chatml", max_length=34, long_samples="skip")
+    two = recipe("default", flipped_samples_dir, tmp_path / "out", "chatml", max_length=34, long_samples="skip",
+                 dataset_num_proc=2)
+    assert two.sft["dataset_num_proc"] == 2  # SFTConfig's key, under its own name
+    train_one, _, report_one = prepare_datasets(one, tokenizer, CHATML, 34)
+    train_two, _, report_two = prepare_datasets(two, tokenizer, CHATML, 34)
+    assert train_two.to_list() == train_one.to_list() and len(train_two) == len(TARGETS) - 2
+    assert report_two == report_one
+    assert processes == [None, None, 2, 2]  # train and validation, one process and then two
+
+
 def test_end_samples_are_repeated_as_the_recipe_says(flipped_samples_dir, default_tokenizer, tmp_path):
     from userlm.data_prep.templates import CHATML
 
