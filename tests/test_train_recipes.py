@@ -17,12 +17,13 @@ REPO = Path(__file__).resolve().parent.parent
 RECIPES = sorted(p for p in (REPO / "recipes").glob("*.yaml") if p.name != "quickstart.yaml")
 
 
-def test_the_five_recipes_ship():
+def test_the_six_recipes_ship():
     assert {p.stem for p in RECIPES} == {
         "llama31-8b-full-zero3",
         "userlm8b-lora-persona",
         "llama31-8b-qlora-1gpu",
         "smollm2-cpu-quickstart",
+        "smollm2-gpu-quickstart",
         "smollm2-cpu-persona",
     }
 
