@@ -62,10 +62,10 @@ def row(step: int, points: list[dict], raw: list[float], sampled: list[float]) -
 
 def main(words: list[str]) -> int:
     from train_end_probability import EndProbabilityConfig, draws, end_probabilities, scope_and_turn_rule
-    from userlm.evaluation.roc import roc_auc
     from transformers import TrainerCallback
 
     from userlm.data_prep.templates import get_template
+    from userlm.evaluation.roc import roc_auc
     from userlm.train.config import load_recipe
     from userlm.train.sft import build_trainer
 
