@@ -61,11 +61,10 @@ def row(step: int, points: list[dict], raw: list[float], sampled: list[float]) -
 
 
 def main(words: list[str]) -> int:
-    from train_end_probability import EndProbabilityConfig, draws, end_probabilities, scope_and_turn_rule
+    from train_end_probability import EndProbabilityConfig, draws, end_probabilities, no_model_reference
     from transformers import TrainerCallback
 
     from userlm.data_prep.templates import get_template
-    from userlm.evaluation.roc import roc_auc
     from userlm.train.config import load_recipe
     from userlm.train.sft import build_trainer
 
@@ -103,9 +102,8 @@ def main(words: list[str]) -> int:
     print(f"\n{config.recipe} {' '.join(config.overrides)} on {config.data}: {len(decisions)} held-out decision points "
           f"({sum(bool(p['is_end']) for p in decisions)} ends) of {len(large)} conversations, "
           f"{len(points) - len(decisions)} first turns")
-    rule = scope_and_turn_rule(scoring, decisions)
-    print(f"Reference, no model: the train split's end rate at each (intent scope, user turns so far) ranks these points "
-          f"at ROC AUC {roc_auc(rule, [bool(p['is_end']) for p in decisions]):.3f}")
+    print(f"Reference, no model: the train split's end rate by intent scope and turn ranks these points at ROC AUC "
+          f"{no_model_reference(scoring, decisions)}")
     print("| step | P(end) at ends | at continues | ROC AUC | expected F1 | P(end) at first turns |")
     print("|---:|---:|---:|---:|---:|---:|")
     print("\n".join(table))

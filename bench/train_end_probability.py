@@ -73,29 +73,13 @@ def draws(config: EndProbabilityConfig) -> tuple[list[dict], set[str], set[str]]
     return [p for p in points if p["conversation_id"] in chosen] + first_turns, eval_draw, large
 
 
-def scope_and_turn_rule(config: EndProbabilityConfig, points: list[dict]) -> list[float]:
-    """The reference a model is up against: how often users of the train split left at each (scope sentence of the
-    intent, user turns so far), read off for each point. The heuristic intent's scope sentence comes from how many
-    turns the user wrote (data_prep/intents.py `scope_of`), so this rule ranks ends well without reading any words."""
-    from collections import Counter
-
-    from userlm.data_prep.intents import SCOPES
+def no_model_reference(config: EndProbabilityConfig, points: list[dict]) -> str:
+    """ROC AUC at `points` of the train split's end rate by intent scope and turn, as `userlm eval` reports it."""
     from userlm.data_prep.samples import split_file
-    from userlm.evaluation.subsets import decision_points, read_samples
+    from userlm.evaluation.end_reference import end_reference
 
-    def key(point: dict) -> tuple[int, int]:
-        system = point["prompt"][0]["content"] if point["prompt"][0]["role"] == "system" else ""
-        scope = next((i for i, sentence in enumerate(SCOPES) if sentence in system), -1)
-        return scope, sum(m["role"] == "user" for m in point["prompt"])
-
-    train, _ = read_samples(split_file(config.data, "train"))
-    seen, ended = Counter(), Counter()
-    for point in decision_points(train):
-        seen[key(point)] += 1
-        ended[key(point)] += bool(point["is_end"])
-    # Add-one smoothing, so a pair never seen in train ranks by the split's overall rate, not as certain.
-    rate = (sum(ended.values()) + 1) / (sum(seen.values()) + 2)
-    return [(ended[key(p)] + rate) / (seen[key(p)] + 1) for p in points]
+    reference = end_reference(split_file(config.data, "test"), points)
+    return "n/a (no train split, or one kind of point only)" if not reference or reference["value"] is None else f"{reference['value']:.3f}"
 
 
 def end_probabilities(model, tokenizer, template, points: list[dict], config: EndProbabilityConfig):
@@ -167,9 +151,8 @@ def main(words: list[str]) -> int:
         print(report(name, [(r, s, y) for r, s, y, c in scored if c in chosen]))
     print(f"  first turns of both draws: {len(first)}; P(end) mean {statistics.mean(first):.3g}, median {statistics.median(first):.3g}")
     decisions = [p for p in points if p["prompt"][-1]["role"] != "system" and p["conversation_id"] in large]
-    rule = scope_and_turn_rule(config, decisions)
-    print(f"  reference, no model: the train split's end rate at each (intent scope, user turns so far) ranks the "
-          f"{len(large)} conversations' points at ROC AUC {roc_auc(rule, [bool(p['is_end']) for p in decisions]):.3f}")
+    print(f"  reference, no model: the train split's end rate by intent scope and turn ranks the {len(large)} "
+          f"conversations' points at ROC AUC {no_model_reference(config, decisions)}")
     return 0
 
 

@@ -19,6 +19,7 @@ from userlm.errors import UserError
 from userlm.summary import print_summary
 
 from .config import EvalConfig
+from .end_reference import end_reference
 from .judge import EndpointJudge, HeuristicJudge
 from .judge_labels import judge_accuracy
 from .naturalness import naturalness_setup
@@ -45,6 +46,7 @@ def evaluate(config: EvalConfig) -> dict:
                  "users_known": bool(users), **subsets.counts},
         "validation": {"naturalness_detector": naturalness.validation, "judge": judge_accuracy(judge)},
         "human": human_reference(subsets, naturalness.detector),
+        "reference": {"termination_auc": end_reference(Path(config.data), subsets.end_points)},
         "published": {"source": SOURCE, "figures": PUBLISHED},
         "checkpoints": {},
     }

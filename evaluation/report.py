@@ -62,6 +62,12 @@ def format_value(value) -> str:
     return f"{value:.3g}" if abs(value) >= 1e5 else f"{value:.2f}"
 
 
+def no_model_reference(results: dict, key: str) -> list[tuple[str, dict]]:
+    """[(its label, its entry)] where the metric has a measured reference that uses no model (evaluation/end_reference.py)."""
+    entry = (results.get("reference") or {}).get(key)
+    return [(entry["source"], entry)] if entry and entry["value"] is not None else []
+
+
 def metric_rows(results: dict, key: str) -> list[dict]:
     """Rows of one metric's table: measured checkpoints, the measured human reference, references, published figures."""
     rows = []
@@ -73,6 +79,8 @@ def metric_rows(results: dict, key: str) -> list[dict]:
     if human is not None:
         source, kind = HUMAN_ROWS.get(key, (HUMAN_ROW, "measured, real user turns"))
         rows.append({"source": source, "kind": kind, "value": human["value"], "n": human["n"]})
+    for source, entry in no_model_reference(results, key):
+        rows.append({"source": source, "kind": "reference, no model", "value": entry["value"], "n": entry["n"]})
     for source, value in REFERENCE_ROWS.get(key, []):
         rows.append({"source": source, "kind": "reference", "value": value, "n": None})
     for who, value in results["published"]["figures"].get(key, {}).items():
@@ -158,8 +166,8 @@ def metric_table(rows: list[dict]) -> Table:
 def metric_plot(key: str, title: str, rows: list[dict], results: dict) -> bytes | None:
     checkpoints = results["checkpoints"]
     if key == "termination_auc":
-        return plot_roc({n: (c["termination_auc"]["roc"], c["termination_auc"]["value"])
-                         for n, c in checkpoints.items() if (c.get("termination_auc") or {}).get("value") is not None})
+        entries = [*((n, c.get(key)) for n, c in checkpoints.items()), *no_model_reference(results, key)]
+        return plot_roc({n: (e["roc"], e["value"]) for n, e in entries if (e or {}).get("value") is not None})
     if key == "persona_contrast":
         return plot_contrast({n: (c[key]["measures"]["words_per_turn"]["terse"], c[key]["measures"]["words_per_turn"]["elaborate"])
                               for n, c in checkpoints.items() if (c.get(key) or {}).get("value") is not None})
@@ -260,6 +268,8 @@ def eval_summary(results: dict, out_dir: Path) -> Summary:
             f"Naturalness: {results['settings']['naturalness_detector']}; held-out accuracy "
             f"{format_value(detector['accuracy'])}%, real user turns rated human {format_value(detector.get('user_turns_rated_human'))}%.",
             "Persona fidelity, human column: the real users' split-half agreement (the ceiling).",
+            *(f"Termination ROC AUC, {name}: {format_value(e['value'])} at the same points."
+              for name, e in no_model_reference(results, "termination_auc")),
         ],
         wrote={"metrics": out_dir / "metrics.json", "report": out_dir / "report.md", "html report": out_dir / "report.html"},
     )

@@ -28,13 +28,15 @@ def probability(value) -> str:
 
 def termination_details(results: dict) -> list[Table]:
     rows = []
-    for name, c in results["checkpoints"].items():
-        entry = c.get("termination_auc")
+    reference = (results.get("reference") or {}).get("termination_auc")
+    entries = [*((name, c.get("termination_auc")) for name, c in results["checkpoints"].items()),
+               *([(reference["source"], reference)] if reference else [])]
+    for name, entry in entries:
         if entry:
             rows.append([name, number(entry["value"]), probability(entry["mean_at_ends"]), probability(entry["mean_at_continues"]),
                          probability(entry["median_at_ends"]), probability(entry["median_at_continues"]),
                          str(entry["n"]), str(entry["real_end_points"])])
-    headers = ["checkpoint", "ROC AUC", "mean P(end), real ends", "mean P(end), continues", "median P(end), real ends",
+    headers = ["source", "ROC AUC", "mean P(end), real ends", "mean P(end), continues", "median P(end), real ends",
                "median P(end), continues", "points", "real ends"]
     return [Table(headers, rows)] if rows else []
 

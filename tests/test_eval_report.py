@@ -41,8 +41,13 @@ class TablesAndImages(HTMLParser):
 
 @pytest.fixture(scope="module")
 def report_dir(tmp_path_factory, eval_test_file, forced_simulator):
-    """`userlm eval eval.yaml --out ...` on three tiny models with known behaviour."""
+    """`userlm eval eval.yaml --out ...` on three tiny models with known behaviour; the test file has a train
+    split beside it (the same samples), as `userlm prep` writes them, for the no-model termination reference."""
     folder = tmp_path_factory.mktemp("eval")
+    data = folder / "prep"
+    data.mkdir()
+    shutil.copy(eval_test_file, data / "test.jsonl")
+    shutil.copy(eval_test_file, data / "train.jsonl")
     config = folder / "eval.yaml"
     config.write_text(
         "checkpoints:\n"
@@ -50,7 +55,7 @@ def report_dir(tmp_path_factory, eval_test_file, forced_simulator):
         f"  - talker={forced_simulator(always_end=False)}\n"
         # An ordinary model without a flipped template, prompted through chatml.
         f"  - prompted={forced_simulator(always_end=False, word='hello', flipped=False)}@chatml\n"
-        f"data: {eval_test_file}\n"
+        f"data: {data / 'test.jsonl'}\n"
         "perplexity_samples: 6\nmax_new_tokens: 8\nprobes_per_kind: 3\ndiversity_intents: 2\nsimulations_per_intent: 3\n"
     )
     assert userlm_main(["eval", str(config), "--out", str(folder / "report")]) == 0
@@ -76,6 +81,9 @@ def test_metrics_json_and_markdown(report_dir):
     for checkpoint in (ender, talker, prompted):
         assert checkpoint["termination_auc"]["value"] == 0.5 and checkpoint["termination_auc"]["n"] == 7
     assert ender["termination_auc"]["mean_at_ends"] > 0.999 and talker["termination_auc"]["mean_at_ends"] < 1e-6
+    # The no-model reference at the same 7 points, from the train split beside the test file.
+    reference = results["reference"]["termination_auc"]
+    assert reference["n"] == 7 and reference["real_end_points"] == 3 and reference["train_decision_points"] == 7
     # Sampling always draws the ender's end marker and never the talker's: the expected F1 is the sampled one.
     assert ender["termination_expected_f1"]["value"] == pytest.approx(60.0) and ender["termination_expected_f1"]["n"] == 7
     assert talker["termination_expected_f1"]["value"] == 0.0
@@ -91,6 +99,7 @@ def test_metrics_json_and_markdown(report_dir):
     markdown = (report_dir / "report.md").read_text()
     for needed in ("Seeds:", "Word tokenisation:", "Sample sizes", "UserLM-8b (published)", "human (this test set, measured)",
                    "offline heuristic judge", "tokenizer TokenizersBackend, 49153 tokens", "| chance | 0.50 |", "real users, split-half (ceiling)",
+                   "| no model: the train split's end rate by intent scope and turn |",
                    "Detector validation on held-out turns", "Judge validation on 46 hand-labelled probe answers"):
         assert needed in markdown
     for key, *_ in METRICS:
