@@ -4,7 +4,9 @@ how often the train split's users left at the same (scope sentence of the intent
 The heuristic intents end with the conversation's scope (`data_prep.intents.SCOPES`), written
 from how many turns the user wrote, so with them this reference ranks the ends almost perfectly
 and a simulator's AUC says how well it obeys its intent's scope. With intents that carry no
-scope sentence the key is the turn count alone. Streamed: only the counts are kept.
+scope sentence the key is the turn count alone. Streamed, only the counts kept, from the first
+`MAX_TRAIN_LINES` lines of the train split: a table of a few dozen cells fills long before that,
+and a WildChat-scale split would otherwise take minutes to parse.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from userlm.data_prep.samples import open_lines, split_files
 from .end_probability import end_probability_metrics
 
 LABEL = "no model: the train split's end rate by intent scope and turn"
+MAX_TRAIN_LINES = 200_000
 
 
 def reference_key(point: dict) -> tuple[int, int]:
@@ -41,7 +44,9 @@ def end_reference(data: Path, points: list[dict]) -> dict | None:
     if train is None or train.resolve() == Path(data).resolve() or not points:
         return None
     seen, ended, unusable = Counter(), Counter(), 0
-    for _, line in open_lines(train):
+    for number, line in open_lines(train):
+        if number > MAX_TRAIN_LINES:
+            break
         try:
             sample = json.loads(line)
             if sample["prompt"][-1]["role"] != "assistant":
