@@ -54,7 +54,8 @@ def plot_roc(curves: dict[str, tuple[list[tuple[float, float]], float]]) -> byte
     axes.set_title("Termination: ROC of P(end as the first token)", fontsize=10)
     axes.set_xlim(0, 1)
     axes.set_ylim(0, 1.02)
-    axes.legend(loc="lower right", fontsize=8)
+    # Below the axes: inside, the legend hid the curves' lower left, where the ranking differs.
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=8)
     return png(figure)
 
 
