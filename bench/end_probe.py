@@ -60,26 +60,16 @@ def hidden_states(model, rows: list[list[int]], batch_size: int):
 
 
 def probe(features, labels: list[bool], l2: float):
-    """An L2 logistic regression with balanced classes; returns its scoring function."""
+    """An L2 logistic regression with balanced classes on standardised features; returns its scoring function."""
     import torch
+
+    from userlm.evaluation.logistic import fit_balanced_logistic
 
     y = torch.tensor(labels, dtype=torch.float32)
     mean, scale = features.mean(0), features.std(0) + 1e-3
-    x = (features - mean) / scale
-    weight = torch.zeros(x.shape[1], requires_grad=True)
-    bias = torch.zeros(1, requires_grad=True)
-    balance = (len(y) - y.sum()) / y.sum().clamp(min=1)
-    optimizer = torch.optim.LBFGS([weight, bias], max_iter=500, line_search_fn="strong_wolfe")
-
-    def loss():
-        optimizer.zero_grad()
-        value = torch.nn.functional.binary_cross_entropy_with_logits(x @ weight + bias, y, pos_weight=balance)
-        value = value + l2 * weight.pow(2).sum()
-        value.backward()
-        return value
-
-    optimizer.step(loss)
-    return lambda held_out: (((held_out - mean) / scale) @ weight.detach()).tolist()
+    # `l2` is weighed against the positive-weighted mean loss, 2 x (negatives / points) times the balanced one.
+    weight, _ = fit_balanced_logistic((features - mean) / scale, y, l2 * len(y) / (2 * (len(y) - y.sum())), max_iter=500)
+    return lambda held_out: (((held_out - mean) / scale) @ weight).tolist()
 
 
 def main(words: list[str]) -> int:

@@ -35,6 +35,8 @@ from userlm.data_prep.samples import open_lines, split_files
 from userlm.data_prep.words import LIST_LINE, POLITENESS, words
 from userlm.errors import UserError
 
+from .logistic import fit_balanced_logistic
+
 OPENING_WORDS = 30
 VOCABULARY = 3000  # most frequent opening words of the training texts
 FIRST_WORDS = 300  # most frequent first words
@@ -87,22 +89,8 @@ class OfflineDetector:
         self.mean = [sum(col) / len(col) for col in zip(*styles)]
         # A floor on the spread keeps a feature that never varies from dividing by zero.
         self.scale = [max(math.sqrt(sum((v - m) ** 2 for v in col) / len(col)), 1e-6) for col, m in zip(zip(*styles), self.mean)]
-        x = self._features(texts)
         y = torch.tensor([1.0] * len(human_texts) + [0.0] * len(machine_texts))
-        # Each class weighs the same whatever its count.
-        weight = torch.where(y > 0, 0.5 / len(human_texts), 0.5 / len(machine_texts))
-        self.w = torch.zeros(x.shape[1], requires_grad=True)
-        self.b = torch.zeros(1, requires_grad=True)
-        optimizer = torch.optim.LBFGS([self.w, self.b], max_iter=200, line_search_fn="strong_wolfe")
-
-        def loss():
-            optimizer.zero_grad()
-            value = (weight * torch.nn.functional.binary_cross_entropy_with_logits(x @ self.w + self.b, y, reduction="none")).sum()
-            value = value + L2 * self.w.pow(2).sum()
-            value.backward()
-            return value
-
-        optimizer.step(loss)
+        self.w, self.b = fit_balanced_logistic(self._features(texts), y, L2, max_iter=200)
 
     def _features(self, texts: list[str]):
         import torch

@@ -19,7 +19,7 @@ from userlm.atomic import atomic_write, write_json
 from userlm.summary import Summary
 
 from .report_details import (
-    Table, contrast_details, judge_notes, naturalness_notes, persona_details, termination_details,
+    Table, contrast_details, judge_notes, naturalness_notes, no_model_reference, persona_details, termination_details,
 )
 from .report_plots import plot_contrast, plot_metric, plot_roc
 
@@ -60,12 +60,6 @@ def format_value(value) -> str:
         return "n/a"
     # Perplexities of untrained models run to millions; keep the cell short.
     return f"{value:.3g}" if abs(value) >= 1e5 else f"{value:.2f}"
-
-
-def no_model_reference(results: dict, key: str) -> list[tuple[str, dict]]:
-    """[(its label, its entry)] where the metric has a measured reference that uses no model (evaluation/end_reference.py)."""
-    entry = (results.get("reference") or {}).get(key)
-    return [(entry["source"], entry)] if entry and entry["value"] is not None else []
 
 
 def metric_rows(results: dict, key: str) -> list[dict]:

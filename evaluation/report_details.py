@@ -26,11 +26,16 @@ def probability(value) -> str:
     return "n/a" if value is None else f"{value:.3g}"
 
 
+def no_model_reference(results: dict, key: str) -> list[tuple[str, dict]]:
+    """[(its label, its entry)] where the metric has a measured reference that uses no model (evaluation/end_reference.py)."""
+    entry = (results.get("reference") or {}).get(key)
+    return [(entry["source"], entry)] if entry and entry["value"] is not None else []
+
+
 def termination_details(results: dict) -> list[Table]:
     rows = []
-    reference = (results.get("reference") or {}).get("termination_auc")
     entries = [*((name, c.get("termination_auc")) for name, c in results["checkpoints"].items()),
-               *([(reference["source"], reference)] if reference else [])]
+               *no_model_reference(results, "termination_auc")]
     for name, entry in entries:
         if entry:
             rows.append([name, number(entry["value"]), probability(entry["mean_at_ends"]), probability(entry["mean_at_continues"]),
