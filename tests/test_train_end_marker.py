@@ -102,3 +102,44 @@ def test_token_rows_train_at_their_own_learning_rate(tiny_llama, flipped_samples
     # Adam's first step moves every coordinate with a gradient by the learning rate of its group.
     assert (rows.detach() - before_rows).abs().max().item() == pytest.approx(0.05, rel=1e-3)
     assert (lora.detach() - before_lora).abs().max().item() == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_cpu_head_scores_only_labelled_positions_with_the_same_loss_and_gradients(tiny_llama, flipped_samples_dir, tmp_path, monkeypatch):
+    """train/trainer.py: on the CPU the fused LM head projects only labelled positions, as TRL does on GPUs."""
+    import trl.trainer.utils as trl_utils
+    from trl import SFTTrainer
+
+    run = build_trainer(from_dict(TrainConfig, {
+        **RUN, "model_name_or_path": str(tiny_llama()), "dataset_path": flipped_samples_dir, "output_dir": str(tmp_path / "out"),
+        "lora_dropout": 0.0,  # the two passes must see the same network
+    }))
+    trainer, model = run.trainer, run.trainer.model
+    batch = next(iter(trainer.get_train_dataloader()))
+    projected = []
+    head = trl_utils._ChunkedLogProbFunction
+
+    class Recording(head):
+        @staticmethod
+        def apply(hidden, *rest):
+            projected.append(hidden.shape[0])
+            return head.apply(hidden, *rest)
+
+    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", Recording)
+
+    def loss_and_grads(compute_loss):
+        model.zero_grad()
+        loss = compute_loss(trainer, model, dict(batch))
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    compact_loss, compact_grads = loss_and_grads(type(trainer).compute_loss)
+    full_loss, full_grads = loss_and_grads(SFTTrainer.compute_loss)
+
+    labelled = int((batch["labels"][:, 1:] != -100).sum())
+    assert projected == [labelled, batch["labels"][:, 1:].numel()]
+    assert 0 < labelled < batch["labels"][:, 1:].numel()
+    assert trl_utils._use_triton(torch.device("cpu")) is False  # the switch is restored after the step
+    torch.testing.assert_close(compact_loss, full_loss)
+    assert compact_grads.keys() == full_grads.keys() and any("trainable_tokens_delta" in n for n in compact_grads)
+    for name, grad in compact_grads.items():
+        torch.testing.assert_close(grad, full_grads[name], rtol=1e-4, atol=1e-7, msg=name)
