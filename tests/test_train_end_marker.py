@@ -1,6 +1,7 @@
 """Learning to leave (DESIGN.md 3.5): where the added <|endconversation|> rows start, read back from
-the saved checkpoint, and the token rows' own learning rate, on tiny random Llamas with
-SmolLM2's vocabulary (which lacks the end marker; its EOS is <|im_end|>)."""
+the saved checkpoint, the token rows' own learning rate, and the loss on the CPU (labelled
+positions only), on tiny random Llamas with SmolLM2's vocabulary (which lacks the end marker;
+its EOS is <|im_end|>)."""
 
 from __future__ import annotations
 

@@ -54,11 +54,10 @@ def labelled_positions_only():
     Off Triton devices TRL 1.16 projects every position onto the vocabulary, to keep tile
     shapes fixed for compilers. A flipped sample is mostly prompt (about 6% of the
     quickstart's positions have a label), so on an eager CPU run that is wasted work: the
-    head took a third of a step. Same loss and gradients; a step of the CPU quickstart
-    recipe 1.5 to 1.7 times faster here (bench/train_step.py: 7.7 s a micro-batch of 4 x 256
-    tokens, then 4.5 to 5.1).
-    TRL has no setting for it, hence the swap of its private switch, skipped if a TRL
-    release renames it.
+    head took 3.0 s of a 7.0 s step in a profile. Same loss and gradients; a step of the CPU
+    quickstart recipe 1.5 to 1.7 times faster here (bench/train_step.py: 7.7 s a micro-batch
+    of 4 x 256 tokens, then 4.5 to 5.1). TRL has no setting for it, hence the swap of its
+    private switch, skipped if a TRL release renames it.
     """
     original = getattr(trl_utils, "_use_triton", None)
     if original is None:
