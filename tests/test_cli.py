@@ -40,8 +40,35 @@ def test_an_internal_error_says_where_its_traceback_is(tmp_path, monkeypatch, ca
     assert text.startswith("userlm broken x=1\n") and "Traceback (most recent call last)" in text and "RuntimeError: boom" in text
 
 
+def test_the_silenced_messages_are_dropped_and_nothing_else(caplog):
+    """Each silenced message, raised on purpose through its library's logger or as a warning, does not show;
+    another message of the same logger does. Runs on any machine, whatever the libraries print there."""
+    import logging
+    import warnings
+
+    from userlm.quiet import LOG_MESSAGES, WARNING_MESSAGES, silence_unactionable_warnings
+
+    caplog.set_level(logging.INFO)
+    for logger, text in LOG_MESSAGES:
+        logging.getLogger(logger).warning("a message with %s in it", text)
+        logging.getLogger(logger).warning("something a user can act on")
+    shown = [record.getMessage() for record in caplog.records]
+    assert shown == ["something a user can act on"] * len(LOG_MESSAGES)
+    for message in WARNING_MESSAGES:
+        with warnings.catch_warnings(record=True) as caught:  # pytest resets warning filters per test: set ours again
+            warnings.simplefilter("always")
+            silence_unactionable_warnings()
+            warnings.warn(message.replace("\\", ""), UserWarning)
+            warnings.warn("another warning", UserWarning)
+        assert [str(w.message) for w in caught] == ["another warning"]
+
+
 def test_importing_userlm_silences_the_bitsandbytes_kernels_warning():
+    """The real library's warning, where this machine makes bitsandbytes print it (it does on some CPUs only)."""
+    import pytest
+
+    bare = subprocess.run([sys.executable, "-c", "import bitsandbytes"], capture_output=True, text=True, check=True)
+    if "kernels-community" not in bare.stderr:
+        pytest.skip("bitsandbytes prints no kernels-community warning on this CPU; the filter is tested above")
     result = subprocess.run([sys.executable, "-c", "import userlm, bitsandbytes"], capture_output=True, text=True, check=True)
     assert "kernels-community" not in result.stderr
-    bare = subprocess.run([sys.executable, "-c", "import bitsandbytes"], capture_output=True, text=True, check=True)
-    assert "kernels-community" in bare.stderr  # the warning is real without us: the test can fail

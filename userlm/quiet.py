@@ -9,10 +9,12 @@ from __future__ import annotations
 import logging
 import warnings
 
-# (logger name, text in the message): bitsandbytes looks for an optional CPU kernel package
-# on every import; DeepSpeed announces the CPU accelerator it picks on a machine without GPUs.
+# (logger name, text in the message): on a CPU with AVX-512 BF16, bitsandbytes looks for an
+# optional kernel package from the hub on every import, and `kernels` says it skips its trust
+# check offline; DeepSpeed announces the CPU accelerator it picks on a machine without GPUs.
 LOG_MESSAGES = (
     ("bitsandbytes.backends.cpu.ops", "kernels-community"),
+    ("kernels._internals.hf_hub", "kernels-community"),
     ("DeepSpeed", "Setting accelerator to CPU"),
 )
 # Regular expressions of warnings raised inside the libraries, not by anything we call.
