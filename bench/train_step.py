@@ -48,7 +48,7 @@ def seconds_per_batch(config: StepBenchConfig, dropout: float) -> dict[str, floa
     batches = [next(loader) for _ in range(config.batches + 1)]
     heads = {"every position (TRL)": SFTTrainer.compute_loss, "labelled positions only": type(trainer).compute_loss}
     totals = dict.fromkeys(heads, 0.0)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(recipe.sft.get("bf16")))
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=trainer.args.bf16)  # the recipe's bf16, as the machine resolved it
     for i, batch in enumerate(batches):
         for name, compute_loss in heads.items():
             started = time.perf_counter()

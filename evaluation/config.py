@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from userlm.config import Config
 from userlm.data_prep.templates import TEMPLATES
@@ -90,6 +91,10 @@ class EvalConfig(Config):
     end_probability_conversations: int | None = field(default=None, metadata={
         "min": 0, "help": "held-out conversations whose decision points (up to the first one over max_sample_chars) are scored for P(end as the first token) "
         "and its ROC AUC (one forward pass per point at most, no generation); unset: all that fit max_sample_chars; 0 skips it"})
+    scope_conversations: int = field(default=50, metadata={
+        "min": 0, "help": "held-out conversations (two decision points or more within max_sample_chars) whose first two points "
+        "are read with each of three stated lengths in the intent, for how often the simulator leaves when told "
+        "(termination obeys scope; P(end) passes only, three a conversation); 0 skips it"})
     persona_users: int = field(default=50, metadata={
         "min": 0, "help": "held-out users (two turns or more) whose turns are generated with their persona for persona fidelity; 0 skips it"})
     persona_turns_per_user: int = field(default=3, metadata={
@@ -97,14 +102,23 @@ class EvalConfig(Config):
     persona_filter: str | None = field(default=None, metadata={
         "help": "only held-out users whose measured style passes this `userlm prep --persona-filter` expression "
         "(e.g. length=very_short|short), to measure a persona subset"})
-    contrast_intents: int = field(default=10, metadata={
+    contrast_intents: int = field(default=16, metadata={
         "min": 0, "help": "intents whose first turn is generated under two opposite personas (the persona contrast probe); 0 skips it"})
+    contrast_max_new_tokens: int = field(default=160, metadata={
+        "min": 1, "help": "most tokens of a contrast probe turn: room for the elaborate persona's full turn (about 80 words)"})
     naturalness_fit_samples: int = field(default=2000, metadata={
         "min": 10, "help": "train-split samples the offline naturalness detector is trained on (and held-out turns it is validated on)"})
+    naturalness_model_turns: int = field(default=16, metadata={
+        "min": 0, "help": "held-out intents whose first turn the embedded SmolLM2, prompted as a user, writes in each of two settings, "
+        "against which the naturalness detector is validated (its AUC against real first turns); 0 skips that check"})
+    judge_validation_conversations: int = field(default=200, metadata={
+        "min": 0, "help": "held-out conversations from which four answers with known labels are built to score the adherence judge "
+        "out of sample (each one request to an endpoint judge)"})
     batch_size: int = field(default=8, metadata={"min": 1, "help": "prompts generated (and half as many samples scored) at once"})
-    bf16: bool = field(default=False, metadata={
+    bf16: bool | Literal["auto"] = field(default=False, metadata={
         "help": "read the teacher-forced passes (perplexity, P(end)) under bf16 autocast: about twice as fast on a CPU with "
-        "bf16 instructions, perplexity within about 2% of float32's; generation is unchanged"})
+        "bf16 instructions (about 20x slower on one without), perplexity within about 2% of float32's; auto: where the "
+        "hardware has bf16; generation is unchanged"})
     judge_endpoint: str | None = field(default=None, metadata={
         "help": "base URL (…/v1) of an OpenAI-compatible chat endpoint that judges the adherence probes; "
         "without it an offline heuristic judge is used, and labelled as such"})

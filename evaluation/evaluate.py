@@ -9,20 +9,24 @@ a folder beside `out`, swap it in whole, and print the summary.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
+import sys
 from pathlib import Path
 
 from userlm.atomic import replace_folder, staging_folder
 from userlm.config import to_dict
 from userlm.data_prep.words import WORD_TOKENISATION
 from userlm.errors import UserError
+from userlm.hardware import resolve_bf16
 from userlm.summary import print_summary
 
 from .config import EvalConfig
-from .end_reference import end_reference
+from .end_reference import add_floor_differences, end_reference
 from .judge import EndpointJudge, HeuristicJudge
-from .judge_labels import judge_accuracy
+from .judge_validation import judge_validation
 from .naturalness import naturalness_setup
+from .naturalness_validation import model_written_validation
 from .published import PUBLISHED, SOURCE
 from .report import eval_summary, write_report
 from .scoring import human_reference, score_checkpoint, seeds_note
@@ -31,6 +35,9 @@ from .subsets import conversation_users, draw_subsets, read_samples
 
 def evaluate(config: EvalConfig) -> dict:
     """Evaluate every checkpoint on the test data, write the report into `config.out`; return the metrics."""
+    precision = resolve_bf16(config.bf16)
+    print(f"userlm eval: teacher-forced passes in {precision.describe()}", file=sys.stderr)
+    config = dataclasses.replace(config, bf16=precision.bf16)
     samples, bad_lines = read_samples(config.data)
     users = conversation_users(config.data) if config.persona_users else {}
     subsets = draw_subsets(samples, config, users)
@@ -44,14 +51,20 @@ def evaluate(config: EvalConfig) -> dict:
         "settings": settings(config, judge.label, naturalness.label),
         "data": {"samples": len(samples), "unusable_lines": len(bad_lines), "unusable_examples": bad_lines[:20],
                  "users_known": bool(users), **subsets.counts},
-        "validation": {"naturalness_detector": naturalness.validation, "judge": judge_accuracy(judge)},
-        "human": human_reference(subsets, naturalness.detector),
-        "reference": {"termination_auc": end_reference(Path(config.data), subsets.end_points)},
+        "validation": {
+            "naturalness_detector": {**naturalness.validation,
+                                     "model_written": model_written_validation(naturalness.detector, naturalness.held_out, config)},
+            "judge": judge_validation(judge, samples, conversations=config.judge_validation_conversations, seed=config.seed),
+        },
+        "human": human_reference(subsets, naturalness.detector, config.seed),
+        # The floors a termination figure must beat with no model, learnt from the train split.
+        "reference": end_reference(Path(config.data), subsets.end_points, seed=config.seed),
         "published": {"source": SOURCE, "figures": PUBLISHED},
         "checkpoints": {},
     }
     for spec in config.specs:
         results["checkpoints"][spec.name] = score_checkpoint(spec, subsets, judge, naturalness.detector, config)
+        add_floor_differences(results["checkpoints"][spec.name], results["reference"], seed=config.seed)
     out = Path(config.out)
     staging = staging_folder(out)
     try:
@@ -86,6 +99,6 @@ def settings(config: EvalConfig, judge_label: str, detector_label: str) -> dict:
         "(shared by a conversation's points where their prompts are prefixes of each other), temperature 1, no top-p",
         "perplexity": "exp(mean NLL per scored token) over the target user turn and its end-of-turn token, the tokens training scores, "
         "in each checkpoint's own tokenizer (the end marker is one token where the vocabulary has it, several where it does not)",
-        "teacher_forced_passes": "under bf16 autocast (bf16: true)" if config.bf16 else "in each model's own dtype",
+        "teacher_forced_passes": "under bf16 autocast" if config.bf16 else "in each model's own dtype",
         "seeds": seeds_note(config.seed),
     }

@@ -103,6 +103,7 @@ class TrainConfig(Config):
         types = super().passthrough_types()
         for key in STRATEGY_KEYS:
             types[key] = types[key] | bool  # validate() reads false back as "no"
+        types["bf16"] = bool | Literal["auto"]  # auto: the machine chooses (userlm/hardware.py)
         return types
 
     def validate(self) -> None:

@@ -17,12 +17,14 @@ import functools
 import json
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from userlm.atomic import write_jsonl
 from userlm.data_prep.templates import FlippedTemplate, get_template
 from userlm.errors import UserError
+from userlm.hardware import resolve_bf16, set_cpu_threads
 from userlm.summary import Summary
 
 from .config import FIXED_SFT_KEYS, TrainConfig
@@ -179,8 +181,13 @@ def training_args(config: TrainConfig, attention: str):
     sft = dict(config.sft)
     resume = resolve_resume(sft.pop("resume_from_checkpoint", None), output_dir)
     sft = {**batching_defaults(sft, attention), **cpu_deepspeed_state(sft), **sft}
-    if "bf16" not in sft and not torch.cuda.is_available():
-        sft["bf16"] = False  # TRL defaults to bf16, which the CPU trainer refuses
+    precision = resolve_bf16(sft.get("bf16", False if sft.get("fp16") else "auto"))
+    sft["bf16"] = precision.bf16
+    if precision.bf16 and not torch.cuda.is_available():
+        sft.setdefault("use_cpu", True)  # transformers refuses bf16 without a GPU unless told the run is on the CPU
+    if os.environ.get("RANK", "0") == "0":
+        print(f"userlm train: {precision.describe()}; {set_cpu_threads() if not torch.cuda.is_available() else 'GPU'}; "
+              f"{attention} attention", file=sys.stderr)
     configure_wandb(sft.get("report_to", []), output_dir)
     try:
         return SFTConfig(output_dir=str(output_dir), **FIXED_SFT_KEYS, **sft), resume

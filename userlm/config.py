@@ -297,6 +297,12 @@ def _is_bool(annotation) -> bool:
     return annotation is bool or (set(typing.get_args(annotation)) == {bool, type(None)})
 
 
+def _is_bool_or_word(annotation) -> bool:
+    """`bool | Literal["auto"]`: true, false or a named choice."""
+    args = typing.get_args(annotation)
+    return bool in args and any(typing.get_origin(a) is Literal for a in args)
+
+
 def build_parser(cls, prog: str, description: str = "", *, config_help: str = "a YAML file of this command's keys") -> argparse.ArgumentParser:
     parser = _Parser(prog=prog, description=description, allow_abbrev=False, add_help=True)
     positional = _positional_field(cls)
@@ -325,6 +331,11 @@ def build_parser(cls, prog: str, description: str = "", *, config_help: str = "a
         for name, text in spellings:
             if _is_bool(annotation):
                 parser.add_argument(name, dest=key, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
+            elif _is_bool_or_word(annotation):  # `--bf16`, `--bf16 auto`, `--no-bf16`
+                parser.add_argument(name, dest=key, nargs="?", const=True, default=argparse.SUPPRESS,
+                                    metavar=key.split(".")[-1].upper(), help=text)
+                parser.add_argument(name.replace("--", "--no-", 1), dest=key, action="store_false",
+                                    default=argparse.SUPPRESS, help=argparse.SUPPRESS)
             else:
                 parser.add_argument(name, dest=key, default=argparse.SUPPRESS, nargs="+" if _is_list(annotation) else None,
                                     metavar=key.split(".")[-1].upper(), help=text)
