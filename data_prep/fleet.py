@@ -8,7 +8,7 @@ faster server takes more), retries a failed request on another server and rests 
 that failed for a while (its cooldown), so a dead server costs one retry per minute.
 LiteLLM is the existing tool for this, so there is no balancer of our own; a fleet shared
 by several jobs can instead sit behind LiteLLM's proxy (`litellm --config fleet.yaml`),
-whose one URL is then the endpoint (README).
+whose one URL is then the endpoint (docs/guide/prep.md).
 
 `open_client(endpoint)` gives the same small client (`chat(messages, **params)`, raising
 `EndpointError` with one sentence) for an `Endpoint` (one server, `userlm.endpoint`) or a

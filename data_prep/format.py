@@ -1,4 +1,4 @@
-"""The flipped dialogue format (DESIGN.md 3): records, conditioning text and flipping.
+"""The flipped dialogue format (docs/design.md#the-flipped-format): records, conditioning text and flipping.
 
 Every other stage imports these names; nothing else defines them.
 

@@ -1,4 +1,4 @@
-"""The log schemas we read (DESIGN.md 4.1): detecting them and mapping a raw record to a draft.
+"""The log schemas we read (docs/design.md#inputs): detecting them and mapping a raw record to a draft.
 
 A draft is a conversation record (format.CONVERSATION_KEYS) whose `messages` are still the
 raw `(role, content)` pairs of the source; `normalise.normalise` finishes it. Every other

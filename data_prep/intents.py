@@ -1,4 +1,4 @@
-"""Intents (DESIGN.md 3.2, 4.4): `assign_intents` fills `intent` and `intent_source` from
+"""Intents (docs/design.md#intents): `assign_intents` fills `intent` and `intent_source` from
 one of three sources.
 
 - `heuristic` (offline default): keyword rules name the task type from the first user
@@ -7,7 +7,7 @@ one of three sources.
   copies first-turn words makes a simulator parrot them (the paper's finding). The earlier
   heuristic named the three most repeated first-turn words; the real users of the ShareGPT
   test split then measured 32.5% intent decomposition against their own intents (the paper's
-  human figure, against GPT-4o intents: 1.68%). This one measures 1.29% there (README).
+  human figure, against GPT-4o intents: 1.68%). This one measures 1.29% there (docs/guide/prep.md).
   A second sentence gives the conversation's scope in coarse words (`scope_of`).
 - `column`: an existing text field of the source rows (`--intent-column`).
 - `llm`: `llm_intents.llm_intents` with an OpenAI-compatible endpoint, cache and resume.
@@ -171,7 +171,7 @@ def scope_of(record: dict) -> str:
     """How far the user takes the conversation, in coarse words. The paper's intents are written
     from the whole conversation and so say when the user followed up ("... and then adapt it to
     a different library"); an intent that only names the opening request leaves a simulator no
-    way to know when it is done, and it cannot learn when to leave (README "Learning to leave")."""
+    way to know when it is done, and it cannot learn when to leave (docs/guide/train.md#learning-to-leave)."""
     if not conversation_ends(record):  # a part of a log cut for its length: the user went on
         return SCOPES[-1]
     turns = count_user_turns(record["messages"])

@@ -1,4 +1,4 @@
-"""The `llm` intent source (DESIGN.md 4.4): a few-shot summarisation prompt sent to any
+"""The `llm` intent source (docs/design.md#intents): a few-shot summarisation prompt sent to any
 OpenAI-compatible chat endpoint, with a persistent cache so a killed run resumes.
 
 The prompt follows the paper's structure: instructions (a high-level intent, no specifics,

@@ -1,4 +1,4 @@
-"""Normalisation (DESIGN.md 4.2): role aliases, merged runs, empty and leading-assistant
+"""Normalisation (docs/design.md#filters): role aliases, merged runs, empty and leading-assistant
 messages, and the system prompt kept as metadata.
 
 Repairs (counted in stats, the record is kept): consecutive messages of one role are

@@ -1,5 +1,5 @@
 """The prep output folder: what may be written over, how a run starts or resumes, and the
-swap that puts a finished output in place whole (DESIGN.md 10, issue 11).
+swap that puts a finished output in place whole (docs/design.md#durability, issue 11).
 
 Prep builds its output in its work folder (`work.py`) beside OUT and swaps it in whole
 (`userlm.atomic.replace_folder`, one rename): readers see the previous complete output or

@@ -1,4 +1,4 @@
-"""Personas (DESIGN.md 4.5): text appended to the simulator's system message, and a filter
+"""Personas (docs/design.md#personas): text appended to the simulator's system message, and a filter
 that selects a persona subset of a corpus.
 
 Sources (`assign_personas(records, source)`):

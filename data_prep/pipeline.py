@@ -1,4 +1,4 @@
-"""`prep(config)`: conversation logs in, flipped intent-conditioned datasets out (DESIGN.md 4).
+"""`prep(config)`: conversation logs in, flipped intent-conditioned datasets out (docs/design.md#data-preparation).
 
 Prep streams, so its memory does not grow with the corpus beyond a few small keys per
 record, and a killed run resumes. The input is cut into chunks (`chunks.py`) and worked in

@@ -1,4 +1,4 @@
-"""Reading raw records out of log files, whatever the container (DESIGN.md 4.1, 4.3).
+"""Reading raw records out of log files, whatever the container (docs/design.md#inputs, docs/design.md#bad-input).
 
 `open_input(path)` checks a file or folder once and says which container it is: a JSON
 array, JSONL, JSONL.gz (or .json.gz), Parquet or a `datasets` folder saved with

@@ -2,7 +2,7 @@
 
 Prep writes each split as JSON Lines, `OUT/<split>.jsonl` or gzip-compressed
 `OUT/<split>.jsonl.gz`, and may add `OUT/hf/`, the same splits as a `datasets`
-DatasetDict; the kept conversation records (DESIGN.md 3.1) are `OUT/conversations.jsonl`
+DatasetDict; the kept conversation records (docs/design.md#conversation-records) are `OUT/conversations.jsonl`
 (or `.jsonl.gz`). Training, evaluation and the quickstart find and open samples and
 conversations through this module, so the layout can change in one place.
 """
@@ -59,7 +59,7 @@ def conversations_file(folder: str | Path) -> Path:
 
 
 def iter_conversations(folder: str | Path) -> Iterator[dict]:
-    """The kept conversation records (DESIGN.md 3.1) of a prep output folder, in file order.
+    """The kept conversation records (docs/design.md#conversation-records) of a prep output folder, in file order.
 
     Each has `messages` (the user's turns are the `user` ones), `user_id`, `intent`,
     `persona`, `persona_attrs` and `meta["split"]`, e.g. the held-out users' turns:

@@ -1,4 +1,4 @@
-"""The user-level split (DESIGN.md 4.2): a stable hash of the user decides the split, so
+"""The user-level split (docs/design.md#the-user-split): a stable hash of the user decides the split, so
 no user (and no part of one ShareGPT chat) lands in two splits. Being a function of the
 user alone, it holds over the whole corpus with no global step: any process can split any
 record on its own."""

@@ -1,4 +1,4 @@
-"""The flipped chat templates (DESIGN.md 3.4) and the one place samples become token ids.
+"""The flipped chat templates (docs/design.md#chat-templates) and the one place samples become token ids.
 
 A flipped template renders every message in its natural role and always ends by
 opening a *user* turn, so generation continues as the user. `userlm-llama3` is
@@ -7,7 +7,7 @@ byte-identical to UserLM-8b's template; `chatml` is the same idea for ChatML mod
 Samples are tokenised here rather than by TRL: TRL renders `prompt + completion`
 through the chat template and trains on everything after the common prefix, which
 with an always-open user header would train a stray header after each completion
-(DESIGN.md 3.4). Training and evaluation both call `tokenize_sample`, so the
+(docs/design.md#chat-templates). Training and evaluation both call `tokenize_sample`, so the
 perplexity mask is the loss mask by construction.
 """
 

@@ -1,4 +1,4 @@
-"""Per-user personas over the whole corpus, grouped by user on disk (DESIGN.md 4.5).
+"""Per-user personas over the whole corpus, grouped by user on disk (docs/design.md#personas).
 
 A user's persona is measured over all of their kept conversations, wherever they are in
 the input, and a user's conversations can be anywhere. Holding every user's turns at once

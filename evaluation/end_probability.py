@@ -1,4 +1,4 @@
-"""Termination without luck (DESIGN.md 7): the probability the model gives to ending as the
+"""Termination without luck (docs/design.md#metrics): the probability the model gives to ending as the
 first token of its turn at every decision point, and its ROC AUC against the real ends.
 
 P(end) at a point is the probability of the turn that holds only the end marker, read

@@ -1,4 +1,4 @@
-"""Labelled probe answers: how well an adherence judge judges (DESIGN.md 7).
+"""Labelled probe answers: how well an adherence judge judges (docs/design.md#offline-proxies).
 
 Each item is a probe (a held-out-style opening and the scripted assistant turn of
 `probes.py`) with a simulated user's reply and a label written by hand: did the reply

@@ -1,4 +1,4 @@
-"""The paper's word-level metrics as pure functions of text (DESIGN.md 7).
+"""The paper's word-level metrics as pure functions of text (docs/design.md#metrics).
 
 Word tokenisation for every metric here is `data_prep.words.words`; every report states it.
 Values are returned as fractions in [0, 1]; reports multiply by 100 like the paper.

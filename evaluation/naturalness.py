@@ -1,4 +1,4 @@
-"""Naturalness: the share of generated user turns a detector calls human-written (DESIGN.md 7).
+"""Naturalness: the share of generated user turns a detector calls human-written (docs/design.md#metrics).
 
 The detector is pluggable: any importable callable `detect(texts: list[str]) -> list[float]`
 returning, per text, the probability that a human wrote it (e.g. a wrapper around an
@@ -11,7 +11,7 @@ conversations.
 
 Every detector, named or offline, is validated on held-out turns it was not trained on
 (the test split's real user turns against its assistant turns): the report gives its
-accuracy there and the share of held-out real user turns it rates human, which DESIGN.md 7
+accuracy there and the share of held-out real user turns it rates human, which docs/design.md#offline-proxies
 asks to be at least 85%.
 
 Texts are cut to their first OPENING_WORDS words before anything is measured: generated

@@ -1,4 +1,4 @@
-"""Perplexity of real user turns, with and without the intent (DESIGN.md 7).
+"""Perplexity of real user turns, with and without the intent (docs/design.md#metrics).
 
 Token ids and the loss mask come from `data_prep.templates.tokenize_sample`, the
 function training uses, so the tokens scored here are exactly the tokens trained on:

@@ -1,4 +1,4 @@
-"""The persona contrast probe (DESIGN.md 7): the same intents under two opposite personas must
+"""The persona contrast probe (docs/design.md#metrics): the same intents under two opposite personas must
 come out measurably different in prep's style measures.
 
 The two personas are written by prep's own `render_style` from opposite measured styles,

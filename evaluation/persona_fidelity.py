@@ -1,4 +1,4 @@
-"""Persona fidelity (DESIGN.md 7; no peer measures it): given a held-out user's persona, does a
+"""Persona fidelity (docs/design.md#metrics; no peer measures it): given a held-out user's persona, does a
 simulator write like that user?
 
 Each held-out user's real turns (the test split's turns, grouped by `user_id`, in

@@ -1,4 +1,4 @@
-"""Role- and intent-adherence probes with a scripted assistant (DESIGN.md 7).
+"""Role- and intent-adherence probes with a scripted assistant (docs/design.md#metrics).
 
 Each probe starts from a real held-out conversation opening: the intent and the real
 first user turn. The assistant's reply is scripted from a template, so no assistant

@@ -1,8 +1,8 @@
-"""The paper's published figures (arXiv 2510.06552, as recorded in DESIGN.md 7), in percent.
+"""The paper's published figures (arXiv 2510.06552, as recorded in docs/design.md#published-figures), in percent.
 
 Reports show them in rows labelled "published", never mixed with measured values; they
 were measured on the paper's own data and sample sizes (first-turn diversity: 2,000
-intents), not on this test set. Only the figures DESIGN.md gives are here.
+intents), not on this test set. Only the figures the design gives are here.
 """
 
 from __future__ import annotations

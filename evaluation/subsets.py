@@ -38,7 +38,7 @@ def is_message(message, roles: tuple[str, ...]) -> bool:
 
 
 def sample_problem(sample) -> str | None:
-    """Why a parsed line is not a flipped sample (DESIGN.md 3.3) evaluation can use, or None."""
+    """Why a parsed line is not a flipped sample (docs/design.md#flipped-samples) evaluation can use, or None."""
     if not isinstance(sample, dict):
         return "the line is not a JSON object"
     prompt, completion = sample.get("prompt"), sample.get("completion")

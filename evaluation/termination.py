@@ -1,4 +1,4 @@
-"""Termination F1 (DESIGN.md 7): at each real point of a held-out conversation, does the model leave?
+"""Termination F1 (docs/design.md#metrics): at each real point of a held-out conversation, does the model leave?
 
 A decision point is every place where the real user had to choose: right after each
 assistant turn. In the flipped test set these are exactly the samples whose prompt ends

@@ -1,4 +1,4 @@
-"""The paper's four guardrails (DESIGN.md 6.1) as one configuration plus the draft checks.
+"""The paper's four guardrails (docs/design.md#guardrails) as one configuration plus the draft checks.
 
 Two of them act while a turn is sampled (`infer/sampling.py`): a banned first word and a
 too-early end marker are removed from the distribution at the token where they would

@@ -1,4 +1,4 @@
-"""The simulation loop (DESIGN.md 6.3): intents (and personas) in, simulated conversations out.
+"""The simulation loop (docs/design.md#the-simulation-loop): intents (and personas) in, simulated conversations out.
 
 Up to `batch_size` conversations are active at once. Each round, every active conversation
 gets its next user turn from one batched simulator call, then every conversation still

@@ -5,7 +5,7 @@
     turns = sim.generate([prompt_a, prompt_b], guardrails=Guardrails(), seed=7)
 
 A prompt is a flipped message list `[system, user, assistant, ...]` (a sample's `prompt`,
-DESIGN.md 3.3); it is rendered with the checkpoint's own flipped template, which ends
+docs/design.md#flipped-samples); it is rendered with the checkpoint's own flipped template, which ends
 with an open user turn. All prompts are generated together (left padding), in one decode
 loop (`infer/decoding.py`): a draft the guardrails reject is redrawn at once, beside the
 drafts still decoding, from its prompt's KV cache. Prompts' KV caches are

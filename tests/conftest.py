@@ -134,7 +134,7 @@ TRAIN_CONVERSATIONS = [
 
 
 def conversation_record(conversation_id: str, users: list[str], assistants: list[str], intent: str, meta: dict) -> dict:
-    """A hand-made conversation record (DESIGN.md 3.1) alternating the given user and assistant turns."""
+    """A hand-made conversation record (docs/design.md#conversation-records) alternating the given user and assistant turns."""
     messages = []
     for user, assistant in zip(users, assistants):
         messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
@@ -427,7 +427,7 @@ def serve_folder(tmp_path):
         stop(process)
 
 
-# UserLM-8b's own chat_template.jinja, verbatim (DESIGN.md 3.4): a different text from
+# UserLM-8b's own chat_template.jinja, verbatim (docs/design.md#chat-templates): a different text from
 # userlm-llama3's that renders exactly like it.
 USERLM_8B_CHAT_TEMPLATE = (
     "{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>' }}\n"

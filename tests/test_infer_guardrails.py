@@ -1,4 +1,4 @@
-"""Each guardrail (DESIGN.md 6.1) on a real tiny Llama whose output layer is set so that it
+"""Each guardrail (docs/design.md#guardrails) on a real tiny Llama whose output layer is set so that it
 wants to break that guardrail, then the same behaviours on the real SmolLM2 default."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Bad records (DESIGN.md 4.3): each lands in rejected.jsonl with its location and reason,
+"""Bad records (docs/design.md#bad-input): each lands in rejected.jsonl with its location and reason,
 the run goes on, and the counts close. Bad files and options stop the run with a UserError."""
 
 from __future__ import annotations

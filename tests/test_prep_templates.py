@@ -1,4 +1,4 @@
-"""The flipped templates render exactly the reference of DESIGN.md 3.4, and
+"""The flipped templates render exactly the reference of docs/design.md#chat-templates, and
 `tokenize_sample`'s mask covers exactly the completion (the user turn and its end token)."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`userlm quickstart` chains six stages through their outputs and checks every stage's keys first.
 
-The whole pipeline takes about 12 minutes here (README "Quickstart"), too long for the suite;
+The whole pipeline takes about 12 minutes here (docs/quickstart.md), too long for the suite;
 these tests build the stages' configs from the shipped recipes/quickstart.yaml, as the command
 does before it runs anything, and check how they are chained and that a bad value stops the
 command before its work folder exists.

@@ -1,4 +1,4 @@
-"""Learning to leave (DESIGN.md 3.5): where the added <|endconversation|> rows start, read back from
+"""Learning to leave (docs/design.md#new-token-rows): where the added <|endconversation|> rows start, read back from
 the saved checkpoint, the token rows' own learning rate, and the loss on the CPU (labelled
 positions only), on tiny random Llamas with SmolLM2's vocabulary (which lacks the end marker;
 its EOS is <|im_end|>)."""

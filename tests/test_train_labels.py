@@ -1,4 +1,4 @@
-"""The loss covers exactly the target user turn and its end-of-turn token (DESIGN.md 3.3).
+"""The loss covers exactly the target user turn and its end-of-turn token (docs/design.md#flipped-samples).
 
 The labels are read from the batches TRL's own collator builds for the trainer, for
 both flipped templates, padded and packed (`packing: true`, `packing_strategy: bfd`,

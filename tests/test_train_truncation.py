@@ -1,4 +1,4 @@
-"""Truncation keeps the conditioning (DESIGN.md 5): a flipped sample longer than max_length loses
+"""Truncation keeps the conditioning (docs/design.md#truncation): a flipped sample longer than max_length loses
 its oldest whole exchanges first; the system message (intent and persona) and the target are
 never cut. Checked on a long real ShareGPT conversation with the real SmolLM2 tokenizer."""
 

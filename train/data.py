@@ -4,7 +4,7 @@ Samples come from what `userlm prep` writes, found by `data_prep.samples.load_sa
 (a prep folder, a `DatasetDict` folder, or one JSONL file). Tokenising is `data_prep.templates.tokenize_sample`,
 the one place samples become ids, so the label mask is the evaluation mask.
 
-Truncation (train/truncation.py, documented in the README): a sample longer than
+Truncation (train/truncation.py, documented in docs/guide/train.md): a sample longer than
 `max_length` loses its oldest whole exchanges first; the system message (intent and
 persona) and the target turn are never cut. A sample that does not fit even so (its
 system message, target and the end of the message it answers) cannot be trained on; by

@@ -1,4 +1,4 @@
-"""`userlm merge`: fold a LoRA/QLoRA adapter into an unquantised base (DESIGN.md 5).
+"""`userlm merge`: fold a LoRA/QLoRA adapter into an unquantised base (docs/design.md#resume-distribution-and-merge).
 
 The base is always reloaded in full precision (bf16 by default), never 4-bit: merging
 into NF4 weights would round the update away, so a QLoRA adapter is "dequantised" by

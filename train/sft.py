@@ -210,7 +210,7 @@ def batching_defaults(sft: dict, attention: str) -> dict:
 
 
 def cpu_deepspeed_state(sft: dict) -> dict:
-    """DeepSpeed on CPU ranks (DESIGN.md 8): the process group, made before the SFTConfig.
+    """DeepSpeed on CPU ranks (docs/design.md#real-components): the process group, made before the SFTConfig.
 
     Left to TrainingArguments, accelerate finds no GPU backend, records one process, and
     DeepSpeed's "auto" batch sizes come out 1/world_size too small. Initialising the

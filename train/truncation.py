@@ -1,4 +1,4 @@
-"""Fitting a long flipped sample into `max_length` without losing its conditioning (DESIGN.md 5).
+"""Fitting a long flipped sample into `max_length` without losing its conditioning (docs/design.md#truncation).
 
 A sample is the system message (intent, then persona), the history, and the target user
 turn. When it is too long, its oldest whole exchanges (a user turn and the assistant's

@@ -1,4 +1,4 @@
-"""The end marker in the vocabulary (DESIGN.md 3.5) and the flipped template in the tokenizer.
+"""The end marker in the vocabulary (docs/design.md#the-end-marker) and the flipped template in the tokenizer.
 
 A base without `<|endconversation|>` gets it as a special token and larger embeddings.
 Full fine-tuning trains the new rows anyway. Under LoRA they are trained with PEFT's
@@ -7,7 +7,7 @@ only the chosen rows are trained and saved in the adapter (a few KB instead of t
 vocab x hidden matrices, 2 GB for Llama-3.1-8B), it follows tied embeddings, and
 `merge_and_unload` writes the rows into the merged model.
 
-Where the new rows start (`end_marker_init`, README "The end marker"): by default a copy
+Where the new rows start (`end_marker_init`, docs/guide/train.md#the-end-marker): by default a copy
 of the base's EOS rows, as the one public re-implementation of UserLM training does. At
 the start of a user turn the model's hidden state predicts the turn's first word; a row
 copied from a trained token that ends text puts the marker's logit where "stop here"

@@ -1,4 +1,4 @@
-"""Durable, atomic writes: the one way every stage puts a file or a folder in place (DESIGN.md 10).
+"""Durable, atomic writes: the one way every stage puts a file or a folder in place (docs/design.md#durability).
 
 A file is written under a temporary name in its folder, flushed and fsynced, renamed over
 the final name, and the folder is fsynced so the rename itself survives a crash. Readers

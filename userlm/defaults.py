@@ -1,4 +1,4 @@
-"""The embedded defaults (DESIGN.md 8): real ShareGPT logs and the SmolLM2-135M-Instruct model.
+"""The embedded defaults (docs/design.md#real-components): real ShareGPT logs and the SmolLM2-135M-Instruct model.
 
 Both ship inside PyPI packages, so everything here works with no network. The GGUF
 model is rebuilt once into a plain `LlamaForCausalLM` folder (transformers cannot
