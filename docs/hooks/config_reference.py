@@ -17,20 +17,22 @@ from mkdocs.structure.files import File
 
 PAGE = "reference/configuration.md"
 
-# (command, the class's import path, what else it takes, one line on its keys)
+# (command, its config class's name, what else it takes). The class is looked up where the
+# command's own module (`userlm.cli.COMMANDS`) finds it, else in that package's `config`
+# module, so the page follows a module that moves.
 COMMANDS = (
-    ("prep", "userlm.data_prep.config:PrepConfig", "Words that are not a YAML file, a flag or `key=value` are the `inputs`."),
-    ("train", "userlm.train.config:TrainConfig",
+    ("prep", "PrepConfig", "Words that are not a YAML file, a flag or `key=value` are the `inputs`."),
+    ("train", "TrainConfig",
      "Besides these, every TRL `SFTConfig` field under its own name (`learning_rate`, `max_steps`, `max_length`, "
      "`per_device_train_batch_size`, `deepspeed`, `resume_from_checkpoint`, `report_to`, ...), checked against "
      "`SFTConfig`'s types; `completion_only_loss` and `assistant_only_loss` are fixed by the run."),
-    ("merge", "userlm.train.config:MergeConfig", "The word after the command is the `adapter`."),
-    ("simulate", "userlm.infer.config:SimulateConfig", ""),
-    ("chat", "userlm.infer.config:ChatConfig", ""),
-    ("serve", "userlm.infer.server:ServeConfig", "The word after the command is the `simulator`."),
-    ("test", "userlm.infer.suite_config:SuiteConfig",
+    ("merge", "MergeConfig", "The word after the command is the `adapter`."),
+    ("simulate", "SimulateConfig", ""),
+    ("chat", "ChatConfig", ""),
+    ("serve", "ServeConfig", "The word after the command is the `simulator`."),
+    ("test", "SuiteConfig",
      "An intent may also be a mapping of `intent`, `name` and `thresholds`; a persona a mapping of `persona` and `name`."),
-    ("eval", "userlm.evaluation.config:EvalConfig", ""),
+    ("eval", "EvalConfig", ""),
 )
 
 INTRO = """# Configuration reference
@@ -45,9 +47,14 @@ file, `key=value` words, flags. How configuration works: [Configuration](../conf
 """
 
 
-def load(target: str):
-    module, name = target.split(":")
-    return getattr(importlib.import_module(module), name)
+def load(command: str, name: str):
+    """The config class of `userlm COMMAND`."""
+    from userlm.cli import COMMANDS as CLI
+
+    module = importlib.import_module(CLI[command][0].split(":")[0])
+    if not hasattr(module, name):
+        module = importlib.import_module(module.__name__.rsplit(".", 1)[0] + ".config")
+    return getattr(module, name)
 
 
 def cell(text: str) -> str:
@@ -111,12 +118,12 @@ def bounds(metadata: dict) -> str:
     return "; ".join(words)
 
 
-def command_section(command: str, target: str, note: str) -> str:
+def command_section(command: str, name: str, note: str) -> str:
     from userlm.config import config_keys, describe
 
-    cls = load(target)
+    cls = load(command, name)
     fields = fields_by_key(cls)
-    lines = [f"## `userlm {command}`", "", f"`{target.replace(':', '.')}`" + (f". {note}" if note else ""), "",
+    lines = [f"## `userlm {command}`", "", f"`{cls.__module__}.{cls.__name__}`" + (f". {note}" if note else ""), "",
              "| key | type | default | help |", "|---|---|---|---|"]
     for key, (annotation, metadata, shown) in config_keys(cls).items():
         if not shown:
