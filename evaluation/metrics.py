@@ -11,6 +11,8 @@ import itertools
 from userlm.data_prep.format import END_MARKER, INTENT_PREFIX
 from userlm.data_prep.words import content_words, words
 
+from .intervals import figure, mean_figure
+
 
 def jaccard(a: set, b: set) -> float:
     """|a ∩ b| / |a ∪ b|; two empty sets are identical (1.0)."""
@@ -74,34 +76,28 @@ def distinct_n(texts: list[str], n: int) -> float:
     return len(set(grams)) / len(grams)
 
 
-def within_intent_diversity(groups: list[list[str]]) -> float:
-    """Mean over intents of the pairwise diversity among simulations of that one intent."""
-    if not groups:
-        raise ValueError("Within-intent diversity needs at least one group of simulations.")
-    return sum(pairwise_diversity(g) for g in groups) / len(groups)
-
-
-def word_metrics(first_turns: list[str], intents: list[str], groups: list[list[str]]) -> dict:
-    """First-turn diversity, intent decomposition, within-intent diversity and distinct-n, in percent.
+def word_metrics(first_turns: list[str], intents: list[str], groups: list[list[str]], *, seed: int) -> dict:
+    """First-turn diversity, intent decomposition, within-intent diversity and distinct-n, in percent,
+    each a figure with its 95% interval (intervals.py), resampled by intent (seeded).
 
     END turns carry no words; they are left out of the word metrics and counted.
     """
     kept = [(t, i) for t, i in zip(first_turns, intents) if t.strip() != END_MARKER]
-    texts = [t for t, _ in kept]
+    texts, ids = [t for t, _ in kept], [i for _, i in kept]
     result = {"ended_at_first_turn": len(first_turns) - len(kept)}
     if len(texts) >= 2:
-        result["first_turn_diversity"] = {"value": 100 * pairwise_diversity(texts), "n": len(texts)}
+        result["first_turn_diversity"] = figure("diversity", texts, seed=seed, ids=ids, unit="intent", scale=100)
     if texts:
-        result["intent_decomposition"] = {"value": 100 * intent_decomposition(texts, [i for _, i in kept]), "n": len(texts)}
-        result["distinct_1"] = {"value": 100 * distinct_n(texts, 1), "n": len(texts)}
-        result["distinct_2"] = {"value": 100 * distinct_n(texts, 2), "n": len(texts)}
-    usable = [[t for t in g if t.strip() != END_MARKER] for g in groups]
-    usable = [g for g in usable if len(g) >= 2]
+        result["intent_decomposition"] = mean_figure([intent_overlap(t, i) for t, i in kept], seed=seed, ids=ids, unit="intent", scale=100)
+        result["distinct_1"] = figure("distinct_1", texts, seed=seed, ids=ids, unit="intent", scale=100)
+        result["distinct_2"] = figure("distinct_2", texts, seed=seed, ids=ids, unit="intent", scale=100)
+    usable = [(k, [t for t in g if t.strip() != END_MARKER]) for k, g in enumerate(groups)]
+    usable = [(k, g) for k, g in usable if len(g) >= 2]
     if usable:
+        # The k-th group is the k-th diversity intent for every checkpoint: k pairs them.
         result["within_intent_diversity"] = {
-            "value": 100 * within_intent_diversity(usable),
-            "n": len(usable),
-            "simulations": sum(map(len, usable)),
+            **mean_figure([pairwise_diversity(g) for _, g in usable], seed=seed, ids=[k for k, _ in usable], unit="intent", scale=100),
+            "simulations": sum(len(g) for _, g in usable),
             "intents_left_out": len(groups) - len(usable),
         }
     return result

@@ -21,14 +21,18 @@ def png(figure) -> bytes:
 
 
 def plot_metric(title: str, rows: list[dict], labels: list[str], *, log_scale: bool = False) -> bytes | None:
-    """A horizontal bar chart of one metric; published and reference rows hatched and grey."""
+    """A horizontal bar chart of one metric with each measured row's 95% interval as an error bar;
+    published and reference rows hatched and grey."""
     shown = [(r, label) for r, label in zip(rows, labels) if r["value"] is not None]
     if not shown:
         return None
     figure, axes = plt.subplots(figsize=(7.5, 0.45 * len(shown) + 1.2), dpi=100)
     grey = [not r["kind"].startswith("measured") for r, _ in shown]
-    bars = axes.barh([r["source"] for r, _ in shown], [r["value"] for r, _ in shown],
-                     color=[PUBLISHED if g else MEASURED for g in grey])
+    values = [r["value"] for r, _ in shown]
+    intervals = [r.get("ci") or (v, v) for (r, _), v in zip(shown, values)]
+    bars = axes.barh([r["source"] for r, _ in shown], values, color=[PUBLISHED if g else MEASURED for g in grey],
+                     xerr=[[max(0.0, v - lo) for v, (lo, _) in zip(values, intervals)], [max(0.0, hi - v) for v, (_, hi) in zip(values, intervals)]],
+                     error_kw={"ecolor": "black", "capsize": 3, "linewidth": 1})
     for bar, is_grey in zip(bars, grey):
         if is_grey:
             bar.set_hatch("//")

@@ -60,13 +60,16 @@ def test_distinct_n_and_within_intent_diversity_hand_computed():
     assert metrics.distinct_n(["a b a", "a b"], 2) == pytest.approx(2 / 3)
     assert metrics.distinct_n(["a"], 2) == 0.0
     # Group 1: Jaccard({a,b},{a,c}) = 1/3 -> 2/3; group 2: identical -> 0; mean 1/3.
-    assert metrics.within_intent_diversity([["a b", "a c"], ["x", "x"]]) == pytest.approx(1 / 3)
+    within = word_metrics(["a", "b"], [INTENT, INTENT + " twice"], [["a b", "a c"], ["x", "x"]], seed=0)["within_intent_diversity"]
+    assert within["value"] == pytest.approx(100 / 3) and within["n"] == 2 and within["unit"] == "intent"
 
 
 def test_word_metrics_leave_out_and_count_end_turns():
-    result = word_metrics(["a b c", END_MARKER, "a b d"], [INTENT] * 3, [["a b", "a c", END_MARKER], [END_MARKER, "x"]])
+    result = word_metrics(["a b c", END_MARKER, "a b d"], [INTENT, INTENT + " b", INTENT + " c"], [["a b", "a c", END_MARKER], [END_MARKER, "x"]], seed=0)
     assert result["ended_at_first_turn"] == 1
-    assert result["first_turn_diversity"] == {"value": pytest.approx(50.0), "n": 2}
+    # Two turns, one pair: every resample of the two intents that keeps both draws that one pair.
+    assert result["first_turn_diversity"]["value"] == pytest.approx(50.0) and result["first_turn_diversity"]["n"] == 2
+    assert result["first_turn_diversity"]["items"]["ids"] == [INTENT, INTENT + " c"]
     assert result["within_intent_diversity"]["value"] == pytest.approx(200 / 3)
     assert result["within_intent_diversity"]["intents_left_out"] == 1
 

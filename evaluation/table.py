@@ -1,0 +1,56 @@
+"""The report's comparison table as Markdown, generated from a metrics.json (`userlm eval table
+PATH/metrics.json`): one row per metric; a column per checkpoint, then each checkpoint minus
+the prompted base, the human reference measured on the same test subsets and UserLM-8b as
+published. Every measured cell carries its 95% interval and n; a difference whose interval
+covers zero says "not shown". The README's quickstart table is this output, not typed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from userlm.config import Config
+from userlm.errors import UserError
+
+from .report import METRICS, format_figure, format_difference, markdown_table
+from .report_details import Table
+
+
+def comparison_table(results: dict) -> Table:
+    names = list(results["checkpoints"])
+    differences = results.get("differences") or {"base": None, "checkpoints": {}}
+    compared = list(differences["checkpoints"])
+    headers = ["metric", *names, *(f"{name} − {differences['base']}" for name in compared), "human (measured)", "UserLM-8b (published)"]
+    rows = []
+    for key, _, short, _, better in METRICS:
+        measured = [results["checkpoints"][n].get(key) for n in names]
+        human = results["human"].get(key)
+        if all(entry is None for entry in [*measured, human]):
+            continue  # not measured in this run
+        published = results["published"]["figures"].get(key, {}).get("UserLM-8b")
+        rows.append([
+            f"{short} ({better} is better)",
+            *(format_figure(entry) for entry in measured),
+            *(format_difference(differences["checkpoints"][n].get(key)) for n in compared),
+            format_figure(human), "" if published is None else f"{published:.2f}",
+        ])
+    return Table(headers, rows)
+
+
+@dataclass(kw_only=True)
+class TableConfig(Config):
+    metrics: Path = field(metadata={"positional": True, "help": "a metrics.json written by `userlm eval`"})
+
+    def validate(self) -> None:
+        if not Path(self.metrics).is_file():
+            raise UserError(f"No metrics file at {self.metrics}; give the metrics.json of a `userlm eval` output folder.")
+
+
+def table_markdown(path: Path) -> str:
+    try:
+        results = json.loads(Path(path).read_text(encoding="utf-8"))
+    except ValueError:
+        raise UserError(f"{path} is not JSON; give the metrics.json of a `userlm eval` output folder.") from None
+    return "\n".join(markdown_table(comparison_table(results))) + "\n"
