@@ -1,4 +1,4 @@
-"""`userlm serve`: a user simulator behind an OpenAI-compatible HTTP server (DESIGN.md 6.4).
+"""`userlm serve`: a user simulator behind an OpenAI-compatible HTTP server (docs/design.md#serving).
 
     userlm serve out/persona                                   # http://127.0.0.1:8000/v1
     userlm serve out/persona --end-text '###STOP###' --roles flipped --api-key-env USERLM_KEY
