@@ -8,7 +8,7 @@ Keys are grouped so that no command declares one twice: `SimulatorOptions` (whic
 how it samples, its guardrails from `infer/guardrails.py`) for simulate, chat and test;
 `AssistantOptions` (the assistant under test and how it is reached) and
 `ConversationOptions` (how many conversations, how long, what a rerun does) for simulate
-and test (`infer/suite_config.py`).
+and test (`infer/suite/config.py`).
 """
 
 from __future__ import annotations

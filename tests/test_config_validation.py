@@ -41,8 +41,8 @@ def stage_configs(folder: Path) -> dict[type, dict]:
     from userlm.evaluation.config import EvalConfig
     from userlm.infer.config import ChatConfig, SimulateConfig
     from userlm.infer.guardrails import Guardrails
-    from userlm.infer.server import ServeConfig
-    from userlm.infer.suite_config import Judge, SuiteConfig, SuiteIntent, SuitePersona, Thresholds
+    from userlm.infer.serve.server import ServeConfig
+    from userlm.infer.suite.config import Judge, SuiteConfig, SuiteIntent, SuitePersona, Thresholds
     from userlm.quickstart import QuickstartConfig
     from userlm.train.config import MergeConfig, TrainConfig
 
@@ -74,8 +74,8 @@ def keys_of(cls) -> list[tuple[str, typing.Any, dict]]:
 
 
 def config_classes() -> list[type]:
-    import userlm.infer.server  # noqa: F401  (every module that defines a config)
-    import userlm.infer.suite_config  # noqa: F401
+    import userlm.infer.serve.server  # noqa: F401  (every module that defines a config)
+    import userlm.infer.suite.config  # noqa: F401
     import userlm.quickstart  # noqa: F401
 
     return sorted(stage_configs(Path(".")), key=lambda cls: cls.__name__)

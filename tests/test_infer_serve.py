@@ -191,7 +191,7 @@ def test_concurrent_requests_share_generate_calls(server):
 def test_the_serve_config_is_the_same_from_yaml_flags_and_key_value(tmp_path):
     from userlm.config import parse_config
     from userlm.errors import UserError
-    from userlm.infer.server import ServeConfig
+    from userlm.infer.serve.server import ServeConfig
 
     (tmp_path / "serve.yaml").write_text(
         "simulator: out/persona\nport: 9000\nend_text: '###STOP###'\nroles: flipped\nguardrails:\n  min_words: 2\n")

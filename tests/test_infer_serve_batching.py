@@ -1,4 +1,4 @@
-"""`userlm serve`'s dynamic batching (`infer/server_engine.py`), in-process on a real programmed
+"""`userlm serve`'s dynamic batching (`infer/serve/engine.py`), in-process on a real programmed
 Llama: requests sharing generate calls, some of whose drafts the guardrails reject and redraw
 from their prompt's cache in the same decode loop, get exactly the turns (text, events, attempts) that
 `UserSimulator.generate` gives each alone for its seed."""
@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 
 from userlm.infer.guardrails import Guardrails
-from userlm.infer.server_engine import BatchingEngine, Sampling
+from userlm.infer.serve.engine import BatchingEngine, Sampling
 from userlm.infer.simulator import UserSimulator
 
 from tests.conftest import SERVED_INTENT

@@ -266,8 +266,8 @@ def test_refusals_before_anything_runs(tmp_path, simulator, bots):
 
 def run_words(words: list[str]):
     from userlm.config import parse_config
-    from userlm.infer.suite import run_suite
-    from userlm.infer.suite_config import SuiteConfig
+    from userlm.infer.suite.run import run_suite
+    from userlm.infer.suite.config import SuiteConfig
 
     return run_suite(parse_config(SuiteConfig, words, prog="userlm test"))
 

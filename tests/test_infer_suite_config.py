@@ -11,8 +11,8 @@ import pytest
 from userlm.config import parse_config, to_dict
 from userlm.errors import UserError
 from userlm.infer.guardrails import Guardrails
-from userlm.infer.suite_cases import intent_cases, persona_cases
-from userlm.infer.suite_config import Judge, SuiteConfig, SuiteIntent, SuitePersona, Thresholds
+from userlm.infer.suite.cases import intent_cases, persona_cases
+from userlm.infer.suite.config import Judge, SuiteConfig, SuiteIntent, SuitePersona, Thresholds
 
 PREFIX = "You are a user chatting with an assistant language model to"
 REFUND = f"{PREFIX} get a refund for a kettle that arrived broken and leaks water everywhere."
@@ -145,7 +145,7 @@ def test_the_documented_ci_example_is_a_valid_suite_and_workflow():
     ],
 )
 def test_judge_answers_to_verdicts(answer, success, reason):
-    from userlm.infer.suite_judge import parse_judgement
+    from userlm.infer.suite.judge import parse_judgement
 
     verdict = parse_judgement(answer)
     assert verdict["success"] is success

@@ -21,8 +21,8 @@ COMMANDS = {
     "merge": ("userlm.train.cli:merge_main", "merge a LoRA/QLoRA adapter into its unquantised base"),
     "simulate": ("userlm.infer.cli:simulate_main", "simulate conversations between a user simulator and an assistant"),
     "chat": ("userlm.infer.cli:chat_main", "chat with a user simulator: you play the assistant"),
-    "serve": ("userlm.infer.server:main", "serve a user simulator as an OpenAI-compatible HTTP server"),
-    "test": ("userlm.infer.suite:main", "run a suite of simulated users against an assistant, with a pass/fail gate"),
+    "serve": ("userlm.infer.serve.server:main", "serve a user simulator as an OpenAI-compatible HTTP server"),
+    "test": ("userlm.infer.suite.run:main", "run a suite of simulated users against an assistant, with a pass/fail gate"),
     "eval": ("userlm.evaluation.cli:main", "evaluate simulator checkpoints side by side with the paper's metrics"),
     "quickstart": ("userlm.quickstart:main", "run the whole pipeline on the embedded default on a CPU"),
 }

@@ -192,7 +192,10 @@ def _coerce(value, annotation):
         if isinstance(value, Path):
             return value
         if isinstance(value, str) and value.strip():
-            return Path(value).expanduser()
+            try:
+                return Path(value).expanduser()
+            except RuntimeError:  # `~name` of no such user: the path as written, which later checks name
+                return Path(value)
         raise _Mismatch
     if origin in (list, tuple) or annotation in (list, tuple):
         if isinstance(value, str):

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from userlm.data_prep.format import END_MARKER
 from userlm.data_prep.templates import FlippedTemplate, read_prompt
 
-from .simulator import GeneratedTurn
+from ..simulator import GeneratedTurn
 
 Roles = Literal["natural", "flipped"]
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from userlm.config import Config, to_dict
 from userlm.errors import UserError
 
-from .config import AssistantOptions, ConversationOptions, SimulatorOptions
+from ..config import AssistantOptions, ConversationOptions, SimulatorOptions
 
 SHARE = {"min": 0, "max": 1}
 DEFAULT_RUBRIC = (

@@ -6,7 +6,7 @@ all) fails: a gate that passes because nothing was measured would hide a broken 
 
 from __future__ import annotations
 
-from .suite_config import Thresholds
+from .config import Thresholds
 
 # threshold -> (figure of `group_stats`, "min" or "max", the figure in words)
 BOUNDS = {

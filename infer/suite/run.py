@@ -2,13 +2,13 @@
 
 Every intent runs with every persona, `n_per_intent` conversations each, through the loop
 of `userlm simulate` (same record schema, same ids, same resuming). Each conversation gets
-an outcome (`suite_outcomes.py`), with a judge's verdict when one is configured
-(`suite_judge.py`); the thresholds are checked per suite and per intent (`suite_gate.py`);
+an outcome (`suite/outcomes.py`), with a judge's verdict when one is configured
+(`suite/judge.py`); the thresholds are checked per suite and per intent (`suite/gate.py`);
 and the output folder receives:
 
     conversations.jsonl   every conversation, in the schema of `userlm simulate`
-    junit.xml             one test case per intent, failures with the reason (`junit.py`)
-    report.html           tables per intent and persona, every transcript, filters (`suite_report.py`)
+    junit.xml             one test case per intent, failures with the reason (`suite/junit.py`)
+    report.html           tables per intent and persona, every transcript, filters (`suite/report.py`)
     results.json          the figures, the checks and each conversation's outcome; written last,
                           so a folder without it holds a run that did not finish
     judge-cache.sqlite    the judge's answers, never asked twice
@@ -30,15 +30,15 @@ from userlm.errors import UserError
 from userlm.summary import Summary, print_summary
 
 from .junit import JUnitCase, junit_xml
-from .simulate import load_assistant, load_simulator, make_jobs, simulate
-from .simulate_output import check_output_file, check_writable, latest_records
-from .suite_cases import IntentCase, PersonaCase, intent_cases, persona_cases
-from .suite_compare import RESULTS, comparison_lines, compare, read_previous
-from .suite_config import SuiteConfig
-from .suite_gate import check
-from .suite_judge import judge_conversations, judge_label
-from .suite_outcomes import group_stats, grouped, label, outcome_of
-from .suite_report import render_report
+from ..simulate import load_assistant, load_simulator, make_jobs, simulate
+from ..simulate_output import check_output_file, check_writable, latest_records
+from .cases import IntentCase, PersonaCase, intent_cases, persona_cases
+from .compare import RESULTS, comparison_lines, compare, read_previous
+from .config import SuiteConfig
+from .gate import check
+from .judge import judge_conversations, judge_label
+from .outcomes import group_stats, grouped, label, outcome_of
+from .report import render_report
 
 CONVERSATIONS, JUNIT, REPORT, JUDGE_CACHE = "conversations.jsonl", "junit.xml", "report.html", "judge-cache.sqlite"
 OUTPUTS = (CONVERSATIONS, RESULTS, JUNIT, REPORT, JUDGE_CACHE)

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 from userlm.config import to_dict
 
-from .guardrails import Guardrails
-from .simulator import GeneratedTurn
+from ..guardrails import Guardrails
+from ..simulator import GeneratedTurn
 
 log = logging.getLogger("userlm.serve")
 # Most gaps of `wait_s` a batch waits for more requests, so that a steady stream still starts.

@@ -16,7 +16,7 @@ from userlm.data_prep.format import END_MARKER
 from userlm.data_prep.llm_cache import cached_chats, request_key
 from userlm.endpoint import Endpoint, EndpointError
 
-from .suite_config import Judge
+from .config import Judge
 
 QUESTION = (
     "You judge whether a conversation between a user and an AI assistant succeeded.\n\n"

@@ -15,8 +15,8 @@ from urllib.parse import urlencode
 
 from userlm.data_prep.format import END_MARKER
 
-from .simulate import TERMINATION_REASONS
-from .suite_outcomes import label
+from ..simulate import TERMINATION_REASONS
+from .outcomes import label
 
 OUTCOMES = ("success", "failure", "unjudged", "not counted")
 OPEN_AT_MOST = 40  # transcripts start open in a small run, folded in a large one

@@ -14,7 +14,7 @@ from statistics import mean
 
 from userlm.data_prep.format import count_user_turns
 
-from .simulate import TERMINATION_REASONS
+from ..simulate import TERMINATION_REASONS
 
 SIMULATOR_FAILURES = ("simulator_error", "guardrails_exhausted")
 

@@ -9,7 +9,7 @@ promptfoo) call it as they would call any chat model: the reply is the next *use
 when the simulated user leaves, the reply is the end text with finish_reason "stop" and
 `choices[i].userlm.ended` true. The paper's guardrails apply server-side (per-request
 overrides in the extra body field `guardrails`); concurrent requests share generate calls
-(`server_engine.py`); an upstream completions server (vLLM) can do the generating, with
+(`serve/engine.py`); an upstream completions server (vLLM) can do the generating, with
 the guardrails and the draft parser applied here. Errors are OpenAI's error JSON with one
 sentence, and the server keeps serving after each.
 """
@@ -38,12 +38,12 @@ from userlm.data_prep.format import END_MARKER
 from userlm.data_prep.templates import render
 from userlm.errors import UserError
 
-from .config import SimulatorOptions
-from . import server_protocol as protocol
-from .guardrails import Guardrails
-from .loading import context_error
-from .sampling import derive_seed
-from .server_engine import BatchingEngine, Sampling, UpstreamEngine
+from ..config import SimulatorOptions
+from . import protocol
+from ..guardrails import Guardrails
+from ..loading import context_error
+from ..sampling import derive_seed
+from .engine import BatchingEngine, Sampling, UpstreamEngine
 
 log = logging.getLogger("userlm.serve")
 
@@ -108,7 +108,7 @@ def api_key(config: ServeConfig) -> str | None:
 
 def load_engine(config: ServeConfig):
     """The engine the config names: a local simulator with dynamic batching, or an upstream completions server."""
-    from .simulate import load_simulator
+    from ..simulate import load_simulator
 
     simulator = load_simulator(config, timeout=config.timeout, max_retries=config.max_retries, concurrency=config.concurrency)
     if config.simulator_endpoint:

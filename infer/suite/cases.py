@@ -9,8 +9,8 @@ from pathlib import Path
 from userlm.data_prep.format import INTENT_PREFIX
 from userlm.errors import UserError
 
-from .simulate import read_inputs
-from .suite_config import SuiteConfig, SuiteIntent, SuitePersona, Thresholds
+from ..simulate import read_inputs
+from .config import SuiteConfig, SuiteIntent, SuitePersona, Thresholds
 
 NAME_WORDS = 8
 
