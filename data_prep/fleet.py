@@ -53,22 +53,28 @@ def endpoint_of(urls: list[str], model: str, *, timeout: float, concurrency: int
     return Fleet(base_urls=tuple(urls), model=model, timeout=timeout, max_concurrency=concurrency)
 
 
+def import_litellm():
+    """LiteLLM, imported offline: the project's one import of it."""
+    # Unless told to read its bundled copy, LiteLLM fetches its model cost map over the network on import:
+    # about 7 s and retry warnings on a machine without internet. A user's own setting wins.
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    try:
+        import litellm
+    except ImportError:
+        raise UserError("Several endpoint URLs are spread over with LiteLLM; install it (pip install litellm) or give one URL.") from None
+    return litellm
+
+
 class FleetClient:
     def __init__(self, fleet: Fleet):
-        # LiteLLM fetches a price list over the network when imported unless told not to.
-        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-        try:
-            import litellm
-            from litellm import Router
-        except ImportError:
-            raise UserError("Several endpoint URLs are spread over with LiteLLM; install it (pip install litellm) or give one URL.") from None
+        litellm = import_litellm()
         litellm.suppress_debug_info = True
         logging.getLogger("LiteLLM").setLevel(logging.ERROR)
         logging.getLogger("LiteLLM Router").setLevel(logging.ERROR)
         self.fleet = fleet
         self.concurrency = fleet.max_concurrency * len(fleet.base_urls)
         key = os.environ.get(fleet.api_key_env) or "EMPTY"
-        self.router = Router(
+        self.router = litellm.Router(
             model_list=[
                 {"model_name": FLEET_MODEL,
                  "litellm_params": {"model": f"openai/{fleet.model}", "api_base": url, "api_key": key}}

@@ -13,10 +13,10 @@ import pytest
 
 from tests.conftest import SERVED_INTENT as INTENT
 from tests.conftest import SERVED_OPENINGS as OPENINGS
+from userlm.data_prep.fleet import import_litellm
 from userlm.data_prep.format import END_MARKER
 
 os.environ["DEEPEVAL_TELEMETRY_OPT_OUT"] = "YES"
-os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_openai_sdk_sync_and_async_with_n_and_seed(server):
 
 
 def test_litellm_openai_route_as_tau2_bench_calls_it(tau2_server):
-    import litellm
+    litellm = import_litellm()  # offline, as the project imports it
 
     # tau2-bench's user simulator: its own system prompt, the roles flipped (the agent is "user").
     messages = [{"role": "system", "content": INTENT}, {"role": "user", "content": "Hi! How can I help you today?"}]
