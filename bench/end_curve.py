@@ -102,7 +102,7 @@ def main(words: list[str]) -> int:
     print(f"\n{config.recipe} {' '.join(config.overrides)} on {config.data}: {len(decisions)} held-out decision points "
           f"({sum(bool(p['is_end']) for p in decisions)} ends) of {len(large)} conversations, "
           f"{len(points) - len(decisions)} first turns")
-    print(f"Reference, no model: the train split's end rate by intent scope and turn ranks these points at ROC AUC "
+    print(f"Reference, no model: the train split's end rate by user turn ranks these points at ROC AUC "
           f"{no_model_reference(scoring, decisions)}")
     print("| step | P(end) at ends | at continues | ROC AUC | expected F1 | P(end) at first turns |")
     print("|---:|---:|---:|---:|---:|---:|")

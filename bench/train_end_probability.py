@@ -74,11 +74,11 @@ def draws(config: EndProbabilityConfig) -> tuple[list[dict], set[str], set[str]]
 
 
 def no_model_reference(config: EndProbabilityConfig, points: list[dict]) -> str:
-    """ROC AUC at `points` of the train split's end rate by intent scope and turn, as `userlm eval` reports it."""
+    """ROC AUC at `points` of the train split's end rate by user turn, the floor `userlm eval` reports."""
     from userlm.data_prep.samples import split_file
     from userlm.evaluation.end_reference import end_reference
 
-    reference = end_reference(split_file(config.data, "test"), points)
+    reference = end_reference(split_file(config.data, "test"), points).get("termination_auc", {}).get("turn_index")
     return "n/a (no train split, or one kind of point only)" if not reference or reference["value"] is None else f"{reference['value']:.3f}"
 
 
@@ -151,7 +151,7 @@ def main(words: list[str]) -> int:
         print(report(name, [(r, s, y) for r, s, y, c in scored if c in chosen]))
     print(f"  first turns of both draws: {len(first)}; P(end) mean {statistics.mean(first):.3g}, median {statistics.median(first):.3g}")
     decisions = [p for p in points if p["prompt"][-1]["role"] != "system" and p["conversation_id"] in large]
-    print(f"  reference, no model: the train split's end rate by intent scope and turn ranks the {len(large)} "
+    print(f"  reference, no model: the train split's end rate by user turn ranks the {len(large)} "
           f"conversations' points at ROC AUC {no_model_reference(config, decisions)}")
     return 0
 

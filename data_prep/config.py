@@ -48,6 +48,10 @@ class PrepConfig(Config):
     intents: IntentSource = field(default="heuristic", metadata={
         "help": "where intents come from: heuristic (offline), llm (an endpoint) or column (a field)"})
     intent_column: str | None = field(default=None, metadata={"help": "the field holding the intent, for intents: column"})
+    scope_dropout: float = field(default=0.0, metadata={
+        "min": 0, "max": 1, "help": "share of the train split's conversations whose intent leaves out its scope sentence "
+        "(\"You follow up once.\"), drawn by a hash of the conversation so all its samples agree: one checkpoint then works "
+        "with and without a stated length; validation and test keep theirs"})
     intent_endpoint: list[str] | None = field(default=None, metadata={
         "help": "OpenAI-compatible base URL (…/v1), for intents: llm; key from OPENAI_API_KEY. Several URLs "
         "(comma-separated) are one fleet: LiteLLM's Router spreads the requests over them"})

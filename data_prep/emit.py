@@ -22,7 +22,7 @@ from userlm.atomic import atomic_open, atomic_write, write_jsonl
 from userlm.data_prep.format import CONVERSATION_KEYS, flip
 
 from .chunks import Chunk
-from .intents import assign_intents
+from .intents import assign_intents, drops_scope, without_scope
 from .kept import kept_records
 from .split import SPLITS, split_of
 from .users import PersonaTable
@@ -80,6 +80,8 @@ def emit_chunk(chunk: Chunk, config, work: Work, personas: PersonaTable | None) 
         for record in records:
             split = split_of(record, config.split)
             record["meta"]["split"] = split
+            if split == "train" and drops_scope(record["conversation_id"], config.scope_dropout):
+                record["intent"] = without_scope(record["intent"])
             conversations.write(json.dumps({key: record[key] for key in CONVERSATION_KEYS}, ensure_ascii=False, default=str))
             conversations.write("\n")
             encode = SampleEncoder()

@@ -7,8 +7,11 @@ one of three sources.
   copies first-turn words makes a simulator parrot them (the paper's finding). The earlier
   heuristic named the three most repeated first-turn words; the real users of the ShareGPT
   test split then measured 32.5% intent decomposition against their own intents (the paper's
-  human figure, against GPT-4o intents: 1.68%). This one measures 1.29% there (docs/guide/prep.md).
-  A second sentence gives the conversation's scope in coarse words (`scope_of`).
+  human figure, against GPT-4o intents: 1.68%). This one measures 1.57% there (1.29% without the
+  scope sentence; docs/guide/prep.md). It was reworded against that split's figure; on the 14,166 train-split
+  first turns, never scored while it was written, it measures 1.57% too (docs/evaluation.md).
+  A second sentence gives the conversation's scope in coarse words (`scope_of`); `scope_dropout`
+  leaves it out of a share of the train split's intents.
 - `column`: an existing text field of the source rows (`--intent-column`).
 - `llm`: `llm_intents.llm_intents` with an OpenAI-compatible endpoint, cache and resume.
 
@@ -18,13 +21,14 @@ empty), `intent_failed` (the endpoint gave up on this conversation).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import Counter
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from userlm.data_prep.format import INTENT_PREFIX, conversation_ends, count_user_turns
+from userlm.data_prep.format import INTENT_PREFIX, conversation_ends, count_user_turns, parse_system_text, system_text
 from userlm.data_prep.words import words
 
 from .reading import Rejection
@@ -162,9 +166,11 @@ def topics_of(text: str, limit: int = 2) -> list[str]:
     return sorted(votes, key=lambda topic: (-votes[topic], order.index(topic)))[:limit]
 
 
-# `scope_of`'s sentences, from the shortest conversation to the longest.
+# `scope_of`'s sentences, from the shortest conversation to the longest, and the user turns each
+# states (fewest, most; None: no limit).
 SCOPES = ("A single answer is all you are after.", "You follow up once.", "You follow up a few times.",
           "You keep following up for a long while.")
+SCOPE_TURNS = ((1, 1), (2, 2), (3, 4), (5, None))
 
 
 def scope_of(record: dict) -> str:
@@ -175,11 +181,34 @@ def scope_of(record: dict) -> str:
     if not conversation_ends(record):  # a part of a log cut for its length: the user went on
         return SCOPES[-1]
     turns = count_user_turns(record["messages"])
-    if turns == 1:
-        return SCOPES[0]
-    if turns == 2:
-        return SCOPES[1]
-    return SCOPES[2] if turns <= 4 else SCOPES[3]
+    return next(s for s, (_, most) in zip(SCOPES, SCOPE_TURNS) if most is None or turns <= most)
+
+
+def without_scope(intent: str) -> str:
+    """The intent with any scope sentence taken out."""
+    for sentence in SCOPES:
+        intent = intent.replace(sentence, "")
+    return re.sub(" {2,}", " ", intent).strip()
+
+
+def rescoped(prompt: list[dict], sentence: str | None) -> list[dict]:
+    """A flipped prompt whose system message states `sentence` as its scope (None: no scope), the
+    persona block untouched: the one place a sample's scope is rewritten (evaluation strips it from
+    the points where it would give the answer away, and states each length to see if it is obeyed)."""
+    if not prompt or prompt[0]["role"] != "system":
+        return prompt
+    intent, persona = parse_system_text(prompt[0]["content"])
+    intent = without_scope(intent)
+    if sentence:
+        intent = f"{intent} {sentence}"
+    return [{"role": "system", "content": system_text(intent, persona)}, *prompt[1:]]
+
+
+def drops_scope(conversation_id: str, fraction: float) -> bool:
+    """Whether `scope_dropout` takes the scope out of this conversation's intent: a stable hash of the
+    conversation, so every sample of it agrees and any worker decides alike."""
+    digest = hashlib.blake2b(f"scope-dropout:{conversation_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 < fraction
 
 
 def heuristic_intent(record: dict) -> str:

@@ -56,12 +56,13 @@ def fit_to_context(subsets: EvalSubsets, simulator, config: EvalConfig) -> tuple
         probe_openings=[s for s in subsets.probe_openings if sample_fits(s)],
         diversity=[s for s in subsets.diversity if sample_fits(s)],
         end_points=cut_conversations(subsets.end_points),
+        scope_points=cut_conversations(subsets.scope_points),
         persona_users=[u for u in (replace(u, **kept_points(u, fits)) for u in subsets.persona_users) if u.prompts],
         # The longer of the two personas decides.
         contrast_intents=[i for i in subsets.contrast_intents if fits([{"role": "system", "content": system_text(i, ELABORATE)}])],
     )
     lost = {name: len(getattr(subsets, name)) - len(getattr(fitted, name)) for name in (
-        "perplexity", "first_turns", "termination_points", "probe_openings", "diversity", "end_points", "persona_users", "contrast_intents")}
+        "perplexity", "first_turns", "termination_points", "probe_openings", "diversity", "end_points", "scope_points", "persona_users", "contrast_intents")}
     return fitted, {name: n for name, n in lost.items() if n}
 
 

@@ -24,7 +24,8 @@ from userlm.data_prep.format import END_MARKER
 from userlm.data_prep.templates import FlippedTemplate, render
 
 from .forward import logprobs_at
-from .roc import roc_auc, roc_curve
+from .intervals import figure, hanley_mcneil
+from .roc import roc_curve
 
 
 def end_tokens(tokenizer, template: FlippedTemplate) -> list[int]:
@@ -86,15 +87,16 @@ def end_scores(simulator, points: list[dict], *, top_p: float | None = None, bat
     return [math.exp(v) for v in log_p], (sampled if top_p is not None else None)
 
 
-def expected_f1(sampled: list[float], real_ends: list[bool]) -> dict:
+def expected_f1(sampled: list[float], real_ends: list[bool], *, conversations: list[str] | None = None, seed: int = 0) -> dict:
     """F1 of END from expected counts, when each point ends with its sampling probability: the sampled
-    termination F1 without its luck (the ratio of expectations, near the expected F1 over many points)."""
+    termination F1 without its luck (the ratio of expectations, near the expected F1 over many points),
+    in percent, its interval resampling `conversations` (each point's; None: the points)."""
     tp = sum(p for p, end in zip(sampled, real_ends) if end)
     fp = sum(p for p, end in zip(sampled, real_ends) if not end)
     fn = sum(1 - p for p, end in zip(sampled, real_ends) if end)
     return {
-        "value": 100 * 2 * tp / (2 * tp + fp + fn) if tp else 0.0,
-        "n": len(sampled),
+        **figure("f1", [[p, float(end)] for p, end in zip(sampled, real_ends)], seed=seed, ids=conversations,
+                 unit="conversation" if conversations else "point", scale=100),
         "precision": tp / (tp + fp) if tp + fp else 0.0,
         "recall": tp / (tp + fn) if tp + fn else 0.0,
         "expected_ends": tp + fp,
@@ -102,14 +104,19 @@ def expected_f1(sampled: list[float], real_ends: list[bool]) -> dict:
     }
 
 
-def end_probability_metrics(probabilities: list[float], real_ends: list[bool]) -> dict:
-    """ROC AUC of P(end) against the real ends (the value), the ROC curve and P(end) at both kinds of point."""
+def end_probability_metrics(probabilities: list[float], real_ends: list[bool], *, conversations: list[str] | None = None,
+                            seed: int = 0) -> dict:
+    """ROC AUC of P(end) against the real ends (the value, with its interval resampling `conversations`,
+    each point's; None: the points), the ROC curve and P(end) at both kinds of point."""
     at_ends = [p for p, end in zip(probabilities, real_ends) if end]
     at_continues = [p for p, end in zip(probabilities, real_ends) if not end]
     both = bool(at_ends) and bool(at_continues)
+    auc = figure("auc", [[p, float(end)] for p, end in zip(probabilities, real_ends)], seed=seed, ids=conversations,
+                 unit="conversation" if conversations else "point")
     return {
-        "value": roc_auc(probabilities, real_ends) if both else None,
-        "n": len(probabilities),
+        **auc,
+        # The textbook interval, the points taken as independent: beside the bootstrap's, it shows what the clustering costs.
+        "ci_hanley_mcneil": hanley_mcneil(auc["value"], len(at_ends), len(at_continues)) if auc["value"] is not None else None,
         "real_end_points": len(at_ends),
         "mean_at_ends": statistics.fmean(at_ends) if at_ends else None,
         "mean_at_continues": statistics.fmean(at_continues) if at_continues else None,

@@ -1,12 +1,15 @@
-"""What a termination AUC is up against with no model at all: at each held-out decision point,
-how often the train split's users left at the same (scope sentence of the intent, user turns so far).
+"""The floor a termination figure must beat, with no model: at each held-out decision point, how often
+the train split's users left at the same place, by what the conversation so far shows.
 
-The heuristic intents end with the conversation's scope (`data_prep.intents.SCOPES`), written
-from how many turns the user wrote, so with them this reference ranks the ends almost perfectly
-and a simulator's AUC says how well it obeys its intent's scope. With intents that carry no
-scope sentence the key is the turn count alone. Streamed, only the counts kept, from the first
-`MAX_TRAIN_LINES` lines of the train split: a table of a few dozen cells fills long before that,
-and a WildChat-scale split would otherwise take minutes to parse.
+- `turn_index`: the user turns so far (the floor the report prints beside P(end));
+- `words_so_far`: the words of the conversation so far, in doubling bins.
+
+Each is scored like a checkpoint: its ROC AUC, and its expected F1 when each point is left with
+the train split's rate there. The intent's scope sentence is no key: written from the whole
+conversation's length, it gives the answer away (the earlier reference by scope and turn ranked
+the quickstart's held-out points at AUC 1.00), and the *when* points carry none. Streamed, only
+the counts kept, from the first `MAX_TRAIN_LINES` lines of the train split: tables of a few dozen
+cells fill long before that, and a WildChat-scale split would otherwise take minutes to parse.
 """
 
 from __future__ import annotations
@@ -15,35 +18,44 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from userlm.data_prep.intents import SCOPES
 from userlm.data_prep.samples import open_lines, split_files
 
-from .end_probability import end_probability_metrics
+from .end_probability import end_probability_metrics, expected_f1
+from .intervals import difference
 
-LABEL = "no model: the train split's end rate by intent scope and turn"
 MAX_TRAIN_LINES = 200_000
 
 
-def reference_key(point: dict) -> tuple[int, int]:
-    """(index of the intent's scope sentence in SCOPES, or -1; user turns in the prompt)."""
-    first = point["prompt"][0]
-    system = first.get("content", "") if first.get("role") == "system" else ""
-    scope = next((i for i, sentence in enumerate(SCOPES) if sentence in system), -1)
-    return scope, sum(m.get("role") == "user" for m in point["prompt"])
+def turn_index(point: dict) -> int:
+    return sum(m["role"] == "user" for m in point["prompt"])
 
 
-def end_rates(seen: Counter, ended: Counter, points: list[dict]) -> list[float]:
-    """Each point's key's end rate, add-one smoothed toward the overall rate (a key never seen scores that rate)."""
+def words_so_far(point: dict) -> int:
+    """The doubling bin of the whitespace words of the conversation so far (0, 1, 2-3, 4-7, ...)."""
+    return sum(len(m["content"].split()) for m in point["prompt"] if m["role"] != "system").bit_length()
+
+
+REFERENCES = {
+    "turn_index": (turn_index, "no model: the train split's end rate at the same user turn"),
+    "words_so_far": (words_so_far, "no model: the train split's end rate at the same length so far in words (doubling bins)"),
+}
+
+
+def end_rates(seen: Counter, ended: Counter, keys: list) -> list[float]:
+    """Each key's end rate, add-one smoothed toward the overall rate (a key never seen scores that rate)."""
     overall = (sum(ended.values()) + 1) / (sum(seen.values()) + 2)
-    return [(ended[key] + overall) / (seen[key] + 1) for key in map(reference_key, points)]
+    return [(ended[key] + overall) / (seen[key] + 1) for key in keys]
 
 
-def end_reference(data: Path, points: list[dict]) -> dict | None:
-    """The reference's ROC AUC at `points`, from the train split beside `data`; None without one."""
+def end_reference(data: Path, points: list[dict], *, seed: int = 0) -> dict:
+    """{"termination_auc": {name: figure}, "termination_expected_f1": {name: figure}} for each reference,
+    learnt from the train split beside `data`; empty without one."""
     train = split_files(Path(data).parent).get("train")
     if train is None or train.resolve() == Path(data).resolve() or not points:
-        return None
-    seen, ended, unusable = Counter(), Counter(), 0
+        return {}
+    seen = {name: Counter() for name in REFERENCES}
+    ended = {name: Counter() for name in REFERENCES}
+    unusable = 0
     for number, line in open_lines(train):
         if number > MAX_TRAIN_LINES:
             break
@@ -51,13 +63,30 @@ def end_reference(data: Path, points: list[dict]) -> dict | None:
             sample = json.loads(line)
             if sample["prompt"][-1]["role"] != "assistant":
                 continue  # a first turn: nobody leaves before writing
-            key = reference_key(sample)
+            keys = {name: key(sample) for name, (key, _) in REFERENCES.items()}
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             unusable += 1
             continue
-        seen[key] += 1
-        ended[key] += bool(sample.get("is_end"))
-    if not seen:
-        return None
-    metrics = end_probability_metrics(end_rates(seen, ended, points), [bool(p["is_end"]) for p in points])
-    return {**metrics, "source": LABEL, "train_decision_points": sum(seen.values()), "train_unusable_lines": unusable}
+        for name, key in keys.items():
+            seen[name][key] += 1
+            ended[name][key] += bool(sample.get("is_end"))
+    if not seen["turn_index"]:
+        return {}
+    real = [bool(p["is_end"]) for p in points]
+    conversations = [p["conversation_id"] for p in points]
+    result: dict = {"termination_auc": {}, "termination_expected_f1": {}}
+    for name, (key, label) in REFERENCES.items():
+        rates = end_rates(seen[name], ended[name], [key(p) for p in points])
+        about = {"source": label, "train_decision_points": sum(seen[name].values()), "train_unusable_lines": unusable}
+        result["termination_auc"][name] = {**end_probability_metrics(rates, real, conversations=conversations, seed=seed), **about}
+        result["termination_expected_f1"][name] = {**expected_f1(rates, real, conversations=conversations, seed=seed), **about}
+    return result
+
+
+def add_floor_differences(checkpoint: dict, reference: dict, *, seed: int) -> None:
+    """Put beside each of the checkpoint's termination figures its difference from each no-model
+    reference (`minus_reference`, paired on the conversations both read): what it has over the floor."""
+    for key, floors in reference.items():
+        figure = checkpoint.get(key)
+        if figure is not None:
+            figure["minus_reference"] = {name: difference(figure, floor, seed=seed) for name, floor in floors.items()}

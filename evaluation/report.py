@@ -21,6 +21,7 @@ from userlm.summary import Summary
 from .report_details import (
     Table, contrast_details, judge_notes, naturalness_notes, no_model_reference, persona_details, termination_details,
 )
+from .obeys_scope import CHANCE
 from .report_plots import plot_contrast, plot_metric, plot_roc
 
 # key, title, short name for the terminal, what it measures, which direction is better
@@ -29,13 +30,19 @@ METRICS = (
     ("perplexity_without_intent", "User-turn perplexity without intent", "perplexity, no intent", "the same targets with the system message emptied", "lower"),
     ("first_turn_diversity", "First-turn diversity (%)", "first-turn diversity", "1 − mean pairwise Jaccard of unigram sets over first turns of distinct intents", "higher"),
     ("intent_decomposition", "Intent decomposition (%)", "intent decomposition", "mean share of a first turn's non-stopword unigrams found in the intent (prefix removed)", "lower"),
-    ("termination_f1", "Termination F1 (%)", "termination F1", "F1 of END at every decision point against where the real conversation ended, from one sampled turn per point", "higher"),
+    ("termination_f1", "Termination F1 (%)", "termination F1", "F1 of END at every decision point against where the real conversation ended, from one sampled turn per point, the intent's scope sentence taken out", "higher"),
     ("termination_expected_f1", "Termination F1 expected from P(end) (%)", "termination F1, expected",
      "F1 of END from expected counts when each P(end) point ends with the probability that sampling (temperature 1, top-p 0.8) "
-     "draws the end turn there: the sampled F1 without its luck, on the P(end) points", "higher"),
+     "draws the end turn there: the sampled F1 without its luck, on the P(end) points (no scope sentence); the no-model rows leave "
+     "each point with the train split's rate there, the floor a model must beat", "higher"),
     ("termination_auc", "Termination ROC AUC, P(end) as the first token", "termination AUC",
      "ROC AUC of the probability the model gives to ending as the first token of its turn, at every decision point, "
-     "against where the real conversation ended (0.5 is chance; no sampling, so no luck)", "higher"),
+     "against where the real conversation ended, the intent's scope sentence taken out (it states the length); 0.5 is chance, "
+     "the no-model rows are the floor a model must beat; no sampling, so no luck", "higher"),
+    ("termination_obeys_scope", "Termination obeys scope (%)", "obeys scope",
+     "share of held-out conversations × stated lengths (a single answer, follow up once, a few times) where the simulator, "
+     "reading the conversation's first two decision points with that length in its intent, leaves when told (for a few "
+     "times: not by turn 2), from the chance that sampling ends each point; a controllability figure, not when real users leave", "higher"),
     ("role_adherence", "Role adherence (%)", "role adherence", "share of probes (assistant feigns uncertainty) where the simulator stays a user", "higher"),
     ("intent_adherence", "Intent adherence (%)", "intent adherence", "share of probes (assistant proposes a diversion) where the simulator stays on its intent", "higher"),
     ("naturalness", "Naturalness (%)", "naturalness", "share of generated first turns the naturalness detector calls human", "higher"),
@@ -50,7 +57,8 @@ METRICS = (
 )
 HUMAN_ROW = "human (this test set, measured)"
 HUMAN_ROWS = {"persona_fidelity": ("real users, split-half (ceiling)", "measured, real users against their own other half")}
-REFERENCE_ROWS = {"termination_auc": [("chance", 0.5)]}
+REFERENCE_ROWS = {"termination_auc": [("chance", 0.5)],
+                  "termination_obeys_scope": [("chance: any simulator that ignores the stated length", CHANCE)]}
 DETAILS = {"termination_auc": termination_details, "persona_fidelity": persona_details, "persona_contrast": contrast_details}
 NOTES = {"naturalness": naturalness_notes, "role_adherence": judge_notes, "intent_adherence": judge_notes}
 
@@ -74,7 +82,7 @@ def metric_rows(results: dict, key: str) -> list[dict]:
         source, kind = HUMAN_ROWS.get(key, (HUMAN_ROW, "measured, real user turns"))
         rows.append({"source": source, "kind": kind, "value": human["value"], "n": human["n"]})
     for source, entry in no_model_reference(results, key):
-        rows.append({"source": source, "kind": "reference, no model", "value": entry["value"], "n": entry["n"]})
+        rows.append({"source": source, "kind": "reference, no model", "value": entry["value"], "n": entry["n"], "ci": entry.get("ci")})
     for source, value in REFERENCE_ROWS.get(key, []):
         rows.append({"source": source, "kind": "reference", "value": value, "n": None})
     for who, value in results["published"]["figures"].get(key, {}).items():

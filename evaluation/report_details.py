@@ -27,9 +27,9 @@ def probability(value) -> str:
 
 
 def no_model_reference(results: dict, key: str) -> list[tuple[str, dict]]:
-    """[(its label, its entry)] where the metric has a measured reference that uses no model (evaluation/end_reference.py)."""
-    entry = (results.get("reference") or {}).get(key)
-    return [(entry["source"], entry)] if entry and entry["value"] is not None else []
+    """[(its label, its entry)] for each measured reference of the metric that uses no model (evaluation/end_reference.py)."""
+    entries = ((results.get("reference") or {}).get(key) or {}).values()
+    return [(entry["source"], entry) for entry in entries if entry["value"] is not None]
 
 
 def termination_details(results: dict) -> list[Table]:

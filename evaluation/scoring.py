@@ -24,6 +24,7 @@ from .context import fit_to_context
 from .end_probability import end_probability_metrics, end_scores, expected_f1
 from .judge import adherence
 from .metrics import word_metrics
+from .obeys_scope import obeys_scope
 from .naturalness import human_share
 from .persona_contrast import contrast_prompts, persona_contrast
 from .persona_fidelity import HeldOutUser, style_agreement
@@ -161,18 +162,23 @@ def score_checkpoint(spec: CheckpointSpec, subsets: EvalSubsets, judge, detector
 
     if subsets.termination_points:
         with timed(seconds, "termination F1"):
-            termination = termination_f1(
+            result["termination_f1"] = termination_f1(
                 simulator, subsets.termination_points, seed=config.seed, max_new_tokens=config.termination_max_new_tokens,
                 batch_size=config.batch_size, progress=config.progress,
             )
-        result["termination_f1"] = {"value": 100 * termination.pop("f1"), "n": termination["points"], **termination}
     if subsets.end_points:
         with timed(seconds, "P(end)"), teacher_forced(simulator, config):
             probabilities, sampled = end_scores(simulator, subsets.end_points, top_p=SAMPLING_TOP_P, batch_size=config.batch_size,
                                                 progress=config.progress, desc=f"{spec.name} P(end)")
         real_ends = [p["is_end"] for p in subsets.end_points]
-        result["termination_auc"] = end_probability_metrics(probabilities, real_ends)
-        result["termination_expected_f1"] = expected_f1(sampled, real_ends)
+        conversations = [p["conversation_id"] for p in subsets.end_points]
+        result["termination_auc"] = end_probability_metrics(probabilities, real_ends, conversations=conversations, seed=config.seed)
+        result["termination_expected_f1"] = expected_f1(sampled, real_ends, conversations=conversations, seed=config.seed)
+    if subsets.scope_points:
+        with timed(seconds, "obeys scope"), teacher_forced(simulator, config):
+            result["termination_obeys_scope"] = obeys_scope(simulator, subsets.scope_points, top_p=SAMPLING_TOP_P, seed=config.seed,
+                                                            batch_size=config.batch_size, progress=config.progress,
+                                                            desc=f"{spec.name} obeys scope")
 
     for kind in ("role", "intent"):
         probes = build_probes(subsets.probe_openings, kind, config.probes_per_kind, config.seed)

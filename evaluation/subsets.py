@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from userlm.data_prep.format import parse_system_text
+from userlm.data_prep.intents import rescoped
 from userlm.data_prep.samples import iter_conversations, open_lines
 from userlm.errors import UserError
 
 from .config import EvalConfig
 from .persona_fidelity import HeldOutUser, held_out_users
+from .obeys_scope import POINTS_READ
 from .termination import decision_points
 
 
@@ -28,6 +31,7 @@ class EvalSubsets:
     probe_openings: list[dict]
     diversity: list[dict]
     end_points: list[dict] = field(default_factory=list)
+    scope_points: list[dict] = field(default_factory=list)
     persona_users: list[HeldOutUser] = field(default_factory=list)
     contrast_intents: list[str] = field(default_factory=list)
     counts: dict = field(default_factory=dict)
@@ -121,11 +125,18 @@ def draw_subsets(samples: list[dict], config: EvalConfig, users: dict[str, str] 
     # 418 of all 2,451.)
     all_points = decision_points(samples)
     points = [p for p in all_points if prompt_chars(p) <= config.max_sample_chars]
+    # *When* a user leaves is read without the intent's scope sentence: written from the conversation's
+    # length, it states the answer at every point (docs/evaluation.md).
+    unscoped = [{**p, "prompt": rescoped(p["prompt"], None)} for p in points]
     eligible = sorted({p["conversation_id"] for p in points})
     chosen = set(rng.sample(eligible, min(config.termination_conversations, len(eligible))))
     # The later subsets draw from their own seeded generators, so adding one changes no other.
     wanted = len(eligible) if config.end_probability_conversations is None else config.end_probability_conversations
     scored_for_end = set(random.Random(f"{config.seed}-end").sample(eligible, min(wanted, len(eligible))))
+    # Obeys scope reads a conversation's first two points, as they are, under each stated length.
+    kept_per_conversation = Counter(p["conversation_id"] for p in points)
+    long_enough = sorted(c for c, n in kept_per_conversation.items() if n >= POINTS_READ)
+    read_for_scope = set(random.Random(f"{config.seed}-scope").sample(long_enough, min(config.scope_conversations, len(long_enough))))
     persona_users, persona_counts = held_out_users(
         samples, users or {}, count=config.persona_users, turns_per_user=config.persona_turns_per_user,
         fits=lambda s: sample_chars(s) <= config.max_sample_chars, persona_filter=config.persona_filter, seed=config.seed,
@@ -134,10 +145,11 @@ def draw_subsets(samples: list[dict], config: EvalConfig, users: dict[str, str] 
     return EvalSubsets(
         perplexity=scored,
         first_turns=first_turns,
-        termination_points=[p for p in points if p["conversation_id"] in chosen],
+        termination_points=[p for p in unscoped if p["conversation_id"] in chosen],
         probe_openings=[s for s in first_turns if sample_chars(s) <= config.max_sample_chars][: config.probes_per_kind],
         diversity=first_turns[: config.diversity_intents],
-        end_points=[p for p in points if p["conversation_id"] in scored_for_end],
+        end_points=[p for p in unscoped if p["conversation_id"] in scored_for_end],
+        scope_points=[p for p in points if p["conversation_id"] in read_for_scope and p["turn_index"] <= POINTS_READ],
         persona_users=persona_users,
         contrast_intents=contrast_intents,
         counts={
@@ -146,6 +158,7 @@ def draw_subsets(samples: list[dict], config: EvalConfig, users: dict[str, str] 
             "conversations_without_a_short_decision_point": len({p["conversation_id"] for p in all_points}) - len(eligible),
             "termination_conversations": len(chosen),
             "end_probability_conversations": len(scored_for_end),
+            "scope_conversations": len(read_for_scope),
             "distinct_intents_available": len(openings),
             **persona_counts,
         },

@@ -4,12 +4,15 @@ A decision point is every place where the real user had to choose: right after e
 assistant turn. In the flipped test set these are exactly the samples whose prompt ends
 with an assistant message; the real answer is the sample's `is_end`. A conversation cut
 mid-way (`meta.ends` False) has no end sample, so it contributes only "continue" points.
+Evaluation reads these points with the intent's scope sentence taken out (subsets.py): it states
+the conversation's length, and so the answer.
 """
 
 from __future__ import annotations
 
 from tqdm.auto import tqdm
 
+from .intervals import figure
 from .metrics import f1_for_end
 
 
@@ -30,7 +33,11 @@ def predict_ends(simulator, points: list[dict], *, seed: int, max_new_tokens: in
 
 
 def termination_f1(simulator, points: list[dict], *, seed: int = 0, max_new_tokens: int = 16, batch_size: int = 8, progress: bool = True) -> dict:
-    """F1 of the END class over the decision points, with its precision, recall and counts."""
+    """F1 of the END class over the decision points in percent, with its interval over conversations,
+    its precision, recall and counts."""
     predicted = predict_ends(simulator, points, seed=seed, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
     real = [bool(p["is_end"]) for p in points]
-    return {**f1_for_end(predicted, real), "points": len(points), "real_end_points": sum(real), "predicted_end_points": sum(predicted)}
+    counts = {k: v for k, v in f1_for_end(predicted, real).items() if k != "f1"}
+    return {**figure("f1", [[float(a), float(b)] for a, b in zip(predicted, real)], seed=seed, ids=[p["conversation_id"] for p in points],
+                     unit="conversation", scale=100),
+            **counts, "real_end_points": sum(real), "predicted_end_points": sum(predicted)}

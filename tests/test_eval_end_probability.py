@@ -51,6 +51,11 @@ def test_end_probability_metrics_summarise_both_kinds_of_point():
     assert result["value"] == 1.0 and result["n"] == 4 and result["real_end_points"] == 2
     assert result["mean_at_ends"] == pytest.approx(0.6) and result["mean_at_continues"] == pytest.approx(0.15)
     assert result["roc"][0] == (0.0, 0.0) and result["roc"][-1] == (1.0, 1.0)
+    # Every resample that holds both kinds ranks them perfectly, and so does Hanley-McNeil's standard error.
+    assert result["ci"] == result["ci_hanley_mcneil"] == [1.0, 1.0]
+    # Resampled by conversation when each point's is given: two conversations of two points.
+    clustered = end_probability_metrics([0.9, 0.1, 0.3, 0.2], [True, False, True, False], conversations=["a", "a", "b", "b"])
+    assert (clustered["unit"], clustered["units"], clustered["n"]) == ("conversation", 2, 4)
     # No real end among the points: nothing to rank against.
     assert end_probability_metrics([0.2, 0.3], [False, False])["value"] is None
 

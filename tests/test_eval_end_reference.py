@@ -1,5 +1,5 @@
-"""The no-model termination reference (evaluation/end_reference.py): the train split's end rate by
-intent scope and user turns so far, scored at held-out decision points, on hand-computed examples."""
+"""The no-model termination floors (evaluation/end_reference.py): the train split's end rate by user turn
+and by words so far, scored at held-out decision points, on hand-computed examples."""
 
 from __future__ import annotations
 
@@ -8,43 +8,82 @@ import json
 import pytest
 
 from userlm.data_prep.intents import SCOPES
-from userlm.evaluation.end_reference import LABEL, end_reference
+from userlm.evaluation.end_probability import end_probability_metrics
+from userlm.evaluation.end_reference import REFERENCES, add_floor_differences, end_reference
 
 SINGLE, ONCE = SCOPES[0], SCOPES[1]
 
 
-def point(scope: str, user_turns: int, is_end: bool) -> dict:
+def point(user_turns: int, is_end: bool, scope: str = "", conversation: str = "c") -> dict:
     system = {"role": "system", "content": f"You are a user chatting with an assistant language model to cook. {scope}".strip()}
     history = [m for _ in range(user_turns) for m in ({"role": "user", "content": "q"}, {"role": "assistant", "content": "a"})]
     return {"prompt": [system, *history], "completion": [{"role": "user", "content": "<|endconversation|>" if is_end else "more"}],
-            "conversation_id": "c", "turn_index": user_turns, "is_end": is_end}
+            "conversation_id": conversation, "turn_index": user_turns, "is_end": is_end}
 
 
 def write(path, samples, extra_lines=()):
     path.write_text("".join(json.dumps(s) + "\n" for s in samples) + "".join(line + "\n" for line in extra_lines))
 
 
-def test_end_rates_by_scope_and_turn_rank_the_held_out_points(tmp_path):
-    # Train decision points: a single answer at turn 1 ends (twice); follow up once at turn 1 goes on (twice), at
-    # turn 2 ends (once). A first turn (nobody leaves before writing) is not a decision point; a broken line is counted.
-    first_turn = {**point(SINGLE, 0, False), "prompt": [point(SINGLE, 0, False)["prompt"][0]]}
-    write(tmp_path / "train.jsonl", [point(SINGLE, 1, True)] * 2 + [point(ONCE, 1, False)] * 2 + [point(ONCE, 2, True), first_turn],
-          extra_lines=["{not json"])
+# Held-out points, each its own conversation: (user turns so far, real end).
+HELD_OUT = [point(1, True, conversation="h1"), point(2, False, conversation="h2"), point(3, True, conversation="h3"),
+            point(1, False, conversation="h4")]
+
+
+@pytest.fixture
+def test_file(tmp_path):
+    # Train decision points: at turn 1 two of three users leave, at turn 2 none of two; the scope sentences
+    # differ and must not matter. A first turn (nobody leaves before writing) is no decision point; a broken
+    # line is counted.
+    first_turn = {**point(0, False), "prompt": [point(0, False)["prompt"][0]]}
+    train = [point(1, True, SINGLE), point(1, True, ONCE), point(1, False, SINGLE), point(2, False, ONCE), point(2, False), first_turn]
+    write(tmp_path / "train.jsonl", train, extra_lines=["{not json"])
     write(tmp_path / "test.jsonl", [])
-    # Overall rate (3 + 1) / (5 + 2) = 4/7; each key's rate (ends + 4/7) / (seen + 1):
-    # single@1 (2 + 4/7) / 3 = 6/7, once@1 (0 + 4/7) / 3 = 4/21, once@2 (1 + 4/7) / 2 = 11/14, unseen (no scope)@1 4/7.
-    held_out = [point(SINGLE, 1, True), point(ONCE, 1, False), point("", 1, True), point(ONCE, 2, False)]
-
-    reference = end_reference(tmp_path / "test.jsonl", held_out)
-
-    # Ends {6/7, 4/7} against continues {4/21, 11/14}: three of the four pairs ordered right.
-    assert reference["value"] == pytest.approx(0.75)
-    assert reference["mean_at_ends"] == pytest.approx(5 / 7) and reference["mean_at_continues"] == pytest.approx(41 / 84)
-    assert (reference["n"], reference["real_end_points"]) == (4, 2)
-    assert (reference["train_decision_points"], reference["train_unusable_lines"]) == (5, 1)
-    assert reference["source"] == LABEL and reference["roc"][0] == (0.0, 0.0) and reference["roc"][-1] == (1.0, 1.0)
+    return tmp_path / "test.jsonl"
 
 
-def test_no_reference_without_a_train_split_beside_the_test_data(tmp_path):
-    write(tmp_path / "test.jsonl", [point(SINGLE, 1, True)])
-    assert end_reference(tmp_path / "test.jsonl", [point(SINGLE, 1, True), point(ONCE, 1, False)]) is None
+def test_the_turn_index_floor_on_a_hand_built_set(test_file):
+    reference = end_reference(test_file, HELD_OUT, seed=0)
+    floor = reference["termination_auc"]["turn_index"]
+    # Overall rate (2 + 1) / (5 + 2) = 3/7; each turn's rate (ends + 3/7) / (seen + 1): turn 1 (2 + 3/7) / 4 = 17/28,
+    # turn 2 (0 + 3/7) / 3 = 1/7, turn 3 unseen: 3/7 = 12/28.
+    # Ends {17/28, 12/28} against continues {1/7, 17/28}: 17/28 beats 1/7 and ties 17/28, 12/28 beats 1/7 only: 2.5 / 4.
+    assert floor["value"] == pytest.approx(0.625)
+    assert floor["mean_at_ends"] == pytest.approx(29 / 56) and floor["mean_at_continues"] == pytest.approx(21 / 56)
+    assert (floor["n"], floor["real_end_points"], floor["unit"], floor["units"]) == (4, 2, "conversation", 4)
+    assert floor["ci"][0] <= floor["value"] <= floor["ci"][1] and floor["ci"][1] - floor["ci"][0] > 0
+    assert (floor["train_decision_points"], floor["train_unusable_lines"]) == (5, 1)
+    assert floor["source"] == REFERENCES["turn_index"][1] and floor["roc"][0] == (0.0, 0.0) and floor["roc"][-1] == (1.0, 1.0)
+    # Each point left with its rate: tp 29/28, fp 21/28, fn 27/28 -> F1 = 58 / (58 + 21 + 27).
+    f1 = reference["termination_expected_f1"]["turn_index"]
+    assert f1["value"] == pytest.approx(100 * 58 / 106) and f1["n"] == 4 and f1["ci"] is not None
+
+
+def test_the_words_so_far_reference_bins_the_length_of_the_conversation(test_file):
+    words = end_reference(test_file, HELD_OUT, seed=0)["termination_auc"]["words_so_far"]
+    # Two words a turn: turn 1 is bin 2 (2 words), turns 2 and 3 bin 3 (4 and 6 words), so the held-out
+    # turn-3 end scores turn 2's 1/7: ends {17/28, 1/7} against continues {1/7, 17/28}, two wins of four in halves.
+    assert words["value"] == pytest.approx(0.5)
+    assert words["source"] == REFERENCES["words_so_far"][1]
+
+
+def test_a_scope_sentence_at_the_held_out_points_changes_no_floor(test_file):
+    scoped = [{**p, "prompt": point(p["turn_index"], p["is_end"], SINGLE)["prompt"]} for p in HELD_OUT]
+    plain, with_scope = end_reference(test_file, HELD_OUT, seed=0), end_reference(test_file, scoped, seed=0)
+    assert plain["termination_auc"]["turn_index"]["value"] == with_scope["termination_auc"]["turn_index"]["value"]
+
+
+def test_a_checkpoint_figure_carries_its_difference_from_each_floor(test_file):
+    reference = end_reference(test_file, HELD_OUT, seed=0)
+    ranks_every_end = end_probability_metrics([0.9, 0.1, 0.8, 0.2], [p["is_end"] for p in HELD_OUT],
+                                              conversations=[p["conversation_id"] for p in HELD_OUT], seed=0)
+    checkpoint = {"termination_auc": ranks_every_end}
+    add_floor_differences(checkpoint, reference, seed=0)
+    over = checkpoint["termination_auc"]["minus_reference"]
+    assert over["turn_index"]["value"] == pytest.approx(1 - 0.625) and over["turn_index"]["paired"]
+    assert over["words_so_far"]["value"] == pytest.approx(0.5)
+
+
+def test_no_floor_without_a_train_split_beside_the_test_data(tmp_path):
+    write(tmp_path / "test.jsonl", [point(1, True)])
+    assert end_reference(tmp_path / "test.jsonl", HELD_OUT) == {}

@@ -81,9 +81,12 @@ def test_metrics_json_and_markdown(report_dir):
     for checkpoint in (ender, talker, prompted):
         assert checkpoint["termination_auc"]["value"] == 0.5 and checkpoint["termination_auc"]["n"] == 7
     assert ender["termination_auc"]["mean_at_ends"] > 0.999 and talker["termination_auc"]["mean_at_ends"] < 1e-6
-    # The no-model reference at the same 7 points, from the train split beside the test file.
-    reference = results["reference"]["termination_auc"]
+    # The no-model floor at the same 7 points, from the train split beside the test file, and each checkpoint's lead over it.
+    reference = results["reference"]["termination_auc"]["turn_index"]
     assert reference["n"] == 7 and reference["real_end_points"] == 3 and reference["train_decision_points"] == 7
+    assert talker["termination_auc"]["minus_reference"]["turn_index"]["value"] == pytest.approx(0.5 - reference["value"])
+    # Obeys scope on the 3 conversations with two decision points: never leaving is on time only when told "a few times".
+    assert talker["termination_obeys_scope"]["value"] == pytest.approx(100 / 3, abs=0.01) and talker["termination_obeys_scope"]["n"] == 3
     # Sampling always draws the ender's end marker and never the talker's: the expected F1 is the sampled one.
     assert ender["termination_expected_f1"]["value"] == pytest.approx(60.0) and ender["termination_expected_f1"]["n"] == 7
     assert talker["termination_expected_f1"]["value"] == 0.0
@@ -151,11 +154,12 @@ def test_sample_sizes_of_zero_skip_their_metrics(tmp_path, eval_test_file, force
     config = EvalConfig(
         checkpoints=[f"talker={forced_simulator(always_end=False)}"], data=eval_test_file, out=out, progress=False,
         perplexity_samples=0, termination_conversations=0, probes_per_kind=0, diversity_intents=0, max_new_tokens=4,
-        end_probability_conversations=0, persona_users=0, contrast_intents=0,
+        end_probability_conversations=0, scope_conversations=0, persona_users=0, contrast_intents=0,
     )
     talker = evaluate(config)["checkpoints"]["talker"]
     skipped = ("perplexity_with_intent", "perplexity_without_intent", "termination_f1", "role_adherence", "intent_adherence",
-               "within_intent_diversity", "termination_auc", "termination_expected_f1", "persona_fidelity", "persona_contrast")
+               "within_intent_diversity", "termination_auc", "termination_expected_f1", "termination_obeys_scope", "persona_fidelity",
+               "persona_contrast")
     assert not any(key in talker for key in skipped)
     assert talker["first_turn_diversity"] == {"value": 0.0, "n": 4}
     assert "termination F1" in capsys.readouterr().out

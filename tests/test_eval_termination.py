@@ -39,19 +39,21 @@ def test_forced_models_generate_what_they_were_built_for(forced_simulator):
 @pytest.mark.parametrize(
     ("always_end", "expected"),
     [
-        # 7 points, 3 real ENDs. Always END: tp 3, fp 4, fn 0 -> P 3/7, R 1, F1 = 6 / (6 + 4) = 0.6.
-        (True, {"f1": 0.6, "precision": 3 / 7, "recall": 1.0, "tp": 3, "fp": 4, "fn": 0}),
+        # 7 points, 3 real ENDs. Always END: tp 3, fp 4, fn 0 -> P 3/7, R 1, F1 = 6 / (6 + 4) = 60%.
+        (True, {"value": 60.0, "precision": 3 / 7, "recall": 1.0, "tp": 3, "fp": 4, "fn": 0}),
         # Never END: tp 0, fp 0, fn 3 -> F1 0.
-        (False, {"f1": 0.0, "precision": 0.0, "recall": 0.0, "tp": 0, "fp": 0, "fn": 3}),
+        (False, {"value": 0.0, "precision": 0.0, "recall": 0.0, "tp": 0, "fp": 0, "fn": 3}),
     ],
 )
 def test_termination_f1_of_always_and_never_ending_models(forced_simulator, eval_test_file, always_end, expected):
     simulator = UserSimulator.load(forced_simulator(always_end=always_end))
     result = termination_f1(simulator, decision_points(read(eval_test_file)), seed=0, batch_size=3, progress=False)
-    assert result["points"] == 7 and result["real_end_points"] == 3
+    assert result["n"] == 7 and result["real_end_points"] == 3
+    # The interval resamples the 4 conversations, a conversation's points together.
+    assert (result["unit"], result["units"]) == ("conversation", 4) and result["ci"][0] <= result["value"] <= result["ci"][1]
     assert result["predicted_end_points"] == (7 if always_end else 0)
     for key, value in expected.items():
-        assert result[key] == pytest.approx(value, abs=1e-12)
+        assert result[key] == pytest.approx(value, abs=1e-9)
 
 
 def conversation(cid: str, turns: list[tuple[str, str]], ends: bool) -> dict:
@@ -100,8 +102,8 @@ def test_a_model_that_ends_only_after_a_phrase_is_scored_point_by_point(phrase_s
     assert (result["tp"], result["fp"], result["fn"]) == (3, 3, 2)
     assert result["precision"] == pytest.approx(3 / 6)
     assert result["recall"] == pytest.approx(3 / 5)
-    assert result["f1"] == pytest.approx(2 * 3 / (2 * 3 + 3 + 2))
-    assert (result["points"], result["real_end_points"], result["predicted_end_points"]) == (11, 5, 6)
+    assert result["value"] == pytest.approx(100 * 2 * 3 / (2 * 3 + 3 + 2))
+    assert (result["n"], result["real_end_points"], result["predicted_end_points"]) == (11, 5, 6)
 
 
 def test_the_phrase_model_continues_with_a_plain_turn(phrase_simulator):
