@@ -16,6 +16,7 @@ from tests.conftest import SERVED_INTENT as INTENT
 from tests.conftest import SERVED_OPENINGS as OPENINGS
 from userlm.data_prep.format import END_MARKER
 from userlm.data_prep.templates import CHATML, render
+from userlm.infer.serve.engine import BATCHING_STATS
 
 KEY = "test-key-123"
 
@@ -43,6 +44,8 @@ def test_models_and_health(server, client):
     assert [m.id for m in client.models.list().data] == ["persona"]
     health = httpx.get(server.replace("/v1", "/health")).json()
     assert health["status"] == "ok" and health["model"] == "persona"
+    # Before any generation (the first test to ask): every batching counter is there, at 0.
+    assert {key: health[key] for key in BATCHING_STATS} == dict.fromkeys(BATCHING_STATS, 0)
 
 
 def test_the_reply_is_the_next_user_turn_and_leaving_is_explicit(client):

@@ -314,9 +314,8 @@ def build_parser(cls, prog: str, description: str = "", *, config_help: str = "a
                         + (f"; other words are {positional}" if positional else "") + "; key=value overrides a key")
     parser.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
     defaults = {f.name: f for f in dataclasses.fields(cls)}
+    # A positional key is a flag too: `userlm serve --simulator X` names it as `test` and `simulate` do.
     for key, (annotation, metadata, shown) in config_keys(cls).items():
-        if key == positional:
-            continue
         help_text = metadata.get("help", "") if shown else argparse.SUPPRESS
         default = defaults[key].default if key in defaults else dataclasses.MISSING
         if shown and help_text and default not in (dataclasses.MISSING, None) and "default" not in help_text:
@@ -394,6 +393,8 @@ def parse_config(cls, argv: list[str], *, prog: str, description: str = "", find
         _set(values, key, value)
         sources[key.split(".")[0]] = f"--{key.replace('_', '-')}"
     if extra_words:
+        if positional in flags:
+            raise UserError(f"Give the {positional} once: as a word or with --{positional.replace('_', '-')}, not both.")
         if _is_list(field_types(cls)[positional]):
             values[positional] = extra_words
         elif len(extra_words) == 1:

@@ -31,6 +31,8 @@ from ..simulator import GeneratedTurn
 log = logging.getLogger("userlm.serve")
 # Most gaps of `wait_s` a batch waits for more requests, so that a steady stream still starts.
 MAX_WAITS = 20
+# What /health counts, each 0 from the start, so a monitor sees every counter before the first request.
+BATCHING_STATS = ("generate_calls", "rows", "largest_batch", "abandoned_requests", "prompt_tokens", "reused_prompt_tokens")
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ class BatchingEngine:
         self.simulator = simulator
         self.max_batch_size = max_batch_size
         self.wait_s = wait_s
-        self.stats: Counter = Counter()
+        self.stats: Counter = Counter(dict.fromkeys(BATCHING_STATS, 0))
         self._jobs: list[_Job] = []
         self._wake: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
@@ -158,7 +160,7 @@ class UpstreamEngine:
 
     def __init__(self, simulator):
         self.simulator = simulator
-        self.stats: Counter = Counter()
+        self.stats: Counter = Counter(rows=0)
 
     async def start(self) -> None:
         return None

@@ -1,6 +1,7 @@
 """`userlm serve`: a user simulator behind an OpenAI-compatible HTTP server (docs/design.md#serving).
 
-    userlm serve out/persona                                   # http://127.0.0.1:8000/v1
+    userlm serve out/persona                                   # http://127.0.0.1:8000/v1 (a `userlm train` folder)
+    userlm serve --simulator base-model --adapter out/persona  # the same as `userlm simulate` and `userlm test` name it
     userlm serve out/persona --end-text '###STOP###' --roles flipped --api-key-env USERLM_KEY
     userlm serve out/persona --simulator-endpoint http://127.0.0.1:8001/v1 --simulator-server vllm
 
