@@ -95,11 +95,11 @@ def test_flags_override_the_yaml_and_inputs_on_the_command_line_replace_its_inpu
     assert (config.inputs, config.min_chars, config.split) == ([WILDCHAT], 7, (1.0, 0.0, 0.0))
 
 
-def test_quickstart_preps_with_the_defaults_plus_style_personas():
+def test_quickstart_preps_with_the_defaults_plus_style_personas_and_scope_dropout():
     """The shipped quickstart's prep section is the default prep with measured-style personas, so its counts
-    are the ones the README gives."""
+    are the ones the README gives, and half the train split's scope sentences dropped (docs/evaluation.md)."""
     section = read_yaml(shipped_config("quickstart"))["prep"]
-    assert from_dict(PrepConfig, {**section, "inputs": [str(OPENAI)]}) == PrepConfig(inputs=[OPENAI], personas="style")
+    assert from_dict(PrepConfig, {**section, "inputs": [str(OPENAI)]}) == PrepConfig(inputs=[OPENAI], personas="style", scope_dropout=0.5)
 
 
 def userlm_prep(words: list[str], capsys) -> tuple[int, str, str]:
