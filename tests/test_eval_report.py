@@ -102,7 +102,7 @@ def test_metrics_json_and_markdown(report_dir):
     markdown = (report_dir / "report.md").read_text()
     for needed in ("Seeds:", "Word tokenisation:", "Sample sizes", "UserLM-8b (published)", "human (this test set, measured)",
                    "offline heuristic judge", "tokenizer TokenizersBackend, 49153 tokens", "| chance | 0.50 |", "real users, split-half (ceiling)",
-                   "| no model: the train split's end rate by intent scope and turn |",
+                   "| no model: the train split's end rate at the same user turn |",
                    "Detector validation on held-out turns", "Judge validation on 46 hand-labelled probe answers"):
         assert needed in markdown
     for key, *_ in METRICS:
