@@ -208,6 +208,21 @@ def test_userlm_train_finds_a_shipped_recipe_by_name_and_names_an_unknown_one(tm
     assert "No recipe missing.yaml" in capsys.readouterr().err
 
 
+def test_help_shows_the_recipes_values_and_fails_on_an_unknown_recipe(tmp_path, monkeypatch, capsys):
+    from userlm.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit:
+        main(["train", "smollm2-cpu-quickstart", "--help"])
+    assert exit.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps the help
+    # The recipe sets lora_dropout 0.0 where the library's default is 0.05.
+    assert "dropout on the LoRA input (default: 0.0, from smollm2-cpu-quickstart.yaml)" in text
+    assert main(["train", "no-such-recipe", "--help"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No recipe no-such-recipe: it is not a file, nor a shipped recipe" in err
+
+
 def test_missing_keys_and_paths_are_one_clear_sentence(tmp_path, tiny_llama):
     from userlm.train.sft import build_trainer
 

@@ -37,6 +37,7 @@ import yaml
 from userlm.errors import UserError
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
+HELP_FLAGS = ("-h", "--help")
 
 
 @dataclasses.dataclass
@@ -306,7 +307,9 @@ def _is_bool_or_word(annotation) -> bool:
     return bool in args and any(typing.get_origin(a) is Literal for a in args)
 
 
-def build_parser(cls, prog: str, description: str = "", *, config_help: str = "a YAML file of this command's keys") -> argparse.ArgumentParser:
+def build_parser(cls, prog: str, description: str = "", *, config_help: str = "a YAML file of this command's keys",
+                 file_values: dict | None = None, file_name: str = "") -> argparse.ArgumentParser:
+    """The command's parser; `file_values` (a config file's keys) are shown in --help as the defaults they are."""
     parser = _Parser(prog=prog, description=description, allow_abbrev=False, add_help=True)
     positional = _positional_field(cls)
     words = "CONFIG.yaml" + (f" {positional.upper()} ..." if positional else "") + " key=value ..."
@@ -318,7 +321,10 @@ def build_parser(cls, prog: str, description: str = "", *, config_help: str = "a
     for key, (annotation, metadata, shown) in config_keys(cls).items():
         help_text = metadata.get("help", "") if shown else argparse.SUPPRESS
         default = defaults[key].default if key in defaults else dataclasses.MISSING
-        if shown and help_text and default not in (dataclasses.MISSING, None) and "default" not in help_text:
+        given = _value_at(file_values or {}, key)
+        if shown and help_text and given is not dataclasses.MISSING:
+            help_text += f" (default: {given}, from {file_name})"
+        elif shown and help_text and default not in (dataclasses.MISSING, None) and "default" not in help_text:
             help_text += f" (default: {default})"
         if shown:
             help_text = help_text.replace("%", "%%")  # argparse %-formats help: a literal "%" would break `--help`
@@ -344,6 +350,15 @@ def build_parser(cls, prog: str, description: str = "", *, config_help: str = "a
     return parser
 
 
+def _value_at(values: dict, key: str):
+    """The value a mapping gives a (dotted) key, or MISSING."""
+    head, dot, rest = key.partition(".")
+    value = values.get(head, dataclasses.MISSING)
+    if dot:
+        return value.get(rest, dataclasses.MISSING) if isinstance(value, dict) else dataclasses.MISSING
+    return value
+
+
 def _positional_field(cls) -> str | None:
     for f in dataclasses.fields(cls):
         if f.metadata.get("positional"):
@@ -356,8 +371,11 @@ def parse_config(cls, argv: list[str], *, prog: str, description: str = "", find
 
     `find_config(word)` maps a word that is not a path (a shipped recipe's name) to its file.
     """
+    # --help is answered once the config file is read: it shows the file's values (a recipe's) as the
+    # defaults they are, and a word that names no config file fails as it would without --help.
+    wants_help = any(word in HELP_FLAGS for word in argv)
     parser = build_parser(cls, prog, description)
-    namespace = parser.parse_intermixed_args(argv)
+    namespace = parser.parse_intermixed_args([word for word in argv if word not in HELP_FLAGS])
     flags = {k: v for k, v in vars(namespace).items() if k not in ("words", "config")}
     config_file = getattr(namespace, "config", None)
     positional = _positional_field(cls)
@@ -380,6 +398,9 @@ def parse_config(cls, argv: list[str], *, prog: str, description: str = "", find
         sources = dict.fromkeys(values, f"in {path.name}")
         base = path.parent
         _resolve_beside(values, cls, base)
+    if wants_help:
+        build_parser(cls, prog, description, file_values=values, file_name=path.name if config_file else "").print_help()
+        raise SystemExit(0)
     keys = config_keys(cls)
     for key, value in overrides.items():
         if key not in keys:
