@@ -7,7 +7,7 @@ intents), not on this test set. Only the figures the design gives are here.
 
 from __future__ import annotations
 
-SOURCE = "Flipping the Dialogue (arXiv 2510.06552), as given in DESIGN.md 7"
+SOURCE = "Flipping the Dialogue (arXiv 2510.06552), as recorded in docs/design.md#published-figures"
 
 PUBLISHED = {
     "first_turn_diversity": {"human": 94.01, "UserLM-8b": 94.55, "GPT-4o": 74.42},

