@@ -19,6 +19,7 @@ from typing import Literal
 
 from userlm.config import Config
 from userlm.data_prep.templates import TEMPLATES
+from userlm.endpoint import EndpointOptions
 from userlm.errors import UserError
 
 from .guardrails import Guardrails
@@ -62,8 +63,9 @@ class SimulatorOptions(Config):
 
 
 @dataclass(kw_only=True)
-class AssistantOptions(Config):
-    """The assistant under test and how it is reached: keys shared by `userlm simulate` and `userlm test`."""
+class AssistantOptions(EndpointOptions):
+    """The assistant under test and how it is reached (timeout, max_retries, concurrency): keys shared by
+    `userlm simulate` and `userlm test`."""
 
     assistant: str = field(metadata={
         "help": "the assistant under test: an OpenAI-compatible endpoint base URL (http://.../v1), hf:PATH "
@@ -73,9 +75,6 @@ class AssistantOptions(Config):
     assistant_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "environment variable holding the assistant endpoint's API key"})
     assistant_system: str | None = field(default=None, metadata={"help": "system prompt sent to the assistant"})
     assistant_max_tokens: int = field(default=256, metadata={"help": "tokens at most per assistant reply", "min": 1})
-    timeout: float = field(default=60.0, metadata={"help": "seconds per endpoint request", "above": 0})
-    max_retries: int = field(default=4, metadata={"help": "retries per endpoint request, with exponential backoff", "min": 0})
-    concurrency: int = field(default=8, metadata={"help": "endpoint requests in flight at once", "min": 1})
 
 
 @dataclass(kw_only=True)

@@ -299,3 +299,22 @@ def test_judge_verdicts_are_used_and_never_asked_twice(tmp_path, simulator, bots
     rerun = results_of(out)
     assert rerun["judge"]["asked"] == 0 and "0 asked, 12 from the cache" in rerun["signal"]["text"]
     assert [o["success"] for o in rerun["outcomes"]] == [o["success"] for o in result["outcomes"]]
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_failing_judge_says_why_in_one_line_with_its_own_retries(tmp_path, simulator, bots, capsys):
+    port = closed_port()
+    suite = write_suite(tmp_path, simulator, "helpful", f"judge: {{endpoint: 'http://127.0.0.1:{port}/v1', model: m}}\n"
+                                                        "thresholds: {min_success: 0.5}\n")
+    assert main(["test", str(suite), "--out", str(tmp_path / "run"), "--judge.max-retries", "1", "--judge.timeout", "5"]) == 1
+    printed = capsys.readouterr().out
+    [line] = [line for line in printed.splitlines() if line.startswith("The judge gave no verdict")]
+    # The judge's own retry key, not the library default of 4; the cause on the terminal, not only in the report.
+    assert line.startswith(f"The judge gave no verdict for 12 of 12 conversations; its last error: Could not connect to the "
+                           f"endpoint at 127.0.0.1:{port} after 1 retry (")
+    assert "FAILED suite: the success rate cannot be measured" in printed

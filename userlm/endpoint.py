@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Sequence, TypeVar
 from urllib.parse import urlparse
 
 import openai
 from tqdm.auto import tqdm
 
+from userlm.config import Config
 from userlm.errors import UserError
 
 T = TypeVar("T")
@@ -54,6 +55,19 @@ class Endpoint:
     def host(self) -> str:
         """host:port of the base URL, for messages (never the key, never the full path)."""
         return urlparse(self.base_url).netloc or self.base_url
+
+
+@dataclass(kw_only=True)
+class EndpointOptions(Config):
+    """The request keys of a config's endpoint (the assistant's, the suite judge's): one name, bound and help each."""
+
+    timeout: float = field(default=60.0, metadata={"help": "seconds per endpoint request", "above": 0})
+    max_retries: int = field(default=4, metadata={"help": "retries per endpoint request, with exponential backoff", "min": 0})
+    concurrency: int = field(default=8, metadata={"help": "endpoint requests in flight at once", "min": 1})
+
+    def endpoint_at(self, base_url: str, model: str, api_key_env: str) -> Endpoint:
+        return Endpoint(base_url=base_url, model=model, api_key_env=api_key_env, timeout=self.timeout,
+                        max_retries=self.max_retries, max_concurrency=self.concurrency)
 
 
 class EndpointError(UserError):

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from userlm.config import Config, to_dict
+from userlm.endpoint import EndpointOptions
 from userlm.errors import UserError
 
 from ..config import AssistantOptions, ConversationOptions, SimulatorOptions
@@ -67,8 +68,9 @@ class SuitePersona(Config):
 
 
 @dataclass(kw_only=True)
-class Judge(Config):
-    """An OpenAI-compatible chat endpoint that gives each conversation a verdict and a reason."""
+class Judge(EndpointOptions):
+    """An OpenAI-compatible chat endpoint that gives each conversation a verdict and a reason; its requests
+    have their own timeout, max_retries and concurrency (`judge.timeout`, ...), as every endpoint's."""
 
     endpoint: str | None = field(default=None, metadata={"help": "base URL of the judge's OpenAI-compatible chat endpoint (…/v1)"})
     model: str | None = field(default=None, metadata={"help": "model name at the judge endpoint"})

@@ -63,7 +63,7 @@ def first_sentence(text: str) -> str:
 def judge_conversations(records: list[dict], judge: Judge, cache: Path, *, progress: bool = True) -> tuple[dict[str, dict], int]:
     """A verdict per conversation id ({"success", "reason"}; success None when the judge failed),
     and how many requests went to the endpoint (the rest came from the cache)."""
-    endpoint = Endpoint(base_url=judge.endpoint, model=judge.model, api_key_env=judge.key_env)
+    endpoint = judge.endpoint_at(judge.endpoint, judge.model, judge.key_env)
     params = {"temperature": 0.0, "max_tokens": judge.max_tokens}
     requests, key_of = {}, {}
     for record in records:
@@ -76,7 +76,7 @@ def judge_conversations(records: list[dict], judge: Judge, cache: Path, *, progr
     for conversation_id, key in key_of.items():
         answer = answers[key]
         if isinstance(answer, EndpointError):
-            verdicts[conversation_id] = {"success": None, "reason": f"the judge failed: {answer}"}
+            verdicts[conversation_id] = {"success": None, "reason": f"the judge failed: {answer}", "error": " ".join(str(answer).split())}
         else:
             verdicts[conversation_id] = {**parse_judgement(answer), "answer": answer}
     return verdicts, asked

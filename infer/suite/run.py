@@ -78,7 +78,9 @@ def run_suite(config: SuiteConfig) -> dict:
     if config.judge is not None:
         to_judge = [r for r in records if r["termination_reason"] in ("user_ended", "max_turns")]
         verdicts, asked = judge_conversations(to_judge, config.judge, out / JUDGE_CACHE, progress=config.progress)
-        judge = {"label": judge_label(config.judge), "asked": asked, "judged": len(to_judge)}
+        errors = [v["error"] for v in verdicts.values() if "error" in v]
+        judge = {"label": judge_label(config.judge), "asked": asked, "judged": len(to_judge), "failed": len(errors),
+                 "last_error": errors[-1] if errors else None}
     intent_name = {i.intent: i.name for i in intents}
     persona_name = {p.persona: p.name for p in personas}
     outcomes = [
@@ -219,6 +221,9 @@ def suite_summary(result: dict) -> Summary:
              f"configuration, {simulated['retried']} failed ones retried; {result['stats']['not_counted']} not counted "
              "(the simulator broke them).")
     notes = [f"Success signal: {result['signal']['text']}.", reuse]
+    judge = result["judge"]
+    if judge and judge["failed"]:  # the cause, here and not only in the report files
+        notes.append(f"The judge gave no verdict for {judge['failed']} of {judge['judged']} conversations; its last error: {judge['last_error']}")
     if result["comparison"] is not None:
         notes += comparison_lines(result["comparison"])
     if result["passed"]:
