@@ -318,3 +318,19 @@ def test_a_failing_judge_says_why_in_one_line_with_its_own_retries(tmp_path, sim
     assert line.startswith(f"The judge gave no verdict for 12 of 12 conversations; its last error: Could not connect to the "
                            f"endpoint at 127.0.0.1:{port} after 1 retry (")
     assert "FAILED suite: the success rate cannot be measured" in printed
+
+
+def test_a_long_auto_named_intent_keeps_to_one_line_of_an_80_column_table(monkeypatch, capsys):
+    from userlm.summary import Summary, print_summary
+
+    monkeypatch.setenv("COLUMNS", "80")
+    name = INTENTS["refund"]  # what an intent without a name is called: its first words, which can be many
+    columns = ("intent", "conv.", "success", "user ended", "assistant errors", "mean user turns", "gate")
+    print_summary(Summary(title="userlm test: bots", columns=columns, rows=[
+        (name, 4, "50% (2/4)", "50% (2/4)", "0% (0/4)", "1.5", "pass"),
+        ("all intents", 12, "50% (6/12)", "50% (6/12)", "0% (0/12)", "1.5", "pass"),
+    ]))
+    lines = capsys.readouterr().out.splitlines()
+    assert max(map(len, lines)) <= 80
+    [row] = [line for line in lines if line.startswith("│ You are a user")]
+    assert row.endswith("│     4 │  50% (2/4) │  50% (2/4) │  0% (0/4) │   1.5 │ pass │") and "…" in row
