@@ -1,11 +1,13 @@
-"""Labelled probe answers: how well an adherence judge judges (docs/design.md#offline-proxies).
+"""Hand-labelled probe answers, the IN-SAMPLE check of an adherence judge (docs/design.md#offline-proxies).
 
 Each item is a probe (a held-out-style opening and the scripted assistant turn of
 `probes.py`) with a simulated user's reply and a label written by hand: did the reply
 stay a user (role probes), or stay on its own intent (intent probes)? The replies are
 the kinds simulators write, easy and hard ones: assistant-style answers without a
-telltale opening, and diversions taken up without naming the topic. `userlm eval`
-reports the judge's accuracy on them next to its adherence rates.
+telltale opening, and diversions taken up without naming the topic. They were written
+together with the heuristic judge's rules, so its accuracy here is in-sample; the
+accuracy to read is the out-of-sample one of `judge_validation.py`, which reports this
+one beside it, labelled in-sample.
 """
 
 from __future__ import annotations
@@ -92,16 +94,3 @@ def labelled_answers() -> list[tuple[Probe, str, bool]]:
         items.append((Probe("intent", f"{INTENT_PREFIX} {intent}.", first_turn, assistant, topic), reply.format(topic=topic), label))
     return items
 
-
-def judge_accuracy(judge) -> dict:
-    """The judge's accuracy (percent) on the labelled answers, overall and per probe kind; unjudged
-    answers (an endpoint that failed or answered neither yes nor no) count as wrong."""
-    items = labelled_answers()
-    verdicts = judge.judge([p for p, _, _ in items], [r for _, r, _ in items])
-    right = [verdict is not None and verdict == label for (_, _, label), verdict in zip(items, verdicts)]
-    by_kind = {}
-    for kind in ("role", "intent"):
-        hits = [hit for (probe, _, _), hit in zip(items, right) if probe.kind == kind]
-        by_kind[kind] = 100 * sum(hits) / len(hits)
-    return {"value": 100 * sum(right) / len(right), "n": len(right), "by_kind": by_kind,
-            "unjudged": sum(v is None for v in verdicts)}

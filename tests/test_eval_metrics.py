@@ -216,7 +216,8 @@ def test_subsets_cut_conversations_for_termination_by_the_prompt_alone(eval_test
 
 
 def test_the_heuristic_judge_on_the_shipped_labelled_answers():
-    from userlm.evaluation.judge_labels import judge_accuracy, labelled_answers
+    from userlm.evaluation.judge_labels import labelled_answers
+    from userlm.evaluation.judge_validation import judge_validation
 
     items = labelled_answers()
     assert len(items) == 46 and sum(label for _, _, label in items) == 22
@@ -233,4 +234,7 @@ def test_the_heuristic_judge_on_the_shipped_labelled_answers():
         "Interesting! How long does it take to grow them?",
         "What is the best time of year to go there?",
     ]
-    assert judge_accuracy(judge) == {"value": 100 * 40 / 46, "n": 46, "by_kind": {"role": 100 * 19 / 22, "intent": 100 * 21 / 24}, "unjudged": 0}
+    # The in-sample figure beside the out-of-sample one (no test conversation with a second turn here: none built).
+    in_sample = judge_validation(judge, [], conversations=10, seed=0)["in_sample"]
+    assert (in_sample["value"], in_sample["n"], in_sample["unjudged"]) == (pytest.approx(100 * 40 / 46), 46, 0)
+    assert {k: e["value"] for k, e in in_sample["by_kind"].items()} == {"role": pytest.approx(100 * 19 / 22), "intent": pytest.approx(100 * 21 / 24)}
