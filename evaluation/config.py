@@ -104,7 +104,7 @@ class EvalConfig(Config):
         "(e.g. length=very_short|short), to measure a persona subset"})
     contrast_intents: int = field(default=16, metadata={
         "min": 0, "help": "intents whose first turn is generated under two opposite personas (the persona contrast probe); 0 skips it"})
-    contrast_max_new_tokens: int = field(default=160, metadata={
+    contrast_max_new_tokens: int = field(default=128, metadata={
         "min": 1, "help": "most tokens of a contrast probe turn: room for the elaborate persona's full turn (about 80 words)"})
     naturalness_fit_samples: int = field(default=2000, metadata={
         "min": 10, "help": "train-split samples the offline naturalness detector is trained on (and held-out turns it is validated on)"})

@@ -6,13 +6,17 @@ so a persona checkpoint sees exactly the kind of text it was trained on: a terse
 (very short, lowercase, no punctuation, never polite) and an elaborate one (long,
 capitalised, punctuated, polite). Each intent's first turn is generated under both with
 the same seed, so the persona is the only difference; the value is the elaborate turns'
-words per turn minus the terse turns'.
+words per turn minus the terse turns', the mean of the per-intent differences, whose
+interval resamples intents. The turns are generated to their full length
+(`contrast_max_new_tokens`): a cut elaborate turn would shrink the difference.
 """
 
 from __future__ import annotations
 
 from userlm.data_prep.format import END_MARKER, system_text
 from userlm.data_prep.personas import measure_style, render_style
+
+from .intervals import mean_figure
 
 TERSE = render_style({"words_per_turn": 4, "buckets": {
     "length": "very_short", "lowercase": "often", "punctuation": "rare", "typos": "often", "questions": "rare", "politeness": "rare"}})
@@ -28,25 +32,28 @@ def contrast_prompts(intents: list[str]) -> tuple[list[list[dict]], list[list[di
             [[{"role": "system", "content": system_text(intent, ELABORATE)}] for intent in intents])
 
 
-def persona_contrast(terse_turns: list[str], elaborate_turns: list[str]) -> dict:
+def persona_contrast(terse_turns: list[str], elaborate_turns: list[str], intents: list[str], *, seed: int) -> dict:
     """Each measure under both personas, the difference (elaborate - terse) and whether it moved the
-    expected way; intent by intent, how often the elaborate turn was the longer one."""
-    spoken = [(t, e) for t, e in zip(terse_turns, elaborate_turns) if END_MARKER not in (t.strip(), e.strip())]
+    expected way; intent by intent, how often the elaborate turn was the longer one. A pair with an
+    END or an empty turn carries no style and is left out."""
+    spoken = [(t, e, i) for t, e, i in zip(terse_turns, elaborate_turns, intents)
+              if END_MARKER not in (t.strip(), e.strip()) and t.strip() and e.strip()]
+    differences = mean_figure([len(e.split()) - len(t.split()) for t, e, _ in spoken], seed=seed,
+                              ids=[i for _, _, i in spoken], unit="intent")
     if not spoken:
-        return {"value": None, "n": 0, "pairs_with_an_end": len(terse_turns)}
-    terse = measure_style([t for t, _ in spoken])
-    elaborate = measure_style([e for _, e in spoken])
+        return {**differences, "pairs_with_an_end": len(terse_turns)}
+    terse = measure_style([t for t, _, _ in spoken])
+    elaborate = measure_style([e for _, e, _ in spoken])
     measures = {}
     for measure, sign in EXPECTED_SIGN.items():
         difference = elaborate[measure] - terse[measure]
         measures[measure] = {"terse": terse[measure], "elaborate": elaborate[measure], "difference": difference,
                              "expected": "+" if sign > 0 else "-", "as_expected": difference * sign > 0}
     return {
-        "value": measures["words_per_turn"]["difference"],
-        "n": len(spoken),
+        **differences,
         "pairs_with_an_end": len(terse_turns) - len(spoken),
         "measures": measures,
         "as_expected": sum(m["as_expected"] for m in measures.values()),
-        "elaborate_longer": sum(len(e.split()) > len(t.split()) for t, e in spoken),
-        "examples": [{"terse": t, "elaborate": e} for t, e in spoken[:2]],
+        "elaborate_longer": sum(len(e.split()) > len(t.split()) for t, e, _ in spoken),
+        "examples": [{"terse": t, "elaborate": e} for t, e, _ in spoken[:2]],
     }

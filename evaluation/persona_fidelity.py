@@ -10,20 +10,28 @@ in its system message and the real history before it; its turns are measured the
 way and compared with the reference: the absolute error of each measure (words for
 `words_per_turn`, percentage points for the rates) and bucket agreement, the share of
 the six style buckets ("very_short", "often" lowercase, ...) that match. The real user's
-own turns at the same points against the same reference are the ceiling: how well users
-agree with themselves (split-half agreement).
+own turns at the same points against the same reference are the human reference: how well
+users agree with themselves (split-half agreement), not a ceiling (a model can exceed it).
+
+Which users are drawn never depends on a scored turn: a persona filter reads the reference
+half, and the sample-size limit reads the scored points' prompts (what the model is given),
+not what the user wrote there. (With several scored turns a user, an earlier scored turn is
+history in a later point's prompt; with one, as in the quickstart, nothing scored is read.)
 """
 
 from __future__ import annotations
 
 import random
-import statistics
 from dataclasses import dataclass
 from typing import Callable
 
 from userlm.data_prep.format import END_MARKER, parse_system_text, system_text
 from userlm.data_prep.personas import BUCKETS, matches, measure_style, parse_filter, render_style
 
+from .intervals import mean_figure
+
+# The real users' own turns against their other half: a human reference, not a ceiling (a model can exceed it).
+HUMAN_REFERENCE = "real users, split-half (human reference)"
 STYLE_MEASURES = ("words_per_turn", "lowercase_start_rate", "punctuation_rate", "typo_rate", "question_rate", "politeness_rate")
 
 
@@ -62,46 +70,46 @@ def turns_by_user(samples: list[dict], users: dict[str, str]) -> dict[str, list[
     return grouped
 
 
-def held_out_users(samples: list[dict], users: dict[str, str], *, count: int, turns_per_user: int, fits: Callable[[dict], bool],
+def held_out_users(samples: list[dict], users: dict[str, str], *, count: int, turns_per_user: int, fits: Callable[[list[dict]], bool],
                    persona_filter: str | None, seed: int) -> tuple[list[HeldOutUser], dict]:
     """Up to `count` users drawn with `seed` among those with two turns or more, and what was left out.
-    Scored points must `fits` (the sample-size limit); a user with none left is not eligible."""
+    The persona filter reads the reference half; scored points are kept where the prompt the model
+    reads `fits` (the sample-size limit); a user with none kept is not eligible."""
     conditions = parse_filter(persona_filter) if persona_filter else []
     grouped = turns_by_user(samples, users)
     eligible, filtered_out = [], 0
     for user, turns in sorted(grouped.items()):
-        scored = [s for s in turns[0::2][:turns_per_user] if fits(s)]
-        if len(turns) < 2 or not scored:
+        if len(turns) < 2:
             continue
-        if conditions and not matches(measure_style([s["completion"][0]["content"] for s in turns]), conditions):
-            filtered_out += 1
-            continue
-        eligible.append((user, turns, scored))
-    chosen = random.Random(f"{seed}-personas").sample(eligible, min(count, len(eligible)))
-    held_out = []
-    for user, turns, scored in chosen:
         reference = measure_style([s["completion"][0]["content"] for s in turns[1::2]])
         persona = render_style(reference)
-        held_out.append(HeldOutUser(
-            user, reference, [with_persona(s["prompt"], persona) for s in scored], [s["completion"][0]["content"] for s in scored],
-        ))
+        scored = [(with_persona(s["prompt"], persona), s) for s in turns[0::2][:turns_per_user]]
+        scored = [(prompt, s) for prompt, s in scored if fits(prompt)]
+        if not scored:
+            continue
+        if conditions and not matches(reference, conditions):
+            filtered_out += 1
+            continue
+        eligible.append(HeldOutUser(user, reference, [p for p, _ in scored], [s["completion"][0]["content"] for _, s in scored]))
+    held_out = random.Random(f"{seed}-personas").sample(eligible, min(count, len(eligible)))
     counts = {"users": len(grouped), "users_eligible": len(eligible), "users_filtered_out": filtered_out, "users_drawn": len(held_out)}
     return held_out, counts
 
 
-def style_agreement(turn_sets: list[list[str]], references: list[dict]) -> dict:
+def style_agreement(turn_sets: list[list[str]], references: list[dict], users: list[str], *, seed: int) -> dict:
     """Bucket agreement (the value, in percent) and per-measure mean absolute error of each user's
-    turns against their reference. END turns carry no style: they are left out and counted, and
-    a user left with no turn is left out and counted."""
+    turns against their reference, each a figure whose interval resamples users. END turns carry
+    no style: they are left out and counted, and a user left with no turn is left out and counted."""
     errors: dict[str, list[float]] = {m: [] for m in STYLE_MEASURES}
     bucket_hits: dict[str, list[bool]] = {b: [] for b in BUCKETS}
-    agreement, end_turns, without_turns = [], 0, 0
-    for turns, reference in zip(turn_sets, references):
+    agreement, measured, end_turns, without_turns = [], [], 0, 0
+    for turns, reference, user in zip(turn_sets, references, users):
         spoken = [t for t in turns if t.strip() != END_MARKER]
         end_turns += len(turns) - len(spoken)
         if not spoken:
             without_turns += 1
             continue
+        measured.append(user)
         style = measure_style(spoken)
         for measure in STYLE_MEASURES:
             unit = 1 if measure == "words_per_turn" else 100  # rates in percentage points
@@ -110,12 +118,14 @@ def style_agreement(turn_sets: list[list[str]], references: list[dict]) -> dict:
         for bucket, hit in zip(BUCKETS, hits):
             bucket_hits[bucket].append(hit)
         agreement.append(sum(hits) / len(hits))
-    measured = bool(agreement)
+
+    def per_user(values: list[float], scale: float = 1) -> dict:
+        return mean_figure(values, seed=seed, ids=measured, unit="user", scale=scale)
+
     return {
-        "value": 100 * statistics.fmean(agreement) if measured else None,
-        "n": len(agreement),
-        "errors": {m: statistics.fmean(v) if measured else None for m, v in errors.items()},
-        "bucket_agreement": {b: 100 * statistics.fmean(v) if measured else None for b, v in bucket_hits.items()},
+        **per_user(agreement, 100),
+        "errors": {m: per_user(v) for m, v in errors.items()},
+        "bucket_agreement": {b: per_user(v, 100) for b, v in bucket_hits.items()},
         "end_turns": end_turns,
         "users_without_turns": without_turns,
     }

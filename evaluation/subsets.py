@@ -139,7 +139,9 @@ def draw_subsets(samples: list[dict], config: EvalConfig, users: dict[str, str] 
     read_for_scope = set(random.Random(f"{config.seed}-scope").sample(long_enough, min(config.scope_conversations, len(long_enough))))
     persona_users, persona_counts = held_out_users(
         samples, users or {}, count=config.persona_users, turns_per_user=config.persona_turns_per_user,
-        fits=lambda s: sample_chars(s) <= config.max_sample_chars, persona_filter=config.persona_filter, seed=config.seed,
+        # The prompt the model reads, never the turn it is scored on, decides what fits.
+        fits=lambda prompt: sum(len(m["content"]) for m in prompt) <= config.max_sample_chars,
+        persona_filter=config.persona_filter, seed=config.seed,
     ) if config.persona_users else ([], {})
     contrast_intents = list(dict.fromkeys(intent_of(s) for s in openings))[: config.contrast_intents]
     return EvalSubsets(
