@@ -12,7 +12,9 @@ conversations.
 Every detector, named or offline, is validated on held-out turns it was not trained on
 (the test split's real user turns against its assistant turns): the report gives its
 accuracy there and the share of held-out real user turns it rates human, which docs/design.md#offline-proxies
-asks to be at least 85%.
+asks to be at least 85%. That shows it tells users from assistants, not humans from models
+writing as users: naturalness_validation.py checks that, and its AUC decides whether the
+naturalness row means anything.
 
 Texts are cut to their first OPENING_WORDS words before anything is measured: generated
 turns stop at a token budget, so past that, length says more about the budget than about
@@ -165,6 +167,7 @@ class NaturalnessSetup:
     detector: Callable[[list[str]], list[float]]
     label: str
     validation: dict
+    held_out: list[dict]  # the samples it was not trained on, for naturalness_validation.py
 
 
 def in_fit_half(sample: dict) -> bool:
@@ -192,7 +195,7 @@ def naturalness_setup(spec: str | None, data: Path, samples: list[dict], *, fit_
         humans, machines = (rng.sample(t, min(fit_samples, len(t))) for t in (humans, machines))
         detector = OfflineDetector(humans, machines, f"{trained_on}: {len(humans)} user turns, {len(machines)} assistant turns")
         label = detector.label
-    return NaturalnessSetup(detector, label, validate_detector(detector, held_out, seed=seed, limit=fit_samples))
+    return NaturalnessSetup(detector, label, validate_detector(detector, held_out, seed=seed, limit=fit_samples), held_out)
 
 
 def validate_detector(detector, samples: list[dict], *, seed: int, limit: int) -> dict:
