@@ -15,7 +15,6 @@ generation starts.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -54,10 +53,7 @@ def load_model_and_tokenizer(path: str | Path, *, adapter: str | Path | None = N
     if adapter is None and (path / "adapter_config.json").exists():
         # A `userlm train` LoRA output: the adapter folder names its base model.
         adapter = path
-        base = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
-        if not base or not Path(base).exists():
-            raise UserError(f"The adapter at {path} names base model {base!r}, which is not a local folder; pass the base with --simulator and the adapter with --adapter.")
-        path = Path(base)
+        path = base_folder(path)
         check_checkpoint(path)
     if adapter is not None:
         check_checkpoint(Path(adapter))
@@ -88,6 +84,28 @@ def load_model_and_tokenizer(path: str | Path, *, adapter: str | Path | None = N
     tokenizer.padding_side = "left"
     model.to(device).eval()
     return model, tokenizer
+
+
+def base_folder(adapter: Path) -> Path:
+    """The local folder of the base an adapter names (train/base_model.py): the embedded default by its
+    public id, a folder, or a hub id, from the Hugging Face cache or the hub where it is online."""
+    from huggingface_hub import snapshot_download
+
+    from userlm.train.base_model import adapter_base
+
+    base = adapter_base(adapter)
+    if base == DEFAULT_NAME:
+        from userlm.defaults import default_model_dir
+
+        return default_model_dir()
+    if Path(base).exists():
+        return Path(base)
+    try:
+        # What loading needs, not the repository's other copies of the weights (Llama's original/).
+        return Path(snapshot_download(base, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]))
+    except (OSError, ValueError):
+        raise UserError(f"The adapter at {adapter} names base model {base!r}, which is neither a local folder nor a model "
+                        "the hub gives here; pass the base with --simulator and the adapter with --adapter.") from None
 
 
 def check_checkpoint(path: Path) -> None:

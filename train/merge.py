@@ -10,10 +10,9 @@ vocabulary). It is built beside `out` and swapped in whole.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from userlm.atomic import replace_folder, staging_folder
+from userlm.atomic import replace_folder, share_files, staging_folder
 from userlm.errors import UserError
 
 
@@ -22,6 +21,8 @@ def merge_adapter(adapter: str | Path, out: str | Path, *, base: str | None = No
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .base_model import adapter_base
+    from .card import merged_card, write_card
     from .outputs import unfinished_run_message
     from .sft import model_folder
     from .vocab import resize_embeddings
@@ -33,7 +34,8 @@ def merge_adapter(adapter: str | Path, out: str | Path, *, base: str | None = No
     unfinished = unfinished_run_message(adapter)
     if unfinished:
         raise UserError(unfinished)
-    base = model_folder(base or json.loads(config_file.read_text())["base_model_name_or_path"])
+    named = base or adapter_base(adapter)
+    base = model_folder(named)
     for name, source in (("adapter", adapter), ("base model", Path(base))):
         if source.exists() and (out.resolve() == source.resolve() or source.resolve() in out.resolve().parents):
             raise UserError(f"--out {out} is {'inside ' if out.resolve() != source.resolve() else ''}the {name} "
@@ -47,4 +49,6 @@ def merge_adapter(adapter: str | Path, out: str | Path, *, base: str | None = No
     staging = staging_folder(out)
     merged.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
+    write_card(staging, merged_card(adapter, out, named, tokenizer, dtype))
+    share_files(staging)
     return replace_folder(staging, out)

@@ -44,6 +44,18 @@ def mark_finished(output_dir: Path, summary: dict) -> None:
     """After the final model: the summary, then the marker removed (each durable, in that order)."""
     from userlm.atomic import fsync_folder, write_json
 
-    write_json(output_dir / SUMMARY_FILE, summary)
+    write_json(output_dir / SUMMARY_FILE, portable(summary, output_dir))
     (output_dir / INCOMPLETE_MARKER).unlink(missing_ok=True)
     fsync_folder(output_dir)  # the removal itself survives a crash
+
+
+def portable(summary: dict, output_dir: Path) -> dict:
+    """The summary as the folder keeps it: no path outside the folder (a copy of it is still true)."""
+    def named(path: str | None) -> str | None:
+        if path is None:
+            return None
+        path, folder = Path(path).resolve(), output_dir.resolve()
+        return path.relative_to(folder).as_posix() if path.is_relative_to(folder) else path.name
+
+    return {**summary, "output_dir": ".", "init_adapter": named(summary.get("init_adapter")),
+            "resumed_from": named(summary.get("resumed_from"))}

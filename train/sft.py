@@ -21,12 +21,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from userlm.atomic import write_jsonl
+from userlm.atomic import share_files, write_jsonl
 from userlm.data_prep.templates import FlippedTemplate, get_template
 from userlm.errors import UserError
 from userlm.hardware import resolve_bf16, set_cpu_threads
 from userlm.summary import Summary
 
+from .base_model import recorded_name
+from .card import train_card, write_card
 from .config import FIXED_SFT_KEYS, TrainConfig
 from .data import prepare_datasets
 from .outputs import mark_finished, mark_started
@@ -79,6 +81,11 @@ def build_trainer(config: TrainConfig) -> Run:
     if config.method != "full":
         give_head_a_bias(trainer.model)
         save_trained_rows_only(trainer.model)
+        # Every save (checkpoints' adapter_config.json and PEFT's card too) names the base by public id,
+        # not by where it lies on this machine (train/base_model.py).
+        base = recorded_name(config.model_name_or_path)
+        trainer.model.peft_config["default"].base_model_name_or_path = base
+        trainer.model.get_base_model().config.name_or_path = base
     return Run(trainer, config, tokenizer, added_tokens, init_source, data, resume)
 
 
@@ -118,6 +125,8 @@ def train(config: TrainConfig) -> dict:
     if trainer.is_world_process_zero():
         if run.data["skipped"]:
             write_jsonl(output_dir / "skipped_samples.jsonl", run.data["skipped"])
+        write_card(output_dir, train_card(config, summary))
+        share_files(output_dir)
         mark_finished(output_dir, summary)
     return summary
 

