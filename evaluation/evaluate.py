@@ -73,6 +73,9 @@ def evaluate(config: EvalConfig) -> dict:
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone already when the swap succeeded
     print_summary(eval_summary(results, out))
+    from .card_results import add_card_results  # the figures into each evaluated checkpoint's model card (issue 27)
+
+    add_card_results(results, out)
     return results
 
 
