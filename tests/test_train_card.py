@@ -71,7 +71,7 @@ def test_the_card_parses_and_says_what_was_trained_on_what_and_how(run):
         f"| held-out user-turn loss after | {summary['eval_loss_after']:.4f} |",
         "not in the intent", "English conversations only", "sensitive to the prompt",  # the paper's limitations
         "userlm simulate --simulator sim", "userlm serve sim", "tokenizer.apply_chat_template(messages",
-        f"eos_token_id=stop", f"if turn == '{END_MARKER}':", f'from_pretrained("{SMOLLM2_ID}")',
+        "eos_token_id=stop", f"if turn == '{END_MARKER}':", f'from_pretrained("{SMOLLM2_ID}")',
     ):
         assert needed in text, needed
 

@@ -35,6 +35,8 @@ SFT_KEYS = ("learning_rate", "lr_scheduler_type", "warmup_steps", "warmup_ratio"
 def base_label(name: str) -> str:
     """The base as the card shows it: its public id, or a local folder by its name only."""
     found = public_id(name)
+    if name == "default":  # what the adapter was trained against, so what loading it rebuilds
+        return f"`{found}` (userlm-kit's embedded rebuild of its Q4_1 GGUF)"
     return f"`{found}`" if found else f"a local model folder named `{Path(name).name}`"
 
 
@@ -47,7 +49,7 @@ def train_card(config, summary: dict):
     languages = stats["config"].get("languages") if stats else None
     body = [
         intro(Path(config.output_dir).name, base_label(config.model_name_or_path), template,
-              "fine-tuned in full" if merged else f"a {method.upper()} adapter"),
+              "fine-tuned in full" if merged else f"a {'QLoRA' if method == 'qlora' else 'LoRA'} adapter"),
         data_section(stats, config, summary),
         recipe_section(config),
         training_section(summary),
@@ -77,7 +79,7 @@ def merged_card(adapter: Path, out: Path, base: str, tokenizer, dtype: str):
                 not_evaluated(), limitations_section(None), start]
         return build(body, out.name, public_id(base), template, None, None, library="transformers", extra_tags=["merged"])
     sections = card.text.split("\n## ")
-    sections[0] = sections[0].rstrip() + f"\n\n{note}\n"
+    sections[0] = sections[0].replace(f"# {adapter.name}\n", f"# {out.name}\n", 1).rstrip() + f"\n\n{note}\n"
     sections = [start.removeprefix("## ") if s.startswith("Quick start") else s for s in sections]
     text = "\n## ".join(sections)
     if RESULTS_START in text:  # the adapter's figures are not the merged model's
@@ -187,7 +189,8 @@ def recipe_section(config) -> str:
         rows.append(("continued the adapter", f"`{Path(config.init_adapter).name}`"))
     if config.max_train_samples:
         rows.append(("max_train_samples", config.max_train_samples))
-    rows += [(key, config.sft[key]) for key in SFT_KEYS if key in config.sft]
+    # Enum values (the scheduler) by their name in a recipe.
+    rows += [(key, getattr(config.sft[key], "value", config.sft[key])) for key in SFT_KEYS if key in config.sft]
     if config.sft.get("deepspeed"):
         rows.append(("deepspeed", Path(str(config.sft["deepspeed"])).name))
     table = "\n".join(f"| {key} | {value} |" for key, value in rows)
