@@ -11,7 +11,7 @@ Output, one JSON object per line:
      "simulator": {...settings}, "assistant": {...settings},
      "turns": [{"role": "user", "content", "events": [...]}, {"role": "assistant", "content"}, ...],
      "termination_reason": "user_ended" | "max_turns" | "assistant_error" | "simulator_error" | "guardrails_exhausted",
-     "error": str | None, "exhausted_events": [...]}
+     "error": str | None, "exhausted_events": [...], "seconds": float}
 A user who leaves has a last turn whose content is the end marker. A conversation's seed
 is derived from the base seed, its intent, persona and trial; its id hashes those and
 everything else that decides what it says (the seed, every simulator and assistant
@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,7 @@ class Conversation:
     termination_reason: str | None = None
     error: str | None = None
     exhausted_events: list[dict] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
 
     @property
     def user_turns(self) -> int:
@@ -155,6 +157,8 @@ def record_of(conversation: Conversation, simulator_settings: dict, assistant_se
         "termination_reason": conversation.termination_reason,
         "error": conversation.error,
         "exhausted_events": conversation.exhausted_events,
+        # Wall time from its first turn to its last (it shared each batch with others): a JUnit case's time.
+        "seconds": round(time.monotonic() - conversation.started, 3),
     }
 
 
@@ -277,9 +281,9 @@ def simulate(simulator, assistant, jobs: list[Job], out_file: Path, **options) -
     return asyncio.run(run())
 
 
-def load_simulator(options: SimulatorOptions, *, timeout: float = 60.0, max_retries: int = 4, concurrency: int = 8):
+def load_simulator(options: SimulatorOptions, *, timeout: float = 60.0, max_retries: int = 4, concurrency: int = 8, deferred: bool = False):
     """The simulator the options name: a local model, or the completions endpoint that serves it
-    (with the endpoint's request limits)."""
+    (with the endpoint's request limits). `deferred`: a local model loads on first use (`infer/deferred.py`)."""
     if options.simulator_endpoint:
         from userlm.endpoint import Endpoint
 
@@ -290,13 +294,28 @@ def load_simulator(options: SimulatorOptions, *, timeout: float = 60.0, max_retr
             timeout=timeout, max_retries=max_retries, max_concurrency=concurrency,
         )
         return CompletionsSimulator(endpoint, options.simulator, server=options.simulator_server, template=options.template)
+    from .deferred import Deferred, local_simulator_settings
     from .simulator import UserSimulator
 
-    simulator = UserSimulator.load(options.simulator, template=options.template, adapter=options.adapter)
-    if options.adapter is not None:
-        # The name is what conversation ids and records say the simulator was: the base and its adapter.
-        simulator.name = f"{options.simulator} + adapter {options.adapter}"
-    return simulator
+    # The name is what conversation ids and records say the simulator was: the base and its adapter.
+    name = options.simulator if options.adapter is None else f"{options.simulator} + adapter {options.adapter}"
+
+    def load():
+        simulator = UserSimulator.load(options.simulator, template=options.template, adapter=options.adapter)
+        simulator.name = name
+        return simulator
+
+    if not deferred:
+        return load()
+    settings = local_simulator_settings(name, options.simulator, options.template, options.adapter)
+    return load() if settings is None else Deferred(settings, load)
+
+
+def hide_loading_bars() -> None:
+    """`--no-progress` quiets transformers' own bars too ("Loading weights"), through its switch for them."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
 
 
 def check_intents_fit(simulator, jobs: list[Job], max_new_tokens: int) -> None:
@@ -314,9 +333,16 @@ def check_intents_fit(simulator, jobs: list[Job], max_new_tokens: int) -> None:
             raise UserError(f"The intent '{preview} ...'{with_persona} does not fit: {str(error)[0].lower()}{str(error)[1:]}")
 
 
-def load_assistant(options: AssistantOptions):
-    from .assistants import make_assistant
+def load_assistant(options: AssistantOptions, *, deferred: bool = False):
+    """The assistant under test; `deferred`: a local model (hf:PATH) loads on first use (`infer/deferred.py`)."""
+    from .assistants import LocalAssistant, make_assistant
 
+    if deferred and options.assistant.startswith("hf:"):
+        from .deferred import Deferred
+
+        path = options.assistant[3:]
+        settings = {"kind": "hf", "path": path, "max_tokens": options.assistant_max_tokens, "do_sample": False}
+        return Deferred(settings, lambda: LocalAssistant(path, max_tokens=options.assistant_max_tokens))
     return make_assistant(
         options.assistant, model=options.assistant_model, api_key_env=options.assistant_key_env,
         timeout=options.timeout, max_retries=options.max_retries, max_concurrency=options.concurrency,
@@ -331,6 +357,8 @@ def run_simulation(config: SimulateConfig) -> dict:
     personas = read_inputs(config.personas, "persona") if config.personas is not None else [None]
     check_output_file(config.out, inputs=(config.intents, config.personas))
     jobs = make_jobs(intents, personas, config.n_per_intent, config.seed)
+    if not config.progress:
+        hide_loading_bars()
     simulator = load_simulator(config, timeout=config.timeout, max_retries=config.max_retries, concurrency=config.concurrency)
     check_intents_fit(simulator, jobs, config.max_new_tokens)
     assistant = load_assistant(config)

@@ -37,7 +37,7 @@ INTENTS = [
     "You are a user chatting with an assistant language model to cook dinner.",
     "You are a user chatting with an assistant language model to fix a bug.",
 ]
-RECORD_KEYS = {"conversation_id", "intent", "persona", "trial", "seed", "simulator", "assistant", "turns", "termination_reason", "error", "exhausted_events"}
+RECORD_KEYS = {"conversation_id", "intent", "persona", "trial", "seed", "simulator", "assistant", "turns", "termination_reason", "error", "exhausted_events", "seconds"}
 
 
 def read_records(path: Path) -> list[dict]:

@@ -117,8 +117,13 @@ def replay(record: dict, bot: str) -> str:
 def test_suite_outcomes_gate_junit_and_resume(tmp_path, simulator, bots, capsys):
     out = tmp_path / "run"
     suite = write_suite(tmp_path, simulator, "crashes_on_please")
+    from transformers.utils import logging as transformers_logging
+
     code = main(["test", str(suite), "--out", str(out)])
     printed = capsys.readouterr().out
+    # progress: false quiets transformers' loading bars too.
+    assert not transformers_logging.is_progress_bar_enabled()
+    transformers_logging.enable_progress_bar()
     records = conversations(out)
     assert len(records) == 3 * 2 * 2
     # Each outcome is what the simulator and the bot did: "Please" crashes the bot, "Hello" gets "Done.", the user leaves.
@@ -150,6 +155,10 @@ def test_suite_outcomes_gate_junit_and_resume(tmp_path, simulator, bots, capsys)
     [failure] = cases["suite thresholds"].result
     assert isinstance(failure, Failure) and failure.message == results["failed"][0]
     assert all(case.is_passed for name, case in cases.items() if name != "suite thresholds")
+    # Each case's time is its conversations' wall times, added up (not 0).
+    for name in INTENTS:
+        timed = sum(r["seconds"] for r in records if r["intent"] == INTENTS[name])
+        assert cases[name].time == pytest.approx(timed, abs=1e-3) and timed > 0
 
     # A rerun skips the finished conversations and retries the failed ones; the fixed bot passes the gate.
     (bots / "suite_bots.py").write_text(BOTS.replace('raise RuntimeError("the bot crashed")', 'return "Done."'))
@@ -334,3 +343,20 @@ def test_a_long_auto_named_intent_keeps_to_one_line_of_an_80_column_table(monkey
     assert max(map(len, lines)) <= 80
     [row] = [line for line in lines if line.startswith("│ You are a user")]
     assert row.endswith("│     4 │  50% (2/4) │  50% (2/4) │  0% (0/4) │   1.5 │ pass │") and "…" in row
+
+
+def test_a_rerun_that_reuses_every_conversation_loads_no_model(tmp_path, simulator, bots, monkeypatch, capsys):
+    from userlm.infer.simulator import UserSimulator
+
+    out = tmp_path / "run"
+    suite = write_suite(tmp_path, simulator, "helpful", "thresholds: {}\n")
+    assert main(["test", str(suite), "--out", str(out)]) == 0
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(UserSimulator, "load", classmethod(refuse))
+    # Re-checking a threshold needs none of the models: every conversation is reused.
+    assert main(["test", str(suite), "--out", str(out), "thresholds.min_user_ended=0.01"]) == 0
+    assert results_of(out)["simulated"] == {"now": 0, "reused": 12, "retried": 0}
+    capsys.readouterr()

@@ -15,6 +15,7 @@ class JUnitCase:
     failures: list[str] = field(default_factory=list)  # one line per failed threshold
     details: str = ""  # the failure's text: which conversations failed and why
     output: str = ""  # the case's figures, shown as its standard output
+    seconds: float = 0.0  # its conversations' wall times, added up
 
 
 def junit_xml(suite: str, cases: list[JUnitCase], *, properties: dict[str, str], seconds: float) -> str:
@@ -27,7 +28,7 @@ def junit_xml(suite: str, cases: list[JUnitCase], *, properties: dict[str, str],
     for name, value in properties.items():
         ElementTree.SubElement(listed, "property", name=name, value=str(value))
     for case in cases:
-        node = ElementTree.SubElement(element, "testcase", classname=suite, name=case.name, time="0")
+        node = ElementTree.SubElement(element, "testcase", classname=suite, name=case.name, time=f"{case.seconds:.3f}")
         if case.failures:
             failure = ElementTree.SubElement(node, "failure", message="; ".join(case.failures), type="threshold")
             failure.text = "\n".join(case.failures) + ("\n\n" + case.details if case.details else "")

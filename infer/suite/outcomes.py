@@ -39,6 +39,7 @@ def outcome_of(record: dict, intent: str, persona: str, verdict: dict | None, ju
         "seed": record["seed"],
         "termination_reason": reason,
         "user_turns": count_user_turns(record["turns"]),
+        "seconds": record.get("seconds", 0.0),  # records written before conversations were timed have none
         "counted": counted,
         "success": success,
         "verdict": verdict,

@@ -30,7 +30,7 @@ from userlm.errors import UserError
 from userlm.summary import Summary, print_summary
 
 from .junit import JUnitCase, junit_xml
-from ..simulate import load_assistant, load_simulator, make_jobs, simulate
+from ..simulate import hide_loading_bars, load_assistant, load_simulator, make_jobs, simulate
 from ..simulate_output import check_output_file, check_writable, latest_records
 from .cases import IntentCase, PersonaCase, intent_cases, persona_cases
 from .compare import RESULTS, comparison_lines, compare, read_previous
@@ -63,8 +63,11 @@ def run_suite(config: SuiteConfig) -> dict:
     check_output_file(out / CONVERSATIONS, inputs=(config.intents, config.personas))
     start_run(out, fresh=config.fresh)
 
-    simulator = load_simulator(config, timeout=config.timeout, max_retries=config.max_retries, concurrency=config.concurrency)
-    assistant = load_assistant(config)
+    if not config.progress:
+        hide_loading_bars()
+    # Deferred: a rerun that reuses every conversation loads no model.
+    simulator = load_simulator(config, timeout=config.timeout, max_retries=config.max_retries, concurrency=config.concurrency, deferred=True)
+    assistant = load_assistant(config, deferred=True)
     jobs = make_jobs([i.intent for i in intents], [p.persona for p in personas], config.n_per_intent, config.seed)
     simulated = simulate(
         simulator, assistant, jobs, out / CONVERSATIONS, max_turns=config.max_turns, guardrails=config.guardrails,
@@ -162,12 +165,14 @@ def junit_file(result: dict) -> str:
     cases = []
     if result["suite_checks"]:
         failed = [c["line"] for c in result["suite_checks"] if not c["passed"]]
-        cases.append(JUnitCase("suite thresholds", failed, output=figures_text(result["stats"])))
+        seconds = sum(o["seconds"] for o in result["outcomes"])
+        cases.append(JUnitCase("suite thresholds", failed, output=figures_text(result["stats"]), seconds=seconds))
     for row in result["intents"]:
         failed = [c["line"] for c in row["checks"] if not c["passed"]]
         broken = [o for o in result["outcomes"] if o["intent"] == row["name"] and label(o) != "success"]
         details = "\n".join(failure_text(o) for o in broken)
-        cases.append(JUnitCase(row["name"], failed, details=details, output=figures_text(row["stats"])))
+        seconds = sum(o["seconds"] for o in result["outcomes"] if o["intent"] == row["name"])
+        cases.append(JUnitCase(row["name"], failed, details=details, output=figures_text(row["stats"]), seconds=seconds))
     properties = {"success_signal": result["signal"]["text"], "seed": result["config"]["seed"],
                   "simulator": result["config"]["simulator"], "assistant": result["config"]["assistant"]}
     return junit_xml(result["suite"], cases, properties=properties, seconds=result["seconds"])
