@@ -140,3 +140,15 @@ def test_the_naturalness_detector_is_scored_against_turns_the_real_smollm2_write
     assert result["value"] == pytest.approx(roc_auc(scores, [True] * 40 + [False] * len(SETTINGS)))
     assert result["informative"] == (result["value"] >= 0.8)
     assert ("uninformative" in result["verdict"]) != result["informative"]
+
+
+def test_the_naturalness_row_is_called_uninformative_in_words_below_an_auc_of_0_8():
+    from userlm.evaluation.report_details import model_written_note, row_flag
+
+    checked = {"value": 0.7, "n": 40, "ci": [0.6, 0.8], "real_user_turns": 30, "model_turns": 10, "model": "m", "by_setting": {},
+               "informative": False, "verdict": "uninformative: the detector cannot tell"}
+    results = {"validation": {"naturalness_detector": {"model_written": checked}}}
+    assert row_flag(results, "naturalness") == " (uninformative)" and row_flag(results, "persona_fidelity") == ""
+    assert model_written_note(checked).startswith("UNINFORMATIVE ROW. ") and "ROC AUC 0.70 [0.60, 0.80], n 40" in model_written_note(checked)
+    checked.update(value=0.9, informative=True)
+    assert row_flag(results, "naturalness") == "" and not model_written_note(checked).startswith("UNINFORMATIVE")
