@@ -31,7 +31,7 @@ SETTINGS = {
     "prompted base told to write like a real chat user": CASUAL_USER,
 }
 INFORMATIVE_AUC = 0.8
-SEED_OFFSET = 50_000  # the k-th generation of a setting is sampled with seed + SEED_OFFSET + k
+SEED_OFFSET = 50_000  # the k-th turn of a setting is sampled with seed + SEED_OFFSET + k (beside scoring.py's bases)
 
 
 def first_turns(samples: list[dict]) -> list[dict]:
@@ -76,6 +76,7 @@ def model_written_validation(detector, held_out: list[dict], config: EvalConfig)
         **pooled,
         "by_setting": {name: detector_auc(detector, real_texts, texts, config.seed) for name, texts in written.items()},
         "model": f"{PROMPTED_MODEL}@{PROMPTED_TEMPLATE} (the embedded SmolLM2 prompted as a user)",
+        "seed_base": config.seed + SEED_OFFSET,
         "informative": informative,
         "verdict": (f"the detector tells real users from models writing as users (AUC at least {INFORMATIVE_AUC})" if informative else
                     f"uninformative: the detector cannot tell real users from models writing as users (AUC below {INFORMATIVE_AUC}), "
