@@ -3,7 +3,7 @@
 
 One section per metric: a table with each checkpoint measured here, the human reference
 measured on the same test subsets (for persona fidelity, the real users' split-half
-agreement, the ceiling), reference rows (chance for the ROC AUC) and the paper's
+agreement, a human reference), reference rows (chance for the ROC AUC) and the paper's
 published rows, labelled "published"; a plot; and, where a metric has them, detail
 tables and the validation of the offline proxy behind it.
 """
@@ -18,8 +18,10 @@ from pathlib import Path
 from userlm.atomic import atomic_write, write_json
 from userlm.summary import Summary
 
+from .differences import base_differences
+from .persona_fidelity import HUMAN_REFERENCE
 from .report_details import (
-    Table, contrast_details, judge_notes, naturalness_notes, no_model_reference, persona_details, termination_details,
+    Table, contrast_details, judge_notes, naturalness_notes, no_model_reference, persona_details, row_flag, termination_details,
 )
 from .obeys_scope import CHANCE
 from .report_plots import plot_contrast, plot_metric, plot_roc
@@ -56,7 +58,7 @@ METRICS = (
     ("distinct_2", "Distinct-2 (%)", "distinct-2", "distinct bigrams / all bigrams over generated first turns", "higher"),
 )
 HUMAN_ROW = "human (this test set, measured)"
-HUMAN_ROWS = {"persona_fidelity": ("real users, split-half (ceiling)", "measured, real users against their own other half")}
+HUMAN_ROWS = {"persona_fidelity": (HUMAN_REFERENCE, "measured, real users against their own other half")}
 REFERENCE_ROWS = {"termination_auc": [("chance", 0.5)],
                   "termination_obeys_scope": [("chance: any simulator that ignores the stated length", CHANCE)]}
 DETAILS = {"termination_auc": termination_details, "persona_fidelity": persona_details, "persona_contrast": contrast_details}
@@ -70,17 +72,40 @@ def format_value(value) -> str:
     return f"{value:.3g}" if abs(value) >= 1e5 else f"{value:.2f}"
 
 
+def format_interval(entry: dict | None) -> str:
+    ci = (entry or {}).get("ci")
+    return f"[{format_value(ci[0])}, {format_value(ci[1])}]" if ci else ""
+
+
+def format_figure(entry: dict | None) -> str:
+    """"45.52 [41.20, 50.10], n 40": a figure with its 95% interval and its sample size."""
+    if entry is None or entry.get("value") is None:
+        return "n/a" if entry is not None else ""
+    interval = format_interval(entry)
+    return f"{format_value(entry['value'])}{' ' + interval if interval else ''}, n {entry['n']}"
+
+
+def format_difference(entry: dict | None) -> str:
+    """"-22.14 [-30.10, -15.00], n 40, shown", or "not shown" where the 95% interval covers zero."""
+    if entry is None:
+        return ""
+    return f"{entry['value']:+.2f} {format_interval(entry) or '(no interval)'}, n {entry['n']}, {'shown' if entry['shown'] else 'not shown'}"
+
+
 def metric_rows(results: dict, key: str) -> list[dict]:
-    """Rows of one metric's table: measured checkpoints, the measured human reference, references, published figures."""
+    """Rows of one metric's table: measured checkpoints (with their difference from the prompted base),
+    the measured human reference, references, published figures."""
     rows = []
+    differences = (results.get("differences") or {}).get("checkpoints", {})
     for name, checkpoint in results["checkpoints"].items():
         entry = checkpoint.get(key)
         kind = "prompted instruct model" if checkpoint.get("prompted") else "checkpoint"
-        rows.append({"source": name, "kind": f"measured, {kind}", "value": entry and entry["value"], "n": entry and entry["n"]})
+        rows.append({"source": name, "kind": f"measured, {kind}", "value": entry and entry["value"], "n": entry and entry["n"],
+                     "ci": entry and entry.get("ci"), "difference": differences.get(name, {}).get(key)})
     human = results["human"].get(key)
     if human is not None:
         source, kind = HUMAN_ROWS.get(key, (HUMAN_ROW, "measured, real user turns"))
-        rows.append({"source": source, "kind": kind, "value": human["value"], "n": human["n"]})
+        rows.append({"source": source, "kind": kind, "value": human["value"], "n": human["n"], "ci": human.get("ci")})
     for source, entry in no_model_reference(results, key):
         rows.append({"source": source, "kind": "reference, no model", "value": entry["value"], "n": entry["n"], "ci": entry.get("ci")})
     for source, value in REFERENCE_ROWS.get(key, []):
@@ -157,10 +182,11 @@ class Section:
     notes: list[str] = field(default_factory=list)
 
 
-def metric_table(rows: list[dict]) -> Table:
+def metric_table(rows: list[dict], base: str | None) -> Table:
     return Table(
-        ["source", "value", "n", "kind"],
-        [[r["source"], format_value(r["value"]), "" if r["n"] is None else str(r["n"]), r["kind"]] for r in rows],
+        ["source", "value", "n", "95% interval", f"minus {base or 'the prompted base'} (95% interval)", "kind"],
+        [[r["source"], format_value(r["value"]), "" if r["n"] is None else str(r["n"]), format_interval(r),
+          format_difference(r.get("difference")), r["kind"]] for r in rows],
         ["published" if r["kind"].startswith("published") else "measured" for r in rows],
     )
 
@@ -183,7 +209,8 @@ def sections(results: dict) -> list[Section]:
         rows = metric_rows(results, key)
         if all(r["value"] is None for r in rows if r["kind"].startswith("measured")):
             continue  # not measured here (a sample size of 0): reference and published rows alone compare nothing
-        section = Section(key, title, f"{description}; {better} is better.", [metric_table(rows), *DETAILS.get(key, lambda _: [])(results)],
+        base = (results.get("differences") or {}).get("base")
+        section = Section(key, title + row_flag(results, key), f"{description}; {better} is better.", [metric_table(rows, base), *DETAILS.get(key, lambda _: [])(results)],
                           notes=NOTES.get(key, lambda _: [])(results))
         image = metric_plot(key, title, rows, results)
         if image is not None:
@@ -207,6 +234,12 @@ def html_table(table: Table) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+INTERVALS_NOTE = (
+    "Every measured figure has its n and a 95% interval: a percentile bootstrap (2,000 resamples, seeded with the run's seed) "
+    "over the unit its items cluster in (conversations, intents, users, probes; the unit is in metrics.json). Each checkpoint "
+    "minus the prompted base has its own interval, paired on the units both measured; a difference whose interval covers zero "
+    "is marked \"not shown\": this sample cannot tell the two apart."
+)
 HTML_STYLE = (
     "body{font-family:sans-serif;max-width:70rem;margin:2rem auto;padding:0 1rem}"
     "table{border-collapse:collapse;margin:.5rem 0 1rem}td,th{border:1px solid #ccc;padding:.25rem .6rem}"
@@ -215,11 +248,13 @@ HTML_STYLE = (
 
 
 def write_report(results: dict, out_dir: Path) -> None:
+    """Add each checkpoint's differences from the prompted base to `results`, then write metrics.json and the reports."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    results["differences"] = base_differences(results)
     write_json(out_dir / "metrics.json", results)
     built = sections(results)
 
-    md = ["# Simulator evaluation", "", "Settings:", ""] + [f"- {line}" for line in settings_lines(results)]
+    md = ["# Simulator evaluation", "", INTERVALS_NOTE, "", "Settings:", ""] + [f"- {line}" for line in settings_lines(results)]
     md += ["", "Checkpoints:", ""] + [f"- {line}" for line in checkpoint_lines(results)]
     for section in built:
         md += ["", f"## {section.title}", "", section.text]
@@ -233,7 +268,7 @@ def write_report(results: dict, out_dir: Path) -> None:
     atomic_write(out_dir / "report.md", "\n".join(md) + "\n")
 
     parts = [f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Simulator evaluation</title><style>{HTML_STYLE}</style></head><body>"]
-    parts.append("<h1>Simulator evaluation</h1><h2>Settings</h2><ul>")
+    parts.append(f"<h1>Simulator evaluation</h1><p>{html.escape(INTERVALS_NOTE)}</p><h2>Settings</h2><ul>")
     parts += [f"<li>{html.escape(line)}</li>" for line in settings_lines(results)]
     parts.append("</ul><h2>Checkpoints</h2><ul>")
     parts += [f"<li>{html.escape(line)}</li>" for line in checkpoint_lines(results)]
@@ -258,7 +293,7 @@ def eval_summary(results: dict, out_dir: Path) -> Summary:
         values = [(results["checkpoints"][n].get(key) or {}).get("value") for n in names]
         human = (results["human"].get(key) or {}).get("value")
         published = results["published"]["figures"].get(key, {}).get("UserLM-8b")
-        rows.append((short, *map(format_value, values), format_value(human), format_value(published)))
+        rows.append((short + row_flag(results, key), *map(format_value, values), format_value(human), format_value(published)))
     validation = results["validation"]
     detector = validation["naturalness_detector"]
     return Summary(
@@ -266,10 +301,12 @@ def eval_summary(results: dict, out_dir: Path) -> Summary:
         columns=("metric", *names, "human (measured)", "UserLM-8b (published)"),
         rows=rows,
         notes=[
-            f"Judge: {results['settings']['judge']}; accuracy {validation['judge']['value']:.1f}% on {validation['judge']['n']} labelled answers.",
-            f"Naturalness: {results['settings']['naturalness_detector']}; held-out accuracy "
-            f"{format_value(detector['accuracy'])}%, real user turns rated human {format_value(detector.get('user_turns_rated_human'))}%.",
-            "Persona fidelity, human column: the real users' split-half agreement (the ceiling).",
+            f"Judge: {results['settings']['judge']}; accuracy out of sample, on answers built from the test logs, "
+            f"{format_figure(validation['judge'])} (in-sample, on its hand labels: {format_figure(validation['judge']['in_sample'])}).",
+            f"Naturalness: {results['settings']['naturalness_detector']}; ROC AUC against models writing as users "
+            f"{format_figure(detector.get('model_written'))}: {(detector.get('model_written') or {}).get('verdict', 'not checked')}; "
+            f"against assistant turns, held-out accuracy {format_value(detector['accuracy'])}%.",
+            "Persona fidelity, human column: the real users' split-half agreement, a human reference (a model can exceed it).",
             *(f"Termination ROC AUC, {name}: {format_value(e['value'])} at the same points."
               for name, e in no_model_reference(results, "termination_auc")),
         ],

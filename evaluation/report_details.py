@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .persona_fidelity import STYLE_MEASURES
+from .persona_fidelity import HUMAN_REFERENCE, STYLE_MEASURES
 
 
 @dataclass
@@ -19,6 +19,10 @@ class Table:
 
 def number(value, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def interval(ci) -> str:
+    return f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
 
 
 def probability(value) -> str:
@@ -38,10 +42,11 @@ def termination_details(results: dict) -> list[Table]:
                *no_model_reference(results, "termination_auc")]
     for name, entry in entries:
         if entry:
-            rows.append([name, number(entry["value"]), probability(entry["mean_at_ends"]), probability(entry["mean_at_continues"]),
+            rows.append([name, number(entry["value"]), interval(entry.get("ci")), interval(entry.get("ci_hanley_mcneil")),
+                         probability(entry["mean_at_ends"]), probability(entry["mean_at_continues"]),
                          probability(entry["median_at_ends"]), probability(entry["median_at_continues"]),
                          str(entry["n"]), str(entry["real_end_points"])])
-    headers = ["source", "ROC AUC", "mean P(end), real ends", "mean P(end), continues", "median P(end), real ends",
+    headers = ["source", "ROC AUC", "95% interval, by conversation", "95% interval, Hanley-McNeil (points independent)", "mean P(end), real ends", "mean P(end), continues", "median P(end), real ends",
                "median P(end), continues", "points", "real ends"]
     return [Table(headers, rows)] if rows else []
 
@@ -53,8 +58,8 @@ MEASURE_HEADERS = {"words_per_turn": "words/turn error", "lowercase_start_rate":
 
 def persona_details(results: dict) -> list[Table]:
     entries = [(name, c.get("persona_fidelity")) for name, c in results["checkpoints"].items()]
-    entries.append(("real users, split-half (ceiling)", results["human"].get("persona_fidelity")))
-    rows = [[name, number(e["value"]), *(number(e["errors"][m]) for m in STYLE_MEASURES), str(e["n"]), str(e["end_turns"])]
+    entries.append((HUMAN_REFERENCE, results["human"].get("persona_fidelity")))
+    rows = [[name, number(e["value"]), *(number(e["errors"][m]["value"]) for m in STYLE_MEASURES), str(e["n"]), str(e["end_turns"])]
             for name, e in entries if e and e["value"] is not None]
     headers = ["source", "bucket agreement (%)", *(MEASURE_HEADERS[m] for m in STYLE_MEASURES), "users", "END turns left out"]
     return [Table(headers, rows)] if rows else []
@@ -79,18 +84,41 @@ def contrast_details(results: dict) -> list[Table]:
     return [Table(headers, rows)] if rows else []
 
 
+def with_interval(entry: dict, unit: str = "") -> str:
+    """"70.60% [68.00, 73.12], n 800": a validation figure with its 95% interval and sample size."""
+    return f"{number(entry['value'])}{unit} {interval(entry.get('ci')) or '(no interval)'}, n {entry['n']}"
+
+
+def row_flag(results: dict, key: str) -> str:
+    """" (uninformative)" for the naturalness row when its detector cannot tell real users from models writing as users."""
+    checked = ((results.get("validation") or {}).get("naturalness_detector") or {}).get("model_written") or {}
+    return " (uninformative)" if key == "naturalness" and checked.get("informative") is False else ""
+
+
 def naturalness_notes(results: dict) -> list[str]:
     v = results["validation"]["naturalness_detector"]
+    notes = [model_written_note(v.get("model_written"))]
     if v["accuracy"] is None:
-        return ["Detector validation: no held-out user and assistant turns to validate on."]
-    return [f"Detector validation on held-out turns it was not trained on ({v['n_user_turns']} real user turns, "
-            f"{v['n_assistant_turns']} assistant turns of the test data): accuracy {v['accuracy']:.1f}%; it rates "
-            f"{v['user_turns_rated_human']:.1f}% of the real user turns human and {v['assistant_turns_rated_machine']:.1f}% "
-            "of the assistant turns machine-written."]
+        return notes + ["Against assistant turns: no held-out user and assistant turns to validate on."]
+    return notes + [f"Against assistant turns, on held-out turns it was not trained on ({v['n_user_turns']} real user turns, "
+                    f"{v['n_assistant_turns']} assistant turns of the test data): accuracy {v['accuracy']:.1f}%; it rates "
+                    f"{v['user_turns_rated_human']:.1f}% of the real user turns human and {v['assistant_turns_rated_machine']:.1f}% "
+                    "of the assistant turns machine-written."]
+
+
+def model_written_note(v: dict | None) -> str:
+    """The detector's AUC against models writing as users (naturalness_validation.py), and what it means for the row."""
+    if not v or v["value"] is None:
+        return "Not validated against models writing as users (naturalness_model_turns 0): this row's meaning is unchecked."
+    settings = "; ".join(f"{name}: {with_interval(e)}" for name, e in v["by_setting"].items())
+    return (f"{'' if v['informative'] else 'UNINFORMATIVE ROW. '}Detector validation against models writing as users: ROC AUC "
+            f"{with_interval(v)} ({v['real_user_turns']} held-out real first turns against {v['model_turns']} first turns by "
+            f"{v['model']}; {settings}); {v['verdict']}.")
 
 
 def judge_notes(results: dict) -> list[str]:
     v = results["validation"]["judge"]
     unjudged = f"; {v['unjudged']} left unjudged, counted wrong" if v["unjudged"] else ""
-    return [f"Judge validation on {v['n']} hand-labelled probe answers shipped with userlm (evaluation/judge_labels.py): "
-            f"accuracy {v['value']:.1f}% (role {v['by_kind']['role']:.1f}%, intent {v['by_kind']['intent']:.1f}%{unjudged})."]
+    by_kind = ", ".join(f"{kind} {with_interval(e, unit='%')}" for kind, e in v["by_kind"].items())
+    return [f"Judge validation {v['labels']}: accuracy {with_interval(v, unit='%')} ({by_kind}{unjudged}).",
+            f"Beside it, {v['in_sample']['labels']}: accuracy {with_interval(v['in_sample'], unit='%')}; in-sample, so not the figure to trust."]

@@ -22,10 +22,10 @@ from userlm.data_prep.format import END_MARKER
 from .config import CheckpointSpec, EvalConfig
 from .context import fit_to_context
 from .end_probability import end_probability_metrics, end_scores, expected_f1
+from .intervals import figure, mean_figure, share_figure
 from .judge import adherence
 from .metrics import word_metrics
 from .obeys_scope import obeys_scope
-from .naturalness import human_share
 from .persona_contrast import contrast_prompts, persona_contrast
 from .persona_fidelity import HeldOutUser, style_agreement
 from .probes import build_probes
@@ -51,26 +51,39 @@ def seeds_note(seed: int) -> str:
     )
 
 
-def human_reference(subsets: EvalSubsets, detector) -> dict:
+def human_reference(subsets: EvalSubsets, detector, seed: int) -> dict:
     """The word metrics and naturalness of the real first turns of the same intents, and the held-out
     users' split-half persona agreement: humans on this test set."""
     turns = [s["completion"][0]["content"] for s in subsets.first_turns]
-    result = word_metrics(turns, [intent_of(s) for s in subsets.first_turns], [])
-    result["naturalness"] = {"value": 100 * human_share(detector, turns), "n": len(turns)}
+    intents = [intent_of(s) for s in subsets.first_turns]
+    result = word_metrics(turns, intents, [], seed=seed)
+    result["naturalness"] = naturalness(detector, turns, intents, seed)
     if subsets.persona_users:
-        result["persona_fidelity"] = style_agreement([u.real_turns for u in subsets.persona_users], [u.reference for u in subsets.persona_users])
+        result["persona_fidelity"] = user_agreement([u.real_turns for u in subsets.persona_users], subsets.persona_users, seed)
     return result
 
 
-def generate_texts(simulator, prompts: list[list[dict]], config: EvalConfig, *, seed: int, desc: str) -> list[str]:
-    """One unguarded turn per prompt, in prompt order; an END turn is the end marker."""
+def naturalness(detector, texts: list[str], intents: list[str], seed: int) -> dict:
+    """The share of texts the detector calls human (probability above one half, as naturalness.human_share), by intent."""
+    return mean_figure([p > 0.5 for p in detector(texts)], seed=seed, ids=intents, unit="intent", scale=100)
+
+
+def user_agreement(turn_sets: list[list[str]], users: list[HeldOutUser], seed: int) -> dict:
+    """Persona fidelity's style agreement, with its interval over users (persona_fidelity.style_agreement)."""
+    return style_agreement(turn_sets, [u.reference for u in users], [u.user for u in users], seed=seed)
+
+
+def generate_texts(simulator, prompts: list[list[dict]], config: EvalConfig, *, seed: int, desc: str,
+                   max_new_tokens: int | None = None) -> list[str]:
+    """One unguarded turn per prompt, in prompt order, of at most `max_new_tokens` (default: the config's)
+    tokens; an END turn is the end marker."""
     from tqdm.auto import tqdm
 
     texts: list[str] = []
     with tqdm(total=len(prompts), desc=desc, unit="turn", disable=not config.progress) as bar:
         for start in range(0, len(prompts), config.batch_size):
             batch = prompts[start : start + config.batch_size]
-            turns = simulator.generate(batch, guardrails=None, seed=seed + start, max_new_tokens=config.max_new_tokens)
+            turns = simulator.generate(batch, guardrails=None, seed=seed + start, max_new_tokens=max_new_tokens or config.max_new_tokens)
             texts.extend(END_MARKER if t.is_end else t.text for t in turns)
             bar.update(len(batch))
     return texts
@@ -78,7 +91,7 @@ def generate_texts(simulator, prompts: list[list[dict]], config: EvalConfig, *, 
 
 def perplexities(simulator, samples: list[dict], config: EvalConfig, name: str) -> dict:
     """Perplexity of the real user turns with the intent, and with the system message emptied."""
-    from .perplexity import completion_nll, perplexity, without_intent
+    from .perplexity import completion_nll, without_intent
 
     result = {}
     for key, scored, label in (("with_intent", samples, "ppl"), ("without_intent", [without_intent(s) for s in samples], "ppl-no-intent")):
@@ -86,7 +99,10 @@ def perplexities(simulator, samples: list[dict], config: EvalConfig, name: str) 
             simulator.model, simulator.tokenizer, simulator.template, scored,
             batch_size=max(1, config.batch_size // 2), progress=config.progress, desc=f"{name} {label}",
         )
-        result[f"perplexity_{key}"] = {"value": perplexity(nlls), "n": len(nlls), "tokens": sum(n for _, n in nlls)}
+        # perplexity.perplexity pooled over samples, resampled by conversation (a conversation's turns share its context).
+        result[f"perplexity_{key}"] = {**figure("perplexity", [list(pair) for pair in nlls], seed=config.seed,
+                                                ids=[s["conversation_id"] for s in samples], unit="conversation"),
+                                       "tokens": sum(n for _, n in nlls)}
     return result
 
 
@@ -112,7 +128,7 @@ def persona_fidelity(simulator, users: list[HeldOutUser], config: EvalConfig, na
     for user in users:
         groups.append(texts[start : start + len(user.prompts)])
         start += len(user.prompts)
-    result = style_agreement(groups, [u.reference for u in users])
+    result = user_agreement(groups, users, config.seed)
     result["examples"] = [{"persona_reference": u.reference["buckets"], "real": u.real_turns[0], "generated": g[0]} for u, g in list(zip(users, groups))[:2]]
     return result
 
@@ -121,10 +137,11 @@ def contrast(simulator, intents: list[str], config: EvalConfig, name: str) -> di
     """The same intents' first turns under the terse and the elaborate persona, with the same seeds."""
     terse, elaborate = contrast_prompts(intents)
     seed = config.seed + CONTRAST_SEED_OFFSET
-    return persona_contrast(
-        generate_texts(simulator, terse, config, seed=seed, desc=f"{name} terse persona"),
-        generate_texts(simulator, elaborate, config, seed=seed, desc=f"{name} elaborate persona"),
-    )
+    full = config.contrast_max_new_tokens  # full-length turns: a cut elaborate turn shrinks the contrast
+    terse_turns = generate_texts(simulator, terse, config, seed=seed, desc=f"{name} terse persona", max_new_tokens=full)
+    elaborate_turns = generate_texts(simulator, elaborate, config, seed=seed, desc=f"{name} elaborate persona", max_new_tokens=full)
+    # The value is the mean of each intent's difference: its interval is over intents.
+    return persona_contrast(terse_turns, elaborate_turns, intents, seed=config.seed)
 
 
 def score_checkpoint(spec: CheckpointSpec, subsets: EvalSubsets, judge, detector, config: EvalConfig) -> dict:
@@ -155,10 +172,10 @@ def score_checkpoint(spec: CheckpointSpec, subsets: EvalSubsets, judge, detector
             simulator, [s["prompt"][:1] for s in subsets.diversity for _ in range(repeats)], config,
             seed=config.seed + SIMULATION_SEED_OFFSET, desc=f"{spec.name} simulations",
         )
-    result.update(word_metrics(first, intents, [simulated[k : k + repeats] for k in range(0, len(simulated), repeats)]))
-    spoken = [t for t in first if t != END_MARKER]
+    result.update(word_metrics(first, intents, [simulated[k : k + repeats] for k in range(0, len(simulated), repeats)], seed=config.seed))
+    spoken = [(t, i) for t, i in zip(first, intents) if t != END_MARKER]
     if spoken:
-        result["naturalness"] = {"value": 100 * human_share(detector, spoken), "n": len(spoken)}
+        result["naturalness"] = naturalness(detector, [t for t, _ in spoken], [i for _, i in spoken], config.seed)
 
     if subsets.termination_points:
         with timed(seconds, "termination F1"):
@@ -185,7 +202,8 @@ def score_checkpoint(spec: CheckpointSpec, subsets: EvalSubsets, judge, detector
         if probes:
             with timed(seconds, f"{kind} probes"):
                 replies = generate_texts(simulator, [p.prompt for p in probes], config, seed=config.seed + PROBE_SEED_OFFSET, desc=f"{spec.name} {kind} probes")
-            result[f"{kind}_adherence"] = adherence(judge, probes, replies)
+            judged = adherence(judge, probes, replies)
+            result[f"{kind}_adherence"] = {**judged, **share_figure(judged["value"], judged["n"], seed=config.seed, unit="probe")}
 
     if subsets.persona_users:
         with timed(seconds, "persona fidelity"):

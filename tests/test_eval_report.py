@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -28,6 +29,8 @@ class TablesAndImages(HTMLParser):
         self.tables = 0
         self.images: list[str] = []
         self.published_rows = 0
+        self.cells: list[str] = []
+        self._in_cell = False
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
@@ -37,6 +40,17 @@ class TablesAndImages(HTMLParser):
             self.images.append(attrs.get("src", ""))
         elif tag == "tr" and attrs.get("class") == "published":
             self.published_rows += 1
+        elif tag == "td":
+            self._in_cell = True
+            self.cells.append("")
+
+    def handle_endtag(self, tag):
+        if tag == "td":
+            self._in_cell = False
+
+    def handle_data(self, data):
+        if self._in_cell:
+            self.cells[-1] += data
 
 
 @pytest.fixture(scope="module")
@@ -97,13 +111,36 @@ def test_metrics_json_and_markdown(report_dir):
     assert results["human"]["persona_fidelity"]["value"] == pytest.approx(100 * 12 / 18)
     assert ender["persona_fidelity"]["value"] is None and ender["persona_fidelity"]["users_without_turns"] == 3
     assert talker["persona_contrast"]["value"] == 0.0 and talker["persona_contrast"]["n"] == 4
-    assert results["validation"]["judge"]["n"] == 46 and results["validation"]["naturalness_detector"]["accuracy"] is not None
+    assert results["validation"]["naturalness_detector"]["accuracy"] is not None
+    # The judge out of sample on e1 and e4 (the conversations with a second turn of 3 words or more), 4 answers each.
+    judge = results["validation"]["judge"]
+    assert (judge["n"], judge["units"], judge["in_sample"]["n"]) == (8, 2, 46)
+    assert results["validation"]["naturalness_detector"]["model_written"]["model_turns"] > 0
     assert set(talker["stage_seconds"]) >= {"load", "perplexity", "P(end)", "persona fidelity", "persona contrast"}
+    # Every measured figure has its n and a 95% interval around its value, resampled by a named unit.
+    for checkpoint in (talker, prompted, results["human"]):
+        for key, *_ in METRICS:
+            entry = checkpoint.get(key)
+            if entry and entry["value"] is not None:
+                assert entry["n"] > 0 and entry["unit"], key
+                assert entry["ci"][0] <= entry["value"] + 1e-9 and entry["value"] <= entry["ci"][1] + 1e-9, key
+    assert talker["perplexity_with_intent"]["unit"] == "conversation" and talker["termination_auc"]["unit"] == "conversation"
+    assert talker["persona_fidelity"]["unit"] == "user" and talker["persona_fidelity"]["n"] == 3
+    # Differences from the prompted base: "ok" and "hello" every time are equally undiverse, so that difference is zero and
+    # not shown; the same points' perplexities are paired by conversation.
+    differences = results["differences"]
+    assert differences["base"] == "prompted" and set(differences["checkpoints"]) == {"ender", "talker"}
+    diversity = differences["checkpoints"]["talker"]["first_turn_diversity"]
+    assert diversity["value"] == 0.0 and diversity["ci"] == [0.0, 0.0] and not diversity["shown"] and diversity["paired"]
+    perplexity = differences["checkpoints"]["talker"]["perplexity_with_intent"]
+    assert perplexity["paired"] and perplexity["value"] == pytest.approx(
+        talker["perplexity_with_intent"]["value"] - prompted["perplexity_with_intent"]["value"])
     markdown = (report_dir / "report.md").read_text()
-    for needed in ("Seeds:", "Word tokenisation:", "Sample sizes", "UserLM-8b (published)", "human (this test set, measured)",
-                   "offline heuristic judge", "tokenizer TokenizersBackend, 49153 tokens", "| chance | 0.50 |", "real users, split-half (ceiling)",
+    for needed in ("Seeds:", "Word tokenisation:", "95% interval", "+0.00 [0.00, 0.00], n 4, not shown", "Hanley-McNeil", "Sample sizes", "UserLM-8b (published)", "human (this test set, measured)",
+                   "offline heuristic judge", "tokenizer TokenizersBackend, 49153 tokens", "| chance | 0.50 |", "real users, split-half (human reference)",
                    "| no model: the train split's end rate at the same user turn |",
-                   "Detector validation on held-out turns", "Judge validation on 46 hand-labelled probe answers"):
+                   "Detector validation against models writing as users: ROC AUC", "Against assistant turns, on held-out turns",
+                   "Judge validation out of sample", "in-sample: the hand-written answers"):
         assert needed in markdown
     for key, *_ in METRICS:
         assert (report_dir / f"{key}.png").read_bytes().startswith(b"\x89PNG")
@@ -133,6 +170,10 @@ def test_report_opens_in_headless_chromium(report_dir, tmp_path):
         assert image.format == "PNG" and image.size[0] > 100
     # Published rows of every metric the paper reports: 3 + 3 + 2 + 1 + 1.
     assert page.published_rows == 10
+    # Intervals beside the values, and a difference the sample cannot tell from zero said in words.
+    assert "minus prompted (95% interval)" in dom and "Every measured figure has its n and a 95% interval" in dom
+    assert page.cells.count("+0.00 [0.00, 0.00], n 4, not shown") >= 2  # the talker minus the base: diversity, distinct-1, distinct-2
+    assert any(re.fullmatch(r"\[\d+\.\d\d, \d+\.\d\d\]", cell) for cell in page.cells)
 
 
 def test_terminal_summary_names_every_checkpoint_and_the_output(report_dir, capsys, monkeypatch):
@@ -161,7 +202,7 @@ def test_sample_sizes_of_zero_skip_their_metrics(tmp_path, eval_test_file, force
                "within_intent_diversity", "termination_auc", "termination_expected_f1", "termination_obeys_scope", "persona_fidelity",
                "persona_contrast")
     assert not any(key in talker for key in skipped)
-    assert talker["first_turn_diversity"] == {"value": 0.0, "n": 4}
+    assert talker["first_turn_diversity"]["value"] == 0.0 and talker["first_turn_diversity"]["n"] == 4
     assert "termination F1" in capsys.readouterr().out
     markdown = (out / "report.md").read_text()
     assert "## First-turn diversity" in markdown and "## Termination F1" not in markdown
