@@ -69,8 +69,13 @@ def main(words: list[str]) -> int:
     from userlm.train.sft import build_trainer
 
     config = parse_config(EndCurveConfig, words, prog="bench/end_curve.py", description=__doc__)
-    scoring = EndProbabilityConfig(data=config.data, recipe=config.recipe, conversations=config.conversations,
-                                   seed=config.seed, batch_size=config.batch_size)
+    scoring = EndProbabilityConfig(
+        data=config.data,
+        recipe=config.recipe,
+        conversations=config.conversations,
+        seed=config.seed,
+        batch_size=config.batch_size,
+    )
     points, _, large = draws(scoring)
     points = [p for p in points if p["conversation_id"] in large]
     steps = sorted(set(config.steps))
@@ -91,19 +96,33 @@ def main(words: list[str]) -> int:
                 score(run, state.global_step)
 
     with tempfile.TemporaryDirectory(prefix="end-curve-") as output_dir:  # nothing is saved there
-        recipe = load_recipe(config.recipe, [
-            *config.overrides, f"dataset_path={config.data}", f"output_dir={output_dir}", f"max_steps={steps[-1]}",
-            "save_strategy=no", "eval_on_start=false", "eval_strategy=no", "resume_from_checkpoint=null"])
+        recipe = load_recipe(
+            config.recipe,
+            [
+                *config.overrides,
+                f"dataset_path={config.data}",
+                f"output_dir={output_dir}",
+                f"max_steps={steps[-1]}",
+                "save_strategy=no",
+                "eval_on_start=false",
+                "eval_strategy=no",
+                "resume_from_checkpoint=null",
+            ],
+        )
         run = build_trainer(recipe)
         score(run, 0)
         run.trainer.add_callback(ScoreAtSteps())
         run.trainer.train()
     decisions = [p for p in points if p["prompt"][-1]["role"] != "system"]
-    print(f"\n{config.recipe} {' '.join(config.overrides)} on {config.data}: {len(decisions)} held-out decision points "
-          f"({sum(bool(p['is_end']) for p in decisions)} ends) of {len(large)} conversations, "
-          f"{len(points) - len(decisions)} first turns")
-    print(f"Reference, no model: the train split's end rate by user turn ranks these points at ROC AUC "
-          f"{no_model_reference(scoring, decisions)}")
+    print(
+        f"\n{config.recipe} {' '.join(config.overrides)} on {config.data}: {len(decisions)} held-out decision points "
+        f"({sum(bool(p['is_end']) for p in decisions)} ends) of {len(large)} conversations, "
+        f"{len(points) - len(decisions)} first turns"
+    )
+    print(
+        f"Reference, no model: the train split's end rate by user turn ranks these points at ROC AUC "
+        f"{no_model_reference(scoring, decisions)}"
+    )
     print("| step | P(end) at ends | at continues | ROC AUC | expected F1 | P(end) at first turns |")
     print("|---:|---:|---:|---:|---:|---:|")
     print("\n".join(table))

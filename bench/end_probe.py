@@ -34,9 +34,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 class EndProbeConfig(Config):
     checkpoint: str = field(metadata={"help": "what `userlm eval` takes: PATH or PATH@TEMPLATE"})
     data: Path = field(metadata={"help": "a `userlm prep` output folder (probes fit on train, scored on test)"})
-    train_samples: int = field(default=600, metadata={"min": 1, "help": "the first N train samples give the probes' points"})
+    train_samples: int = field(
+        default=600, metadata={"min": 1, "help": "the first N train samples give the probes' points"}
+    )
     max_length: int = field(default=256, metadata={"min": 8, "help": "train points cut as training cuts them"})
-    conversations: int = field(default=200, metadata={"min": 1, "help": "held-out conversations (train_end_probability's larger draw)"})
+    conversations: int = field(
+        default=200, metadata={"min": 1, "help": "held-out conversations (train_end_probability's larger draw)"}
+    )
     l2: float = field(default=0.01, metadata={"min": 0, "help": "L2 weight of the probes"})
     layer_step: int = field(default=3, metadata={"min": 1, "help": "probe every Nth layer (the last always)"})
     batch_size: int = field(default=8, metadata={"min": 1})
@@ -68,7 +72,9 @@ def probe(features, labels: list[bool], l2: float):
     y = torch.tensor(labels, dtype=torch.float32)
     mean, scale = features.mean(0), features.std(0) + 1e-3
     # `l2` is weighed against the positive-weighted mean loss, 2 x (negatives / points) times the balanced one.
-    weight, _ = fit_balanced_logistic((features - mean) / scale, y, l2 * len(y) / (2 * (len(y) - y.sum())), max_iter=500)
+    weight, _ = fit_balanced_logistic(
+        (features - mean) / scale, y, l2 * len(y) / (2 * (len(y) - y.sum())), max_iter=500
+    )
     return lambda held_out: (((held_out - mean) / scale) @ weight).tolist()
 
 
@@ -97,7 +103,9 @@ def main(words: list[str]) -> int:
         if fitted is not None:
             train_rows.append(fitted.input_ids[: fitted.completion_mask.index(1)])
             train_points.append(sample)
-    test_rows = [tokenizer(render(tokenizer, template, p["prompt"]), add_special_tokens=False)["input_ids"] for p in held_out]
+    test_rows = [
+        tokenizer(render(tokenizer, template, p["prompt"]), add_special_tokens=False)["input_ids"] for p in held_out
+    ]
     train_states = hidden_states(model, train_rows, config.batch_size)
     test_states = hidden_states(model, test_rows, config.batch_size)
 
@@ -108,18 +116,25 @@ def main(words: list[str]) -> int:
     scopes = [single_answer(p) for p in train_points]
     held_ends = [bool(p["is_end"]) for p in held_out]
     held_scopes = [single_answer(p) for p in held_out]
-    print(f"{config.checkpoint}: probes fit on {len(train_points)} train decision points ({sum(ends)} ends, "
-          f"{sum(scopes)} single-answer), scored on {len(held_out)} held-out points ({sum(held_ends)} ends, "
-          f"{sum(held_scopes)} single-answer); L2 {config.l2}")
+    print(
+        f"{config.checkpoint}: probes fit on {len(train_points)} train decision points ({sum(ends)} ends, "
+        f"{sum(scopes)} single-answer), scored on {len(held_out)} held-out points ({sum(held_ends)} ends, "
+        f"{sum(held_scopes)} single-answer); L2 {config.l2}"
+    )
     print("| layer | end probe: AUC on ends | scope probe: AUC on scope | scope probe: AUC on ends |")
     print("|---:|---:|---:|---:|")
     last = train_states.shape[1] - 1
     for layer in sorted({*range(config.layer_step, last, config.layer_step), last}):
         end_scores = probe(train_states[:, layer], ends, config.l2)(test_states[:, layer])
         scope_scores = probe(train_states[:, layer], scopes, config.l2)(test_states[:, layer]) if any(scopes) else None
-        scope_cells = ("n/a", "n/a") if scope_scores is None else (
-            f"{roc_auc(scope_scores, held_scopes):.3f}", f"{roc_auc(scope_scores, held_ends):.3f}")
-        print(f"| {layer}{' (last)' if layer == last else ''} | {roc_auc(end_scores, held_ends):.3f} | {scope_cells[0]} | {scope_cells[1]} |")
+        scope_cells = (
+            ("n/a", "n/a")
+            if scope_scores is None
+            else (f"{roc_auc(scope_scores, held_scopes):.3f}", f"{roc_auc(scope_scores, held_ends):.3f}")
+        )
+        print(
+            f"| {layer}{' (last)' if layer == last else ''} | {roc_auc(end_scores, held_ends):.3f} | {scope_cells[0]} | {scope_cells[1]} |"
+        )
     return 0
 
 

@@ -24,10 +24,30 @@ from pathlib import Path
 from userlm.data_prep.dedup import DedupKeys, DuplicateIndex, exact_key, user_text
 
 SENTENCE = re.compile(r"(?<=[.!?])\s+")
-COUNTRIES = ["United States", "China", "Russia", "India", "United Kingdom", "Germany", "France", "Brazil", "Canada", "Japan"]
+COUNTRIES = [
+    "United States",
+    "China",
+    "Russia",
+    "India",
+    "United Kingdom",
+    "Germany",
+    "France",
+    "Brazil",
+    "Canada",
+    "Japan",
+]
 MODELS = ["gpt-3.5-turbo-0301", "gpt-3.5-turbo-0613", "gpt-4-0314"]
-CATEGORIES = ["harassment", "harassment/threatening", "hate", "hate/threatening", "self-harm", "sexual", "sexual/minors",
-              "violence", "violence/graphic"]
+CATEGORIES = [
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "self-harm",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+]
 
 
 def sharegpt_pools(limit: int = 60_000) -> tuple[list[str], list[str]]:
@@ -54,8 +74,11 @@ def sharegpt_pools(limit: int = 60_000) -> tuple[list[str], list[str]]:
 
 
 def moderation(rng: random.Random, flagged: bool) -> dict:
-    return {"categories": {c: False for c in CATEGORIES},
-            "category_scores": {c: round(rng.random() / 1000, 6) for c in CATEGORIES}, "flagged": flagged}
+    return {
+        "categories": {c: False for c in CATEGORIES},
+        "category_scores": {c: round(rng.random() / 1000, 6) for c in CATEGORIES},
+        "flagged": flagged,
+    }
 
 
 def user_turns(rng: random.Random, sentences: list[str], index: DuplicateIndex, keys: DedupKeys) -> list[str]:
@@ -84,12 +107,30 @@ def records(count: int, seed: int = 0):
         for turn, content in enumerate(contents):
             timestamp = f"2023-{rng.randint(4, 12):02d}-{rng.randint(1, 28):02d} {rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:00"
             common = {"language": "English", "redacted": False, "toxic": toxic, "turn_identifier": number * 4 + turn}
-            conversation.append({"content": content, "country": country,
-                                 "hashed_ip": hashed_ip, "header": {"accept-language": "en-US,en;q=0.9"},
-                                 "role": "user", "state": None, "timestamp": None, **common})
-            conversation.append({"content": rng.choice(answers)[: rng.randint(150, 700)], "country": None,
-                                 "hashed_ip": None, "header": None, "role": "assistant", "state": None,
-                                 "timestamp": timestamp, **common})
+            conversation.append(
+                {
+                    "content": content,
+                    "country": country,
+                    "hashed_ip": hashed_ip,
+                    "header": {"accept-language": "en-US,en;q=0.9"},
+                    "role": "user",
+                    "state": None,
+                    "timestamp": None,
+                    **common,
+                }
+            )
+            conversation.append(
+                {
+                    "content": rng.choice(answers)[: rng.randint(150, 700)],
+                    "country": None,
+                    "hashed_ip": None,
+                    "header": None,
+                    "role": "assistant",
+                    "state": None,
+                    "timestamp": timestamp,
+                    **common,
+                }
+            )
         yield {
             "conversation_hash": hashlib.md5(f"{seed}-{number}".encode()).hexdigest(),
             "model": MODELS[number % len(MODELS)],

@@ -57,8 +57,9 @@ def run_prep(corpus: Path, out: Path, num_proc: int) -> dict:
     userlm = Path(sys.executable).parent / "userlm"
     command = [str(userlm), "prep", str(corpus), "--out", str(out), "--num-proc", str(num_proc), "--no-progress"]
     busy_before, started = busy_cpu_seconds(), time.perf_counter()
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    child = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
     watched, peak = psutil.Process(child.pid), 0
     while True:
         finished, status, usage = os.wait4(child.pid, os.WNOHANG)
@@ -73,12 +74,19 @@ def run_prep(corpus: Path, out: Path, num_proc: int) -> dict:
         raise SystemExit(f"{' '.join(command)} failed ({os.waitstatus_to_exitcode(status)}): {child.stderr.read()}")
     stats = json.loads((out / "stats.json").read_text())
     measured = {
-        "conversations": stats["read"], "kept": stats["kept"], "num_proc": num_proc, "seconds": round(seconds, 1),
-        "conversations_per_s": round(stats["read"] / seconds), "peak_memory_gb": round(peak / 2**30, 2),
-        "input_gb": round(corpus.stat().st_size / 1e9, 2), "output_gb": round(folder_size(out) / 1e9, 2),
+        "conversations": stats["read"],
+        "kept": stats["kept"],
+        "num_proc": num_proc,
+        "seconds": round(seconds, 1),
+        "conversations_per_s": round(stats["read"] / seconds),
+        "peak_memory_gb": round(peak / 2**30, 2),
+        "input_gb": round(corpus.stat().st_size / 1e9, 2),
+        "output_gb": round(folder_size(out) / 1e9, 2),
         "output_to_input": round(folder_size(out) / corpus.stat().st_size, 2),
-        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1), "other_processes_cpu_seconds": round(max(others, 0.0), 1),
-        "stage_seconds": stats["run"]["stage_seconds"], "filtered": stats["filtered"],
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
+        "other_processes_cpu_seconds": round(max(others, 0.0), 1),
+        "stage_seconds": stats["run"]["stage_seconds"],
+        "filtered": stats["filtered"],
     }
     shutil.rmtree(out, ignore_errors=True)
     return measured
@@ -87,9 +95,15 @@ def run_prep(corpus: Path, out: Path, num_proc: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="100000,1000000", help="corpus sizes, comma-separated")
-    parser.add_argument("--work", type=Path, default=Path("out/bench/prep-scale"), help="folder for corpora and outputs")
-    parser.add_argument("--baseline-on", type=int, default=None,
-                        help="the corpus size also run with one worker (default: the smallest; a size not in --sizes: none)")
+    parser.add_argument(
+        "--work", type=Path, default=Path("out/bench/prep-scale"), help="folder for corpora and outputs"
+    )
+    parser.add_argument(
+        "--baseline-on",
+        type=int,
+        default=None,
+        help="the corpus size also run with one worker (default: the smallest; a size not in --sizes: none)",
+    )
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
     print(f"{os.cpu_count()} CPU cores, {psutil.virtual_memory().total / 2**30:.0f} GB memory", flush=True)
@@ -103,20 +117,28 @@ def main() -> None:
             measured = run_prep(corpus, args.work / "out", num_proc)
             results.append(measured)
             print(json.dumps(measured), flush=True)
-    print(f"\n{'conversations':>13} {'workers':>7} {'seconds':>8} {'conv/s':>7} {'peak GB':>8} {'input GB':>9} "
-          f"{'output GB':>9} {'out/in':>6} {'others CPU s':>12}")
+    print(
+        f"\n{'conversations':>13} {'workers':>7} {'seconds':>8} {'conv/s':>7} {'peak GB':>8} {'input GB':>9} "
+        f"{'output GB':>9} {'out/in':>6} {'others CPU s':>12}"
+    )
     for r in results:
-        print(f"{r['conversations']:>13,} {r['num_proc']:>7} {r['seconds']:>8} {r['conversations_per_s']:>7,} "
-              f"{r['peak_memory_gb']:>8} {r['input_gb']:>9} {r['output_gb']:>9} {r['output_to_input']:>6} "
-              f"{r['other_processes_cpu_seconds']:>12}")
+        print(
+            f"{r['conversations']:>13,} {r['num_proc']:>7} {r['seconds']:>8} {r['conversations_per_s']:>7,} "
+            f"{r['peak_memory_gb']:>8} {r['input_gb']:>9} {r['output_gb']:>9} {r['output_to_input']:>6} "
+            f"{r['other_processes_cpu_seconds']:>12}"
+        )
     print("(others CPU s: CPU time other processes on the machine used during the run; near 0 on an idle machine)")
     for one in (r for r in results if r["num_proc"] == 1):
         two = next(r for r in results if r["num_proc"] == 2 and r["conversations"] == one["conversations"])
-        print(f"two workers over one on {one['conversations']:,} conversations: {one['seconds'] / two['seconds']:.2f}x "
-              "(target >= 1.6x)")
+        print(
+            f"two workers over one on {one['conversations']:,} conversations: {one['seconds'] / two['seconds']:.2f}x "
+            "(target >= 1.6x)"
+        )
     largest = max(results, key=lambda r: (r["conversations"], r["num_proc"]))
-    print(f"{largest['conversations']:,} conversations: {largest['seconds'] / 60:.1f} min (target <= 6), "
-          f"{largest['peak_memory_gb']} GB peak (target <= 3), output {largest['output_to_input']}x the input (target <= 2)")
+    print(
+        f"{largest['conversations']:,} conversations: {largest['seconds'] / 60:.1f} min (target <= 6), "
+        f"{largest['peak_memory_gb']} GB peak (target <= 3), output {largest['output_to_input']}x the input (target <= 2)"
+    )
 
 
 if __name__ == "__main__":

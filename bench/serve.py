@@ -34,10 +34,22 @@ import httpx
 from userlm.config import Config, parse_config
 
 GOALS = [
-    "plan a vegetarian dinner party", "debug a failing unit test", "choose a laptop for travel", "learn the basics of chess",
-    "write a cover letter", "understand how vaccines work", "budget for a wedding", "fix a leaking tap",
-    "improve a slow SQL query", "train for a first 10k run", "pick a houseplant for a dark room", "translate a menu",
-    "prepare for a job interview", "set up a home Wi-Fi network", "write a birthday poem", "learn about black holes",
+    "plan a vegetarian dinner party",
+    "debug a failing unit test",
+    "choose a laptop for travel",
+    "learn the basics of chess",
+    "write a cover letter",
+    "understand how vaccines work",
+    "budget for a wedding",
+    "fix a leaking tap",
+    "improve a slow SQL query",
+    "train for a first 10k run",
+    "pick a houseplant for a dark room",
+    "translate a menu",
+    "prepare for a job interview",
+    "set up a home Wi-Fi network",
+    "write a birthday poem",
+    "learn about black holes",
 ]
 ASSISTANT_REPLY = "Sure, I can help with that. Could you tell me a bit more about what you need?"
 
@@ -89,12 +101,21 @@ def start(command: list[str], port: int, log: Path) -> subprocess.Popen:
     sys.exit(f"{command[0]} did not answer within 300 s; see {log}")
 
 
-async def converse(client: httpx.AsyncClient, url: str, model: str, goal: str, seed: int, config: BenchConfig) -> list[float]:
+async def converse(
+    client: httpx.AsyncClient, url: str, model: str, goal: str, seed: int, config: BenchConfig
+) -> list[float]:
     """One client's conversation: `turns` user turns, each timed; returns the latencies."""
     messages = [{"role": "system", "content": f"You are a user chatting with an assistant language model to {goal}."}]
     latencies = []
     for turn in range(config.turns):
-        body = {"model": model, "messages": messages, "max_tokens": config.max_tokens, "temperature": 1.0, "top_p": 0.8, "seed": seed + turn}
+        body = {
+            "model": model,
+            "messages": messages,
+            "max_tokens": config.max_tokens,
+            "temperature": 1.0,
+            "top_p": 0.8,
+            "seed": seed + turn,
+        }
         began = time.perf_counter()
         response = await client.post(url, json=body)
         latencies.append(time.perf_counter() - began)
@@ -102,19 +123,29 @@ async def converse(client: httpx.AsyncClient, url: str, model: str, goal: str, s
         choice = response.json()["choices"][0]
         if choice.get("userlm", {}).get("ended"):
             break  # the simulated user left (the guardrails allow it after two turns)
-        messages += [{"role": "user", "content": choice["message"]["content"]}, {"role": "assistant", "content": ASSISTANT_REPLY}]
+        messages += [
+            {"role": "user", "content": choice["message"]["content"]},
+            {"role": "assistant", "content": ASSISTANT_REPLY},
+        ]
     return latencies
 
 
 async def measure(name: str, base: str, model: str, config: BenchConfig) -> Result:
     async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=config.clients)) as client:
         began = time.perf_counter()
-        runs = await asyncio.gather(*(
-            converse(client, f"{base}/v1/chat/completions", model, GOALS[i % len(GOALS)], 1000 * i, config) for i in range(config.clients)
-        ))
+        runs = await asyncio.gather(
+            *(
+                converse(client, f"{base}/v1/chat/completions", model, GOALS[i % len(GOALS)], 1000 * i, config)
+                for i in range(config.clients)
+            )
+        )
         seconds = time.perf_counter() - began
         health = (await client.get(f"{base}/health")).json()
-    extra = {k: v for k, v in health.items() if k in ("generate_calls", "rows", "largest_batch", "prompt_tokens", "reused_prompt_tokens")}
+    extra = {
+        k: v
+        for k, v in health.items()
+        if k in ("generate_calls", "rows", "largest_batch", "prompt_tokens", "reused_prompt_tokens")
+    }
     return Result(name, seconds, [latency for run in runs for latency in run], extra)
 
 
@@ -124,20 +155,40 @@ def main(argv: list[str]) -> int:
 
     folder = default_model_dir()
     logs = Path(tempfile.mkdtemp(prefix="bench-serve-"))
-    transformers = [str(Path(sys.executable).parent / "transformers"), "serve", str(folder), "--host", "127.0.0.1", "--device", "cpu",
-                    "--default-seed", "0"]
+    transformers = [
+        str(Path(sys.executable).parent / "transformers"),
+        "serve",
+        str(folder),
+        "--host",
+        "127.0.0.1",
+        "--device",
+        "cpu",
+        "--default-seed",
+        "0",
+    ]
     servers = [
-        ("userlm serve (guardrails on)", [sys.executable, "-m", "userlm.cli", "serve", "default", "--log-level", "warning"], "default"),
+        (
+            "userlm serve (guardrails on)",
+            [sys.executable, "-m", "userlm.cli", "serve", "default", "--log-level", "warning"],
+            "default",
+        ),
         ("transformers serve", transformers, str(folder)),
         ("transformers serve --continuous-batching", [*transformers, "--continuous-batching"], str(folder)),
     ]
-    results = [run_one(name, command, model, config, logs / f"server-{i}.log") for i, (name, command, model) in enumerate(servers)]
-    print(f"{config.clients} concurrent clients x {config.turns} user turns, max_tokens {config.max_tokens}, SmolLM2-135M on CPU "
-          f"({os.cpu_count()} cores); server logs in {logs}\n")
+    results = [
+        run_one(name, command, model, config, logs / f"server-{i}.log")
+        for i, (name, command, model) in enumerate(servers)
+    ]
+    print(
+        f"{config.clients} concurrent clients x {config.turns} user turns, max_tokens {config.max_tokens}, SmolLM2-135M on CPU "
+        f"({os.cpu_count()} cores); server logs in {logs}\n"
+    )
     print("| server | user turns | seconds | user turns/s | p50 latency s | p95 latency s |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
-        print(f"| {r.name} | {len(r.latencies)} | {r.seconds:.1f} | {r.turns_per_second:.2f} | {r.percentile(50):.2f} | {r.percentile(95):.2f} |")
+        print(
+            f"| {r.name} | {len(r.latencies)} | {r.seconds:.1f} | {r.turns_per_second:.2f} | {r.percentile(50):.2f} | {r.percentile(95):.2f} |"
+        )
     ours = results[0].turns_per_second
     for theirs in results[1:]:
         print(f"\nuserlm serve / {theirs.name}: {ours / theirs.turns_per_second:.2f}x throughput (target >= 3x)")
@@ -156,6 +207,7 @@ def run_one(name: str, command: list[str], model: str, config: BenchConfig, log:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -32,22 +32,51 @@ class GpuBenchConfig(BenchConfig):
     model: Path = field(metadata={"help": "a Llama-3.1-8B-shaped model folder (bench/train_gpu.py builds one)"})
     clients: int = field(default=64, metadata={"help": "concurrent clients, one conversation each", "min": 1})
     servers: list[Literal["userlm", "userlm-unguarded", "transformers-cb"]] = field(
-        default_factory=lambda: ["userlm", "userlm-unguarded", "transformers-cb"], metadata={
-            "nonempty": True, "help": "which to measure: userlm serve with and without guardrails, transformers serve --continuous-batching"})
+        default_factory=lambda: ["userlm", "userlm-unguarded", "transformers-cb"],
+        metadata={
+            "nonempty": True,
+            "help": "which to measure: userlm serve with and without guardrails, transformers serve --continuous-batching",
+        },
+    )
 
 
 def main(argv: list[str]) -> int:
     config = parse_config(GpuBenchConfig, argv, prog="bench/serve_gpu.py", description=__doc__.split("\n\n")[0])
     folder = str(config.model)
     logs = Path(tempfile.mkdtemp(prefix="bench-serve-gpu-"))
-    userlm = [sys.executable, "-m", "userlm.cli", "serve", folder, "--template", "userlm-llama3",
-              "--max-batch-size", str(config.clients), "--log-level", "warning"]
+    userlm = [
+        sys.executable,
+        "-m",
+        "userlm.cli",
+        "serve",
+        folder,
+        "--template",
+        "userlm-llama3",
+        "--max-batch-size",
+        str(config.clients),
+        "--log-level",
+        "warning",
+    ]
     commands = {
         "userlm": ("userlm serve (guardrails on)", userlm),
         "userlm-unguarded": ("userlm serve --no-guardrails", [*userlm, "--no-guardrails"]),
-        "transformers-cb": ("transformers serve --continuous-batching", [
-            str(Path(sys.executable).parent / "transformers"), "serve", folder, "--host", "127.0.0.1", "--device", "cuda",
-            "--dtype", "bfloat16", "--continuous-batching", "--default-seed", "0"]),
+        "transformers-cb": (
+            "transformers serve --continuous-batching",
+            [
+                str(Path(sys.executable).parent / "transformers"),
+                "serve",
+                folder,
+                "--host",
+                "127.0.0.1",
+                "--device",
+                "cuda",
+                "--dtype",
+                "bfloat16",
+                "--continuous-batching",
+                "--default-seed",
+                "0",
+            ],
+        ),
     }
     servers = [(*commands[key], folder) for key in config.servers]
     results = []
@@ -59,13 +88,17 @@ def main(argv: list[str]) -> int:
     import torch
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    print(f"\n{config.clients} concurrent clients x {config.turns} user turns, max_tokens {config.max_tokens}, "
-          f"{config.model.name} (bf16) on {device}; server logs in {logs}\n")
+    print(
+        f"\n{config.clients} concurrent clients x {config.turns} user turns, max_tokens {config.max_tokens}, "
+        f"{config.model.name} (bf16) on {device}; server logs in {logs}\n"
+    )
     print("| server | user turns | seconds | user turns/s | p50 latency s | p95 latency s | batching |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in results:
-        print(f"| {r.name} | {len(r.latencies)} | {r.seconds:.1f} | {r.turns_per_second:.2f} | {r.percentile(50):.2f} "
-              f"| {r.percentile(95):.2f} | {r.extra or ''} |")
+        print(
+            f"| {r.name} | {len(r.latencies)} | {r.seconds:.1f} | {r.turns_per_second:.2f} | {r.percentile(50):.2f} "
+            f"| {r.percentile(95):.2f} | {r.extra or ''} |"
+        )
     return 0 if len(results) == len(servers) else 1
 
 

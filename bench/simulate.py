@@ -34,10 +34,22 @@ from userlm.infer.simulate import make_jobs, simulate
 from userlm.infer.simulator import UserSimulator
 
 GOALS = [
-    "plan a vegetarian dinner party", "debug a failing unit test", "choose a laptop for travel", "learn the basics of chess",
-    "write a cover letter", "understand how vaccines work", "budget for a wedding", "fix a leaking tap",
-    "improve a slow SQL query", "train for a first 10k run", "pick a houseplant for a dark room", "translate a menu",
-    "prepare for a job interview", "set up a home Wi-Fi network", "write a birthday poem", "learn about black holes",
+    "plan a vegetarian dinner party",
+    "debug a failing unit test",
+    "choose a laptop for travel",
+    "learn the basics of chess",
+    "write a cover letter",
+    "understand how vaccines work",
+    "budget for a wedding",
+    "fix a leaking tap",
+    "improve a slow SQL query",
+    "train for a first 10k run",
+    "pick a houseplant for a dark room",
+    "translate a menu",
+    "prepare for a job interview",
+    "set up a home Wi-Fi network",
+    "write a birthday poem",
+    "learn about black holes",
 ]
 
 
@@ -47,8 +59,10 @@ class BenchConfig(Config):
     turns: int = field(default=4, metadata={"help": "user turns per conversation", "min": 1})
     user_tokens: int = field(default=24, metadata={"help": "max new tokens per user turn", "min": 1})
     assistant_tokens: int = field(default=24, metadata={"help": "max new tokens per assistant reply", "min": 1})
-    threads: int | None = field(default=None, metadata={
-        "help": "torch CPU threads (on a shared, oversubscribed CPU, 1 is often fastest)", "min": 1})
+    threads: int | None = field(
+        default=None,
+        metadata={"help": "torch CPU threads (on a shared, oversubscribed CPU, 1 is often fastest)", "min": 1},
+    )
 
 
 def intents(n: int) -> list[str]:
@@ -56,7 +70,9 @@ def intents(n: int) -> list[str]:
 
 
 @torch.no_grad()
-def sequential(simulator: UserSimulator, assistant: LocalAssistant, goals: list[str], turns: int, user_tokens: int) -> int:
+def sequential(
+    simulator: UserSimulator, assistant: LocalAssistant, goals: list[str], turns: int, user_tokens: int
+) -> int:
     """The model card's loop: one conversation at a time, one `generate` per turn. Returns tokens generated."""
     tokenizer, model = simulator.tokenizer, simulator.model
     eot = tokenizer.convert_tokens_to_ids(simulator.template.eot_token)
@@ -67,8 +83,13 @@ def sequential(simulator: UserSimulator, assistant: LocalAssistant, goals: list[
             text = render(tokenizer, simulator.template, messages)
             inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
             output = model.generate(
-                **inputs, do_sample=True, top_p=0.8, temperature=1.0, max_new_tokens=user_tokens,
-                eos_token_id=eot, pad_token_id=tokenizer.pad_token_id,
+                **inputs,
+                do_sample=True,
+                top_p=0.8,
+                temperature=1.0,
+                max_new_tokens=user_tokens,
+                eos_token_id=eot,
+                pad_token_id=tokenizer.pad_token_id,
             )
             new = output[0, inputs["input_ids"].shape[1] :]
             generated += len(new)
@@ -82,8 +103,14 @@ def sequential(simulator: UserSimulator, assistant: LocalAssistant, goals: list[
 def batched(simulator, assistant, goals, turns, user_tokens, guardrails) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         return simulate(
-            simulator, assistant, make_jobs(goals, [None], 1, seed=0), Path(folder) / "bench.jsonl",
-            max_turns=turns, guardrails=guardrails, batch_size=len(goals), max_new_tokens=user_tokens,
+            simulator,
+            assistant,
+            make_jobs(goals, [None], 1, seed=0),
+            Path(folder) / "bench.jsonl",
+            max_turns=turns,
+            guardrails=guardrails,
+            batch_size=len(goals),
+            max_new_tokens=user_tokens,
         )
 
 
@@ -94,7 +121,9 @@ def timed(function, *args):
 
 
 def main() -> None:
-    config = parse_config(BenchConfig, sys.argv[1:], prog="python bench/simulate.py", description=__doc__.split("\n\n")[0])
+    config = parse_config(
+        BenchConfig, sys.argv[1:], prog="python bench/simulate.py", description=__doc__.split("\n\n")[0]
+    )
     if config.threads:
         torch.set_num_threads(config.threads)
 
@@ -102,7 +131,9 @@ def main() -> None:
     simulator = UserSimulator.load("default")
     assistant = LocalAssistant("default", max_tokens=config.assistant_tokens)
     goals = intents(config.conversations)
-    simulator.generate([[{"role": "system", "content": goals[0]}]], guardrails=Guardrails(), max_new_tokens=2)  # warm-up, token tables
+    simulator.generate(
+        [[{"role": "system", "content": goals[0]}]], guardrails=Guardrails(), max_new_tokens=2
+    )  # warm-up, token tables
 
     seq_time, seq_tokens = timed(sequential, simulator, assistant, goals, config.turns, config.user_tokens)
     plain_time, plain = timed(batched, simulator, assistant, goals, config.turns, config.user_tokens, None)
@@ -111,16 +142,24 @@ def main() -> None:
     def per_minute(seconds: float) -> float:
         return config.conversations / seconds * 60
 
-    print(f"\n{config.conversations} conversations x {config.turns} user turns, SmolLM2-135M as simulator and assistant, "
-          f"{config.user_tokens}/{config.assistant_tokens} max new tokens per user/assistant turn, "
-          f"{torch.get_num_threads()} torch threads, device {simulator.model.device}")
+    print(
+        f"\n{config.conversations} conversations x {config.turns} user turns, SmolLM2-135M as simulator and assistant, "
+        f"{config.user_tokens}/{config.assistant_tokens} max new tokens per user/assistant turn, "
+        f"{torch.get_num_threads()} torch threads, device {simulator.model.device}"
+    )
     print(f"{'run':<22}{'seconds':>9}{'conv/min':>10}{'user turns':>12}")
-    print(f"{'sequential (card)':<22}{seq_time:>9.1f}{per_minute(seq_time):>10.2f}{config.conversations * config.turns:>12}")
+    print(
+        f"{'sequential (card)':<22}{seq_time:>9.1f}{per_minute(seq_time):>10.2f}{config.conversations * config.turns:>12}"
+    )
     print(f"{'batched':<22}{plain_time:>9.1f}{per_minute(plain_time):>10.2f}{plain['user_turns']:>12}")
-    print(f"{'batched + guardrails':<22}{guarded_time:>9.1f}{per_minute(guarded_time):>10.2f}{guarded['user_turns']:>12}")
+    print(
+        f"{'batched + guardrails':<22}{guarded_time:>9.1f}{per_minute(guarded_time):>10.2f}{guarded['user_turns']:>12}"
+    )
     print(f"batched / sequential speed-up: {seq_time / plain_time:.2f}x (target >= 4x)")
-    print(f"guardrail cost (guarded / unguarded time): {guarded_time / plain_time:.2f}x (target <= 1.3x); "
-          f"guardrail events {guarded['guardrail_events']}, terminations {guarded['termination_reasons']}")
+    print(
+        f"guardrail cost (guarded / unguarded time): {guarded_time / plain_time:.2f}x (target <= 1.3x); "
+        f"guardrail events {guarded['guardrail_events']}, terminations {guarded['termination_reasons']}"
+    )
     print(f"sequential loop generated {seq_tokens} tokens ({seq_tokens / seq_time:.1f} tokens/s)")
 
 

@@ -87,8 +87,15 @@ def userlm_run(data: Path, out: Path, steps: int) -> dict:
     from userlm.train.config import load_recipe
     from userlm.train.sft import build_trainer
 
-    overrides = [f"dataset_path={data}", f"output_dir={out / 'userlm'}", f"max_steps={steps}", "eval_on_start=false",
-                 "save_strategy=no", "resume_from_checkpoint=null", "eval_strategy=no"]
+    overrides = [
+        f"dataset_path={data}",
+        f"output_dir={out / 'userlm'}",
+        f"max_steps={steps}",
+        "eval_on_start=false",
+        "save_strategy=no",
+        "resume_from_checkpoint=null",
+        "eval_strategy=no",
+    ]
     return measure(build_trainer(load_recipe(RECIPE, overrides)).trainer)
 
 
@@ -105,8 +112,18 @@ def baseline_run(data: Path, out: Path, steps: int, *, advised: bool) -> dict:
     recipe = load_recipe(RECIPE, [f"dataset_path={data}"])
     train = load_samples(data)["train"]
     train = train.select(range(min(recipe.max_train_samples, len(train)))).select_columns(["prompt", "completion"])
-    advice = {"packing": True, "packing_strategy": "bfd", "gradient_checkpointing": False, "use_cpu": True,
-              "max_length": recipe.sft["max_length"], "bf16": resolve_bf16(recipe.sft["bf16"]).bf16} if advised else {}
+    advice = (
+        {
+            "packing": True,
+            "packing_strategy": "bfd",
+            "gradient_checkpointing": False,
+            "use_cpu": True,
+            "max_length": recipe.sft["max_length"],
+            "bf16": resolve_bf16(recipe.sft["bf16"]).bf16,
+        }
+        if advised
+        else {}
+    )
     args = SFTConfig(
         output_dir=str(out / ("advised" if advised else "baseline")),
         per_device_train_batch_size=recipe.sft["per_device_train_batch_size"],
@@ -137,20 +154,35 @@ def main() -> None:
 
     from userlm.atomic import write_json
 
-    results = {"userlm train": userlm_run(args.data, args.out, args.steps),
-               "TRL defaults": baseline_run(args.data, args.out, args.steps, advised=False),
-               "TRL as advised": baseline_run(args.data, args.out, args.steps, advised=True)}
+    results = {
+        "userlm train": userlm_run(args.data, args.out, args.steps),
+        "TRL defaults": baseline_run(args.data, args.out, args.steps, advised=False),
+        "TRL as advised": baseline_run(args.data, args.out, args.steps, advised=True),
+    }
     ours = results["userlm train"]
     print(f"\n{'run':<15} {'trained tok/s':>14} {'padding':>8} {'trained tok':>12} {'positions':>10} {'seconds':>8}")
     for name, r in results.items():
-        print(f"{name:<15} {r['trained_tokens_per_s']:>14.2f} {r['padding_share']:>8.1%} {r['trained_tokens']:>12} {r['positions']:>10} {r['seconds']:>8.1f}")
-    ratios = {name: round(ours["trained_tokens_per_s"] / r["trained_tokens_per_s"], 3) for name, r in results.items() if r is not ours}
+        print(
+            f"{name:<15} {r['trained_tokens_per_s']:>14.2f} {r['padding_share']:>8.1%} {r['trained_tokens']:>12} {r['positions']:>10} {r['seconds']:>8.1f}"
+        )
+    ratios = {
+        name: round(ours["trained_tokens_per_s"] / r["trained_tokens_per_s"], 3)
+        for name, r in results.items()
+        if r is not ours
+    }
     for name, ratio in ratios.items():
         print(f"throughput ratio (userlm / {name}): {ratio:.2f}x")
-    print(f"padding share {ours['padding_share']:.1%} (target < 15%); trained tokens per processed position over an epoch: "
-          + ", ".join(f"{name} {r['epoch_trained_per_position']:.3f}" for name, r in results.items()))
-    report = {"steps": args.steps, "threads": torch.get_num_threads(), "cpu": torch.backends.cpu.get_cpu_capability(),
-              "results": results, "ratios": ratios}
+    print(
+        f"padding share {ours['padding_share']:.1%} (target < 15%); trained tokens per processed position over an epoch: "
+        + ", ".join(f"{name} {r['epoch_trained_per_position']:.3f}" for name, r in results.items())
+    )
+    report = {
+        "steps": args.steps,
+        "threads": torch.get_num_threads(),
+        "cpu": torch.backends.cpu.get_cpu_capability(),
+        "results": results,
+        "ratios": ratios,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "train_bench.json", report)
     print(f"Wrote {args.out / 'train_bench.json'}.")

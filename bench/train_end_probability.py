@@ -44,7 +44,9 @@ class EndProbabilityConfig(Config):
     recipe: str | None = field(default=None, metadata={"help": "score the step-0 model of this recipe instead"})
     overrides: list[str] = field(default_factory=list, metadata={"help": "key=value words for the recipe"})
     max_sample_chars: int = field(default=1200, metadata={"min": 1, "help": "as `userlm eval`'s key"})
-    eval_conversations: int = field(default=20, metadata={"min": 1, "help": "`userlm eval`'s end_probability_conversations"})
+    eval_conversations: int = field(
+        default=20, metadata={"min": 1, "help": "`userlm eval`'s end_probability_conversations"}
+    )
     conversations: int = field(default=200, metadata={"min": 1, "help": "conversations of the larger draw"})
     seed: int = field(default=0, metadata={"min": 0})
     top_p: float = field(default=0.8, metadata={"above": 0, "max": 1})
@@ -79,7 +81,11 @@ def no_model_reference(config: EndProbabilityConfig, points: list[dict]) -> str:
     from userlm.evaluation.end_reference import end_reference
 
     reference = end_reference(split_file(config.data, "test"), points).get("termination_auc", {}).get("turn_index")
-    return "n/a (no train split, or one kind of point only)" if not reference or reference["value"] is None else f"{reference['value']:.3f}"
+    return (
+        "n/a (no train split, or one kind of point only)"
+        if not reference or reference["value"] is None
+        else f"{reference['value']:.3f}"
+    )
 
 
 def end_probabilities(model, tokenizer, template, points: list[dict], config: EndProbabilityConfig):
@@ -89,8 +95,13 @@ def end_probabilities(model, tokenizer, template, points: list[dict], config: En
     from userlm.evaluation.end_probability import end_scores
 
     model.eval()
-    return end_scores(SimpleNamespace(model=model, tokenizer=tokenizer, template=template), points, top_p=config.top_p,
-                      batch_size=config.batch_size, progress=False)
+    return end_scores(
+        SimpleNamespace(model=model, tokenizer=tokenizer, template=template),
+        points,
+        top_p=config.top_p,
+        batch_size=config.batch_size,
+        progress=False,
+    )
 
 
 def roc_auc(scores: list[float], labels: list[bool]) -> float:
@@ -118,8 +129,16 @@ def load(config: EndProbabilityConfig):
     from userlm.train.config import load_recipe
     from userlm.train.sft import build_trainer
 
-    recipe = load_recipe(config.recipe, [*config.overrides, f"dataset_path={config.data}",
-                                          f"output_dir={tempfile.mkdtemp(prefix='end-probability-step0-')}", "max_train_samples=8", "max_eval_samples=1"])
+    recipe = load_recipe(
+        config.recipe,
+        [
+            *config.overrides,
+            f"dataset_path={config.data}",
+            f"output_dir={tempfile.mkdtemp(prefix='end-probability-step0-')}",
+            "max_train_samples=8",
+            "max_eval_samples=1",
+        ],
+    )
     run = build_trainer(recipe)
     return run.trainer.model, run.tokenizer, get_template(recipe.template)
 
@@ -132,10 +151,12 @@ def report(name: str, scored: list[tuple[float, float, bool]]) -> str:
     at_continue = [r for r, y in zip(raw, labels) if not y]
     if not at_end or not at_continue:
         return f"  {name}: {len(labels)} points, {len(at_end)} ends: no ROC AUC without both kinds of point"
-    return (f"  {name}: {len(labels)} points, {len(at_end)} ends; P(end) at ends mean {statistics.mean(at_end):.3g} "
-            f"median {statistics.median(at_end):.3g}, at continues mean {statistics.mean(at_continue):.3g} "
-            f"median {statistics.median(at_continue):.3g}; ROC AUC {roc_auc(raw, labels):.3f}; "
-            f"expected sampled F1 {100 * expected_f1(sampled, labels):.1f}")
+    return (
+        f"  {name}: {len(labels)} points, {len(at_end)} ends; P(end) at ends mean {statistics.mean(at_end):.3g} "
+        f"median {statistics.median(at_end):.3g}, at continues mean {statistics.mean(at_continue):.3g} "
+        f"median {statistics.median(at_continue):.3g}; ROC AUC {roc_auc(raw, labels):.3f}; "
+        f"expected sampled F1 {100 * expected_f1(sampled, labels):.1f}"
+    )
 
 
 def main(words: list[str]) -> int:
@@ -144,15 +165,24 @@ def main(words: list[str]) -> int:
     model, tokenizer, template = load(config)
     raw, nucleus = end_probabilities(model, tokenizer, template, points, config)
     scored = [(r, s, bool(p["is_end"]), p["conversation_id"]) for r, s, p in zip(raw, nucleus, points)]
-    print(f"{config.checkpoint or config.recipe + ' ' + ' '.join(config.overrides) + ' (step 0)'} on {config.data} test:")
+    print(
+        f"{config.checkpoint or config.recipe + ' ' + ' '.join(config.overrides) + ' (step 0)'} on {config.data} test:"
+    )
     first = [r for (r, _, _, _), p in zip(scored, points) if p["prompt"][-1]["role"] == "system"]
     scored = [row for row, p in zip(scored, points) if p["prompt"][-1]["role"] != "system"]
-    for name, chosen in ((f"eval's draw ({len(eval_draw)} conversations)", eval_draw), (f"{len(large)} conversations", large)):
+    for name, chosen in (
+        (f"eval's draw ({len(eval_draw)} conversations)", eval_draw),
+        (f"{len(large)} conversations", large),
+    ):
         print(report(name, [(r, s, y) for r, s, y, c in scored if c in chosen]))
-    print(f"  first turns of both draws: {len(first)}; P(end) mean {statistics.mean(first):.3g}, median {statistics.median(first):.3g}")
+    print(
+        f"  first turns of both draws: {len(first)}; P(end) mean {statistics.mean(first):.3g}, median {statistics.median(first):.3g}"
+    )
     decisions = [p for p in points if p["prompt"][-1]["role"] != "system" and p["conversation_id"] in large]
-    print(f"  reference, no model: the train split's end rate by user turn ranks the {len(large)} "
-          f"conversations' points at ROC AUC {no_model_reference(config, decisions)}")
+    print(
+        f"  reference, no model: the train split's end rate by user turn ranks the {len(large)} "
+        f"conversations' points at ROC AUC {no_model_reference(config, decisions)}"
+    )
     return 0
 
 

@@ -37,10 +37,21 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parent.parent
 # Dense bf16 peak FLOP/s by device name (without sparsity).
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "A6000": 155e12}
-LLAMA31_8B = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-                  num_key_value_heads=8, vocab_size=128256, rope_theta=500000.0, max_position_embeddings=131072,
-                  rms_norm_eps=1e-5, tie_word_embeddings=False)
-TINY = dict(LLAMA31_8B, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+LLAMA31_8B = dict(
+    hidden_size=4096,
+    intermediate_size=14336,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    vocab_size=128256,
+    rope_theta=500000.0,
+    max_position_embeddings=131072,
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=False,
+)
+TINY = dict(
+    LLAMA31_8B, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
+)
 
 
 def build_model(folder: Path, shape: dict) -> Path:
@@ -53,8 +64,13 @@ def build_model(folder: Path, shape: dict) -> Path:
         return folder
     tokenizer = AutoTokenizer.from_pretrained(default_model_dir())
     tokenizer.add_tokens(["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"], special_tokens=True)
-    config = LlamaConfig(**shape, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, dtype="bfloat16")
+    config = LlamaConfig(
+        **shape,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        dtype="bfloat16",
+    )
     config.architectures = ["LlamaForCausalLM"]
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
         model = LlamaForCausalLM(config).to(torch.bfloat16)
@@ -118,12 +134,16 @@ class BenchConfig(Config):
     work: Path = field(default=Path("out/bench-gpu"), metadata={"help": "where the model, the runs and the figures go"})
     steps: int = field(default=30, metadata={"min": 1, "help": "timed training steps per run"})
     tiny: bool = field(default=False, metadata={"help": "a 2-layer model of the same vocabulary, for a CPU smoke run"})
-    runs: list[Literal["lora", "qlora", "full"]] = field(default_factory=lambda: ["lora", "qlora", "full"], metadata={
-        "nonempty": True, "help": "lora, qlora, full, or several (each in its own process)"})
+    runs: list[Literal["lora", "qlora", "full"]] = field(
+        default_factory=lambda: ["lora", "qlora", "full"],
+        metadata={"nonempty": True, "help": "lora, qlora, full, or several (each in its own process)"},
+    )
 
 
 def main() -> None:
-    args = parse_config(BenchConfig, sys.argv[1:], prog="python bench/train_gpu.py", description=__doc__.split("\n\n")[0])
+    args = parse_config(
+        BenchConfig, sys.argv[1:], prog="python bench/train_gpu.py", description=__doc__.split("\n\n")[0]
+    )
     runs = args.runs
     if len(runs) > 1:
         # One process per run: DeepSpeed's process group cannot follow a plain run in one process.
@@ -135,26 +155,47 @@ def main() -> None:
 
     from userlm.atomic import write_json
 
-    model = build_model(args.work / ("tiny-llama31" if args.tiny else "llama31-8b-random"), TINY if args.tiny else LLAMA31_8B)
+    model = build_model(
+        args.work / ("tiny-llama31" if args.tiny else "llama31-8b-random"), TINY if args.tiny else LLAMA31_8B
+    )
     gpu = torch.cuda.is_available()
     common = {
-        "model_name_or_path": str(model), "dataset_path": str(args.data), "template": "userlm-llama3",
-        "dtype": "bfloat16" if gpu else "float32", "max_length": 2048, "long_samples": "skip",
-        "max_train_samples": 64 * args.steps, "max_eval_samples": 16,
-        "per_device_train_batch_size": 4, "max_steps": args.steps, "learning_rate": 1e-4, "bf16": gpu,
-        "activation_checkpointing": True, "logging_steps": 5, "save_strategy": "no", "report_to": "none",
-        "trainable_tokens": ["<|eot_id|>"], "end_marker_init": "eos", "end_sample_repeats": 2,
+        "model_name_or_path": str(model),
+        "dataset_path": str(args.data),
+        "template": "userlm-llama3",
+        "dtype": "bfloat16" if gpu else "float32",
+        "max_length": 2048,
+        "long_samples": "skip",
+        "max_train_samples": 64 * args.steps,
+        "max_eval_samples": 16,
+        "per_device_train_batch_size": 4,
+        "max_steps": args.steps,
+        "learning_rate": 1e-4,
+        "bf16": gpu,
+        "activation_checkpointing": True,
+        "logging_steps": 5,
+        "save_strategy": "no",
+        "report_to": "none",
+        "trainable_tokens": ["<|eot_id|>"],
+        "end_marker_init": "eos",
+        "end_sample_repeats": 2,
     }
     lora = {"new_token_learning_rate": 1e-3}  # ten times learning_rate, as in the quickstart recipe
     if runs == ["lora"]:
         result = run("lora r16 all-linear", {**common, **lora, "method": "lora", "output_dir": str(args.work / "lora")})
     elif runs == ["qlora"]:
-        result = run("qlora r16 all-linear, 4-bit nf4 base", {**common, **lora, "method": "qlora", "output_dir": str(args.work / "qlora")})
+        result = run(
+            "qlora r16 all-linear, 4-bit nf4 base",
+            {**common, **lora, "method": "qlora", "output_dir": str(args.work / "qlora")},
+        )
     else:
         # One process of DeepSpeed: the Trainer reads its rank and rendezvous from the environment.
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT="29631")
         config = REPO / "recipes" / "deepspeed" / ("zero3_offload.json" if gpu else "zero3.json")
-        result = run(f"full, {config.stem}", {**common, "method": "full", "deepspeed": str(config), "output_dir": str(args.work / "full")})
+        result = run(
+            f"full, {config.stem}",
+            {**common, "method": "full", "deepspeed": str(config), "output_dir": str(args.work / "full")},
+        )
     args.work.mkdir(parents=True, exist_ok=True)
     path = args.work / f"train_gpu_bench_{runs[0]}.json"
     write_json(path, result)

@@ -39,8 +39,10 @@ def seconds_per_batch(config: StepBenchConfig, dropout: float) -> dict[str, floa
     from userlm.train.config import load_recipe
     from userlm.train.sft import build_trainer
 
-    recipe = load_recipe(config.recipe, [f"dataset_path={config.data}", "output_dir=out/bench-train-step",
-                                         f"lora_dropout={dropout}", "use_cpu=true"])
+    recipe = load_recipe(
+        config.recipe,
+        [f"dataset_path={config.data}", "output_dir=out/bench-train-step", f"lora_dropout={dropout}", "use_cpu=true"],
+    )
     trainer = build_trainer(recipe).trainer
     model = trainer.model
     model.train()
@@ -48,7 +50,9 @@ def seconds_per_batch(config: StepBenchConfig, dropout: float) -> dict[str, floa
     batches = [next(loader) for _ in range(config.batches + 1)]
     heads = {"every position (TRL)": SFTTrainer.compute_loss, "labelled positions only": type(trainer).compute_loss}
     totals = dict.fromkeys(heads, 0.0)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=trainer.args.bf16)  # the recipe's bf16, as the machine resolved it
+    autocast = torch.autocast(
+        "cpu", dtype=torch.bfloat16, enabled=trainer.args.bf16
+    )  # the recipe's bf16, as the machine resolved it
     for i, batch in enumerate(batches):
         for name, compute_loss in heads.items():
             started = time.perf_counter()
@@ -63,7 +67,9 @@ def seconds_per_batch(config: StepBenchConfig, dropout: float) -> dict[str, floa
 
 
 def main() -> None:
-    config = parse_config(StepBenchConfig, sys.argv[1:], prog="python bench/train_step.py", description=__doc__.split("\n\n")[0])
+    config = parse_config(
+        StepBenchConfig, sys.argv[1:], prog="python bench/train_step.py", description=__doc__.split("\n\n")[0]
+    )
     import torch
 
     rows = {dropout: seconds_per_batch(config, dropout) for dropout in (0.05, 0.0)}

@@ -17,13 +17,21 @@ resumed run is chunk N of the interrupted one. How a container is cut:
 from __future__ import annotations
 
 import codecs
+from collections.abc import Container, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Container, Iterator
 
 from .reading import (
-    Rejection, lines, load_dataset_folder, location, open_input, parquet_file, parse_line, read_dataset_rows,
-    read_json_array, read_parquet_rows,
+    Rejection,
+    lines,
+    load_dataset_folder,
+    location,
+    open_input,
+    parquet_file,
+    parse_line,
+    read_dataset_rows,
+    read_json_array,
+    read_parquet_rows,
 )
 
 # Rows per chunk where the container counts rows, not bytes (about 4 KB a conversation).
@@ -78,8 +86,17 @@ class Chunk:
 
     def spec(self) -> dict:
         """What rebuilds a chunk that carries no data (`Chunk(**spec)`), as JSON."""
-        return {"number": self.number, "path": str(self.path), "fmt": self.fmt, "kind": self.kind, "start": self.start,
-                "stop": self.stop, "first": self.first, "split": self.split, "size": self.size}
+        return {
+            "number": self.number,
+            "path": str(self.path),
+            "fmt": self.fmt,
+            "kind": self.kind,
+            "start": self.start,
+            "stop": self.stop,
+            "first": self.first,
+            "split": self.split,
+            "size": self.size,
+        }
 
 
 def plan_chunks(inputs: list[tuple[Path, str | None]], chunk_bytes: int) -> Iterator[Chunk]:
@@ -158,7 +175,9 @@ def _row_groups(path: Path) -> Iterator[dict]:
     first = 0
     for group in range(metadata.num_row_groups):
         rows = metadata.row_group(group).num_rows
-        yield dict(kind="parquet", start=group, stop=group + 1, first=first, size=metadata.row_group(group).total_byte_size)
+        yield dict(
+            kind="parquet", start=group, stop=group + 1, first=first, size=metadata.row_group(group).total_byte_size
+        )
         first += rows
 
 
@@ -167,4 +186,6 @@ def _dataset_ranges(path: Path, chunk_bytes: int) -> Iterator[dict]:
     for split, dataset in load_dataset_folder(path).items():
         for start in range(0, len(dataset), rows_per_chunk):
             stop = min(start + rows_per_chunk, len(dataset))
-            yield dict(kind="dataset", start=start, stop=stop, first=start, split=split, size=(stop - start) * BYTES_PER_ROW)
+            yield dict(
+                kind="dataset", start=start, stop=stop, first=start, split=split, size=(stop - start) * BYTES_PER_ROW
+            )

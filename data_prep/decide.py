@@ -43,8 +43,14 @@ def decide(work: Work, numbers: list[int], config, bands: int) -> dict:
     for number in numbers:
         arrays, summary = load_scan(work, number)
         decisions = []
-        rows = zip(arrays["position"].tolist(), arrays["id"].tolist(), arrays["candidate"].tolist(),
-                   arrays["exact"].tolist(), arrays["near"].tolist(), arrays["ends_on_assistant"].tolist())
+        rows = zip(
+            arrays["position"].tolist(),
+            arrays["id"].tolist(),
+            arrays["candidate"].tolist(),
+            arrays["exact"].tolist(),
+            arrays["near"].tolist(),
+            arrays["ends_on_assistant"].tolist(),
+        )
         for position, digest, candidate, exact, near, ends in rows:
             copies = copies_of.get(digest, 0)
             copies_of[digest] = copies + 1

@@ -66,12 +66,15 @@ class DedupKeys:
         from datasketch import MinHash
 
         # crc32 is stable across runs (unlike hash()) and much cheaper than the default sha1.
-        signature = MinHash(num_perm=NUM_PERM, hashfunc=zlib.crc32, permutations=self.template.permutations,
-                            scheme=self.template.scheme)
+        signature = MinHash(
+            num_perm=NUM_PERM, hashfunc=zlib.crc32, permutations=self.template.permutations, scheme=self.template.scheme
+        )
         signature.update_batch(list(shingles(text)))
         values = signature.hashvalues
-        return [int.from_bytes(hashlib.blake2b(values[start:end].tobytes(), digest_size=8).digest(), "little")
-                for start, end in self.bands]
+        return [
+            int.from_bytes(hashlib.blake2b(values[start:end].tobytes(), digest_size=8).digest(), "little")
+            for start, end in self.bands
+        ]
 
 
 @lru_cache(maxsize=2)
@@ -90,7 +93,7 @@ class DuplicateIndex:
         self.near: list[set[int]] = [set() for _ in range(bands)]
 
     def check(self, exact: bytes | None, near: list[int] | None) -> str | None:
-        """"exact_duplicate", "near_duplicate" or None (kept: its keys are remembered)."""
+        """ "exact_duplicate", "near_duplicate" or None (kept: its keys are remembered)."""
         if exact is not None:
             if exact in self.exact:
                 return "exact_duplicate"

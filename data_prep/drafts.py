@@ -41,7 +41,9 @@ class ParsedDraft:
         return self.words if self.words or not self.ended else END_MARKER
 
 
-def parse_draft(text: str, template: FlippedTemplate, *, special_tokens_stripped: bool = False, has_end_marker: bool = True) -> ParsedDraft:
+def parse_draft(
+    text: str, template: FlippedTemplate, *, special_tokens_stripped: bool = False, has_end_marker: bool = True
+) -> ParsedDraft:
     """The user turn in a raw draft.
 
     `special_tokens_stripped`: the draft comes from a server that drops special tokens from

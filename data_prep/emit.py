@@ -36,8 +36,12 @@ def user_hash(record: dict) -> int:
 
 
 def rejection(record: dict, reason: str, detail: str) -> dict:
-    return {"location": record["meta"]["location"], "reason": reason, "detail": detail,
-            "conversation_id": record["conversation_id"]}
+    return {
+        "location": record["meta"]["location"],
+        "reason": reason,
+        "detail": detail,
+        "conversation_id": record["conversation_id"],
+    }
 
 
 def emit_chunk(chunk: Chunk, config, work: Work, personas: PersonaTable | None) -> dict:
@@ -62,8 +66,12 @@ def emit_chunk(chunk: Chunk, config, work: Work, personas: PersonaTable | None) 
         from .fleet import endpoint_of
         from .llm_intents import intents_from_cache
 
-        endpoint = endpoint_of(config.intent_endpoint, config.intent_model, timeout=config.endpoint_timeout,
-                               concurrency=config.endpoint_concurrency)
+        endpoint = endpoint_of(
+            config.intent_endpoint,
+            config.intent_model,
+            timeout=config.endpoint_timeout,
+            concurrency=config.endpoint_concurrency,
+        )
         failures = intents_from_cache(records, work.staged / "intent_cache.sqlite", endpoint.model, endpoint.host)
     else:
         failures = assign_intents(records, config.intents, column=config.intent_column)
@@ -82,7 +90,9 @@ def emit_chunk(chunk: Chunk, config, work: Work, personas: PersonaTable | None) 
             record["meta"]["split"] = split
             if split == "train" and drops_scope(record["conversation_id"], config.scope_dropout):
                 record["intent"] = without_scope(record["intent"])
-            conversations.write(json.dumps({key: record[key] for key in CONVERSATION_KEYS}, ensure_ascii=False, default=str))
+            conversations.write(
+                json.dumps({key: record[key] for key in CONVERSATION_KEYS}, ensure_ascii=False, default=str)
+            )
             conversations.write("\n")
             encode = SampleEncoder()
             count = counts[split]
@@ -99,7 +109,10 @@ def emit_chunk(chunk: Chunk, config, work: Work, personas: PersonaTable | None) 
     write_jsonl(work.file("write", chunk.number, ".persona-rejected.jsonl"), persona_rejections)
     write_jsonl(work.file("write", chunk.number, ".intent-rejected.jsonl"), intent_rejections)
     summary = {
-        "kept": len(records), "filtered": dict(filtered), "rejected": dict(rejected), "splits": counts,
+        "kept": len(records),
+        "filtered": dict(filtered),
+        "rejected": dict(rejected),
+        "splits": counts,
         "users": {split: sorted(hashes) for split, hashes in users.items()},
     }
     work.finish("write", chunk.number, summary)

@@ -61,7 +61,9 @@ def import_litellm():
     try:
         import litellm
     except ImportError:
-        raise UserError("Several endpoint URLs are spread over with LiteLLM; install it (pip install litellm) or give one URL.") from None
+        raise UserError(
+            "Several endpoint URLs are spread over with LiteLLM; install it (pip install litellm) or give one URL."
+        ) from None
     return litellm
 
 
@@ -76,8 +78,10 @@ class FleetClient:
         key = os.environ.get(fleet.api_key_env) or "EMPTY"
         self.router = litellm.Router(
             model_list=[
-                {"model_name": FLEET_MODEL,
-                 "litellm_params": {"model": f"openai/{fleet.model}", "api_base": url, "api_key": key}}
+                {
+                    "model_name": FLEET_MODEL,
+                    "litellm_params": {"model": f"openai/{fleet.model}", "api_base": url, "api_key": key},
+                }
                 for url in fleet.base_urls
             ],
             routing_strategy="least-busy",

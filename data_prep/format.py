@@ -23,7 +23,7 @@ A flipped sample (3.3) is TRL's conversational prompt-completion shape:
 from __future__ import annotations
 
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
 END_MARKER = "<|endconversation|>"
 INTENT_PREFIX = "You are a user chatting with an assistant language model to"

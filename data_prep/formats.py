@@ -17,6 +17,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
+
 from userlm.errors import UserError
 
 from .reading import Rejection, read_file
@@ -28,11 +29,31 @@ SHAREGPT_PART = re.compile(r"^(.*)_(\d+)$")
 
 # The language names WildChat and LMSYS-Chat-1M use, mapped to the ISO codes the detector gives.
 LANGUAGE_CODES = {
-    "english": "en", "chinese": "zh", "russian": "ru", "french": "fr", "spanish": "es",
-    "portuguese": "pt", "german": "de", "arabic": "ar", "italian": "it", "turkish": "tr",
-    "japanese": "ja", "korean": "ko", "polish": "pl", "vietnamese": "vi", "indonesian": "id",
-    "dutch": "nl", "persian": "fa", "ukrainian": "uk", "hindi": "hi", "swedish": "sv",
-    "greek": "el", "czech": "cs", "hebrew": "he", "thai": "th", "romanian": "ro",
+    "english": "en",
+    "chinese": "zh",
+    "russian": "ru",
+    "french": "fr",
+    "spanish": "es",
+    "portuguese": "pt",
+    "german": "de",
+    "arabic": "ar",
+    "italian": "it",
+    "turkish": "tr",
+    "japanese": "ja",
+    "korean": "ko",
+    "polish": "pl",
+    "vietnamese": "vi",
+    "indonesian": "id",
+    "dutch": "nl",
+    "persian": "fa",
+    "ukrainian": "uk",
+    "hindi": "hi",
+    "swedish": "sv",
+    "greek": "el",
+    "czech": "cs",
+    "hebrew": "he",
+    "thai": "th",
+    "romanian": "ro",
 }
 
 
@@ -67,7 +88,9 @@ def file_format(path: Path, fmt: str | None) -> str | None:
         if readable >= DETECT_WINDOW:
             break
     if readable:
-        raise UserError(f"Cannot tell the format of {path} from its records' keys; pass --format with one of {', '.join(FORMATS)}.")
+        raise UserError(
+            f"Cannot tell the format of {path} from its records' keys; pass --format with one of {', '.join(FORMATS)}."
+        )
     return None
 
 
@@ -221,4 +244,3 @@ def parse_openai(record: dict) -> dict | Rejection:
 
 
 PARSERS = {"sharegpt": parse_sharegpt, "wildchat": parse_wildchat, "lmsys": parse_lmsys, "openai": parse_openai}
-

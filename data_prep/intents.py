@@ -39,20 +39,39 @@ TOPIC_CHARS = 1500
 
 # What is being written, named by its kind of document rather than the user's word for it.
 WRITING_KINDS = {
-    "cover letter": "job application material", "resume": "job application material", "cv": "job application material",
-    "email": "a piece of correspondence", "letter": "a piece of correspondence", "message": "a piece of correspondence",
+    "cover letter": "job application material",
+    "resume": "job application material",
+    "cv": "job application material",
+    "email": "a piece of correspondence",
+    "letter": "a piece of correspondence",
+    "message": "a piece of correspondence",
     "reply": "a piece of correspondence",
-    "essay": "a piece of prose", "article": "a piece of prose", "blog post": "a piece of prose", "report": "a piece of prose",
-    "proposal": "a piece of prose", "description": "a piece of prose", "summary": "a piece of prose",
-    "review": "a piece of prose", "outline": "a piece of prose", "speech": "a piece of prose",
-    "story": "a piece of fiction or verse", "poem": "a piece of fiction or verse", "song": "a piece of fiction or verse",
-    "script": "a piece of fiction or verse", "lyrics": "a piece of fiction or verse",
-    "tweet": "promotional copy", "post": "promotional copy", "ad": "promotional copy", "slogan": "promotional copy",
-    "caption": "promotional copy", "headline": "promotional copy",
+    "essay": "a piece of prose",
+    "article": "a piece of prose",
+    "blog post": "a piece of prose",
+    "report": "a piece of prose",
+    "proposal": "a piece of prose",
+    "description": "a piece of prose",
+    "summary": "a piece of prose",
+    "review": "a piece of prose",
+    "outline": "a piece of prose",
+    "speech": "a piece of prose",
+    "story": "a piece of fiction or verse",
+    "poem": "a piece of fiction or verse",
+    "song": "a piece of fiction or verse",
+    "script": "a piece of fiction or verse",
+    "lyrics": "a piece of fiction or verse",
+    "tweet": "promotional copy",
+    "post": "promotional copy",
+    "ad": "promotional copy",
+    "slogan": "promotional copy",
+    "caption": "promotional copy",
+    "headline": "promotional copy",
 }
 WRITING = re.compile(
     r"\b(?:write|draft|compose|create|generate|make)\b(?:\W+\w+){0,4}?\W+("
-    + "|".join(sorted(WRITING_KINDS, key=len, reverse=True)) + r")s?\b"
+    + "|".join(sorted(WRITING_KINDS, key=len, reverse=True))
+    + r")s?\b"
 )
 # (pattern, task) in priority order; the first match names the task.
 TASK_RULES = (
@@ -168,8 +187,12 @@ def topics_of(text: str, limit: int = 2) -> list[str]:
 
 # `scope_of`'s sentences, from the shortest conversation to the longest, and the user turns each
 # states (fewest, most; None: no limit).
-SCOPES = ("A single answer is all you are after.", "You follow up once.", "You follow up a few times.",
-          "You keep following up for a long while.")
+SCOPES = (
+    "A single answer is all you are after.",
+    "You follow up once.",
+    "You follow up a few times.",
+    "You keep following up for a long while.",
+)
 SCOPE_TURNS = ((1, 1), (2, 2), (3, 4), (5, None))
 
 

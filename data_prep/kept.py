@@ -4,7 +4,7 @@ per-user persona grouping and the LLM intent requests all start from."""
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterator
+from collections.abc import Iterator
 
 from .chunks import Chunk
 from .decide import load_decisions

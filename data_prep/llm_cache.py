@@ -16,8 +16,8 @@ import asyncio
 import hashlib
 import json
 import sqlite3
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from tqdm.auto import tqdm
 
@@ -50,7 +50,9 @@ class AnswerCache:
             self._db.execute("CREATE TABLE IF NOT EXISTS failures (key TEXT PRIMARY KEY, kind TEXT, message TEXT)")
             self._db.commit()
         except sqlite3.DatabaseError as error:
-            raise UserError(f"The LLM cache {self.path} cannot be opened ({error}); delete it or pass another cache path.") from error
+            raise UserError(
+                f"The LLM cache {self.path} cannot be opened ({error}); delete it or pass another cache path."
+            ) from error
 
     def get(self, key: str) -> str | None:
         row = self._db.execute("SELECT answer FROM answers WHERE key = ?", (key,)).fetchone()
@@ -71,7 +73,9 @@ class AnswerCache:
 
     def put_failure(self, key: str, kind: str, message: str) -> None:
         with self._db:
-            self._db.execute("INSERT OR REPLACE INTO failures (key, kind, message) VALUES (?, ?, ?)", (key, kind, message))
+            self._db.execute(
+                "INSERT OR REPLACE INTO failures (key, kind, message) VALUES (?, ?, ?)", (key, kind, message)
+            )
 
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
@@ -79,15 +83,23 @@ class AnswerCache:
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self) -> "AnswerCache":
+    def __enter__(self) -> AnswerCache:
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.close()
 
 
-def ask_missing(endpoint, requests: Iterable[tuple[str, list[dict]]], cache: AnswerCache, *, kind: str, params: dict,
-                desc: str, progress: bool = True) -> dict:
+def ask_missing(
+    endpoint,
+    requests: Iterable[tuple[str, list[dict]]],
+    cache: AnswerCache,
+    *,
+    kind: str,
+    params: dict,
+    desc: str,
+    progress: bool = True,
+) -> dict:
     """Ask `endpoint` (an Endpoint or a Fleet) for every request whose key has no cached
     answer, committing each answer (or failure) as it arrives; `requests` is read lazily
     and at most twice the endpoint's concurrency are held at once, so memory stays flat
@@ -126,14 +138,22 @@ def ask_missing(endpoint, requests: Iterable[tuple[str, list[dict]]], cache: Ans
     return counts
 
 
-def cached_chats(endpoint, requests: dict, cache_path: Path, *, kind: str, params: dict, desc: str,
-                 progress: bool = True) -> tuple[dict, int]:
+def cached_chats(
+    endpoint, requests: dict, cache_path: Path, *, kind: str, params: dict, desc: str, progress: bool = True
+) -> tuple[dict, int]:
     """Each request's reply (or EndpointError), from the cache when there, else asked and cached at
     once; and how many were asked."""
     keys = {name: request_key(endpoint.model, messages, params) for name, messages in requests.items()}
     with AnswerCache(cache_path) as cache:
-        counts = ask_missing(endpoint, ((keys[name], messages) for name, messages in requests.items()), cache,
-                             kind=kind, params=params, desc=desc, progress=progress)
+        counts = ask_missing(
+            endpoint,
+            ((keys[name], messages) for name, messages in requests.items()),
+            cache,
+            kind=kind,
+            params=params,
+            desc=desc,
+            progress=progress,
+        )
         replies = {}
         for name, key in keys.items():
             answer = cache.get(key)

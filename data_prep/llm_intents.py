@@ -11,13 +11,13 @@ left it out (recorded as `meta["intent_repaired"]`), empty replies rejected.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from tqdm.auto import tqdm
 
-from userlm.data_prep.format import INTENT_PREFIX
 from userlm.data_prep.fleet import Fleet
+from userlm.data_prep.format import INTENT_PREFIX
 from userlm.data_prep.llm_cache import AnswerCache, ask_missing, cached_chats, request_key
 from userlm.data_prep.reading import Rejection
 from userlm.endpoint import Endpoint, EndpointError
@@ -35,8 +35,14 @@ The intent must begin with exactly: "{INTENT_PREFIX}"."""
 EXAMPLES = (
     (
         [
-            ("user", "my sourdough keeps coming out flat and dense, what am i doing wrong? i feed the starter once a day"),
-            ("assistant", "A flat loaf usually means an under-active starter or over-proofing. Try feeding it twice a day..."),
+            (
+                "user",
+                "my sourdough keeps coming out flat and dense, what am i doing wrong? i feed the starter once a day",
+            ),
+            (
+                "assistant",
+                "A flat loaf usually means an under-active starter or over-proofing. Try feeding it twice a day...",
+            ),
             ("user", "ok and how do i know when the dough is ready to bake"),
             ("assistant", "Use the poke test: press a floured finger into the dough..."),
         ],
@@ -44,7 +50,10 @@ EXAMPLES = (
     ),
     (
         [
-            ("user", "Write a Python function that reads a CSV of orders and returns the total revenue per customer, sorted."),
+            (
+                "user",
+                "Write a Python function that reads a CSV of orders and returns the total revenue per customer, sorted.",
+            ),
             ("assistant", "Here is a function using the csv module: ..."),
             ("user", "Can you make it work with pandas instead?"),
             ("assistant", "Sure, with pandas it becomes: ..."),
@@ -167,10 +176,19 @@ def llm_intents(
     `meta["intent_repaired"] = True` on records whose reply lacked the fixed prefix.
     """
     requests = {record["conversation_id"]: intent_messages(record) for record in records}
-    replies, asked = cached_chats(endpoint, requests, cache_path, kind="intent", params=intent_params(max_tokens),
-                                  desc="llm intents", progress=progress)
-    results = {record["conversation_id"]: intent_of_reply(record, replies[record["conversation_id"]], endpoint.host)
-               for record in records}
+    replies, asked = cached_chats(
+        endpoint,
+        requests,
+        cache_path,
+        kind="intent",
+        params=intent_params(max_tokens),
+        desc="llm intents",
+        progress=progress,
+    )
+    results = {
+        record["conversation_id"]: intent_of_reply(record, replies[record["conversation_id"]], endpoint.host)
+        for record in records
+    }
     if progress:
         failed = sum(isinstance(result, EndpointError) for result in results.values())
         repaired = sum(bool(record.get("meta", {}).get("intent_repaired")) for record in records)
@@ -181,14 +199,17 @@ def llm_intents(
     return results
 
 
-def ask_intents(records: Iterable[dict], endpoint: Endpoint | Fleet, cache_path: Path, *, progress: bool = True) -> dict:
+def ask_intents(
+    records: Iterable[dict], endpoint: Endpoint | Fleet, cache_path: Path, *, progress: bool = True
+) -> dict:
     """Fill the cache with an answer (or a failure) for every record, streaming: records are
     read as requests go out, so a corpus of any size is asked in flat memory."""
     params = intent_params()
-    requests = ((request_key(endpoint.model, messages, params), messages)
-                for messages in map(intent_messages, records))
+    requests = ((request_key(endpoint.model, messages, params), messages) for messages in map(intent_messages, records))
     with AnswerCache(cache_path) as cache:
-        return ask_missing(endpoint, requests, cache, kind="intent", params=params, desc="llm intents", progress=progress)
+        return ask_missing(
+            endpoint, requests, cache, kind="intent", params=params, desc="llm intents", progress=progress
+        )
 
 
 def intents_from_cache(records: list[dict], cache_path: Path, model: str, host: str) -> list[tuple[dict, Rejection]]:

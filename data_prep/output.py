@@ -48,7 +48,9 @@ def check_out(config) -> None:
     for path in config.inputs:
         path = Path(path).resolve()
         if path == out or out in path.parents:
-            raise UserError(f"The input {path} is inside the output folder {out}, which prep replaces as a whole; pass another --out.")
+            raise UserError(
+                f"The input {path} is inside the output folder {out}, which prep replaces as a whole; pass another --out."
+            )
     if out.is_dir() and not is_prep_output(out):
         found = sorted(entry.name for entry in out.iterdir())
         if found:
@@ -79,17 +81,21 @@ class Run:
             self.work.root.mkdir(parents=True, exist_ok=True)
             self._lock = open(self.work.root / "lock", "w")
         except OSError as error:
-            raise UserError(f"Cannot write beside {self.out} ({error.strerror}); pass an --out in a folder you can write to.") from None
+            raise UserError(
+                f"Cannot write beside {self.out} ({error.strerror}); pass an --out in a folder you can write to."
+            ) from None
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._lock.close()
-            raise UserError(f"Another `userlm prep` is writing {self.out} (its work folder {self.work.root} is locked); "
-                            "wait for it to finish or pass another --out.") from None
+            raise UserError(
+                f"Another `userlm prep` is writing {self.out} (its work folder {self.work.root} is locked); "
+                "wait for it to finish or pass another --out."
+            ) from None
         self.plan = plan_of(config)
 
     def start(self) -> str:
-        """"fresh", "resumed" or "finished" (an earlier run of this command already wrote OUT)."""
+        """ "fresh", "resumed" or "finished" (an earlier run of this command already wrote OUT)."""
         root = self.work.root
         previous = self._read(root / "plan.json")
         ready = self._read(root / "ready.json")

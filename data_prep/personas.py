@@ -48,12 +48,46 @@ ALPHA_WORD = re.compile(r"[^\W\d_]+")
 VOWELS = set("aeiouyàáâäèéêëìíîïòóôöùúûü")
 TRIPLE_LETTER = re.compile(r"([a-z])\1\1")
 # Common lowercase words without vowels that are not typos.
-VOWELLESS_WORDS = {"html", "css", "sql", "http", "https", "www", "js", "npm", "pdf", "xml", "mr", "mrs", "dr",
-                   "st", "vs", "cv", "hmm", "ms", "pm", "km", "kg", "cm", "mm", "nth", "gpt", "cpp", "src"}
+VOWELLESS_WORDS = {
+    "html",
+    "css",
+    "sql",
+    "http",
+    "https",
+    "www",
+    "js",
+    "npm",
+    "pdf",
+    "xml",
+    "mr",
+    "mrs",
+    "dr",
+    "st",
+    "vs",
+    "cv",
+    "hmm",
+    "ms",
+    "pm",
+    "km",
+    "kg",
+    "cm",
+    "mm",
+    "nth",
+    "gpt",
+    "cpp",
+    "src",
+}
 SENTENCE_PUNCTUATION = (".", "!", "?", "…", ")", '"', "'", ":")
 
-MEASURES = ("words_per_turn", "lowercase_start_rate", "punctuation_rate", "typo_rate", "question_rate",
-            "politeness_rate", "turns")
+MEASURES = (
+    "words_per_turn",
+    "lowercase_start_rate",
+    "punctuation_rate",
+    "typo_rate",
+    "question_rate",
+    "politeness_rate",
+    "turns",
+)
 RATE_WORDS = ("rare", "sometimes", "often")
 BUCKETS = {
     "length": ("very_short", "short", "medium", "long"),
@@ -76,8 +110,11 @@ def measure_style(turns: list[str], languages: list[str | None] = ()) -> dict:
     words = [turn.split() for turn in turns]
     starts = [match.group(0) for turn in turns if (match := re.search(r"[^\W\d_]", turn))]
     alpha_words = [w for turn in turns for w in ALPHA_WORD.findall(turn) if w.islower()]
-    typos = [w for w in alpha_words
-             if TRIPLE_LETTER.search(w) or w == "i" or (len(w) > 1 and not VOWELS & set(w) and w not in VOWELLESS_WORDS)]
+    typos = [
+        w
+        for w in alpha_words
+        if TRIPLE_LETTER.search(w) or w == "i" or (len(w) > 1 and not VOWELS & set(w) and w not in VOWELLESS_WORDS)
+    ]
     known_languages = Counter(language for language in languages if language)
     attrs = {
         "turns": n,
@@ -102,18 +139,45 @@ def measure_style(turns: list[str], languages: list[str | None] = ()) -> dict:
 
 
 LENGTH_PHRASES = {"very_short": "very short", "short": "short", "medium": "medium-length", "long": "long"}
-LOWERCASE_PHRASES = {"often": "mostly starting in lowercase", "sometimes": "sometimes starting in lowercase",
-                     "rare": "starting with a capital letter"}
-PUNCTUATION_PHRASES = {"often": "usually end them with punctuation", "sometimes": "sometimes leave off the final punctuation",
-                       "rare": "rarely end them with punctuation"}
-QUESTION_PHRASES = {"often": "mostly ask questions", "sometimes": "sometimes ask questions",
-                    "rare": "rarely ask questions"}
-POLITENESS_PHRASES = {"often": "often say please or thanks", "sometimes": "sometimes say please or thanks",
-                      "rare": "rarely say please or thanks"}
-LANGUAGE_NAMES = {"en": "English", "zh": "Chinese", "es": "Spanish", "fr": "French", "de": "German", "ru": "Russian",
-                  "pt": "Portuguese", "it": "Italian", "ja": "Japanese", "ko": "Korean", "ar": "Arabic", "nl": "Dutch"}
-TYPO_PHRASES = {"often": "make frequent typos and use shorthand", "sometimes": "make the occasional typo",
-                "rare": "make almost no typos"}
+LOWERCASE_PHRASES = {
+    "often": "mostly starting in lowercase",
+    "sometimes": "sometimes starting in lowercase",
+    "rare": "starting with a capital letter",
+}
+PUNCTUATION_PHRASES = {
+    "often": "usually end them with punctuation",
+    "sometimes": "sometimes leave off the final punctuation",
+    "rare": "rarely end them with punctuation",
+}
+QUESTION_PHRASES = {
+    "often": "mostly ask questions",
+    "sometimes": "sometimes ask questions",
+    "rare": "rarely ask questions",
+}
+POLITENESS_PHRASES = {
+    "often": "often say please or thanks",
+    "sometimes": "sometimes say please or thanks",
+    "rare": "rarely say please or thanks",
+}
+LANGUAGE_NAMES = {
+    "en": "English",
+    "zh": "Chinese",
+    "es": "Spanish",
+    "fr": "French",
+    "de": "German",
+    "ru": "Russian",
+    "pt": "Portuguese",
+    "it": "Italian",
+    "ja": "Japanese",
+    "ko": "Korean",
+    "ar": "Arabic",
+    "nl": "Dutch",
+}
+TYPO_PHRASES = {
+    "often": "make frequent typos and use shorthand",
+    "sometimes": "make the occasional typo",
+    "rare": "make almost no typos",
+}
 
 
 def render_style(attrs: dict) -> str:
@@ -182,7 +246,9 @@ def llm_profiles(
     params = {"max_tokens": max_tokens, "temperature": 0.0}
     units = _units(records)
     requests = {unit: profile_messages(_user_turns(members)) for unit, members in units.items()}
-    replies, _ = cached_chats(endpoint, requests, cache_path, kind="profile", params=params, desc="llm personas", progress=progress)
+    replies, _ = cached_chats(
+        endpoint, requests, cache_path, kind="profile", params=params, desc="llm personas", progress=progress
+    )
     profiles: dict[str, str | EndpointError] = {}
     for unit, members in units.items():
         reply = replies[unit]
@@ -225,9 +291,13 @@ def assign_personas(
     if source == "column" and not column:
         raise UserError("The persona source 'column' needs a column name; pass --persona-column.")
     if source == "llm" and (endpoint is None or cache_path is None):
-        raise UserError("The persona source 'llm' needs an endpoint and a cache path; pass --persona-endpoint and --persona-model.")
+        raise UserError(
+            "The persona source 'llm' needs an endpoint and a cache path; pass --persona-endpoint and --persona-model."
+        )
     style = style_by_unit(records)
-    profiles = llm_profiles(records, endpoint, cache_path, progress=progress, max_tokens=max_tokens) if source == "llm" else {}
+    profiles = (
+        llm_profiles(records, endpoint, cache_path, progress=progress, max_tokens=max_tokens) if source == "llm" else {}
+    )
     failures: dict[str, str] = {}
     for record in records:
         cid = record["conversation_id"]
@@ -254,7 +324,14 @@ def assign_personas(
     return failures
 
 
-COMPARISONS = {"<=": operator.le, ">=": operator.ge, "!=": operator.ne, "<": operator.lt, ">": operator.gt, "=": operator.eq}
+COMPARISONS = {
+    "<=": operator.le,
+    ">=": operator.ge,
+    "!=": operator.ne,
+    "<": operator.lt,
+    ">": operator.gt,
+    "=": operator.eq,
+}
 PART = re.compile(r"^\s*([A-Za-z_]+)\s*(<=|>=|!=|<|>|=)\s*(.*?)\s*$")
 
 
@@ -264,7 +341,9 @@ def parse_filter(expr: str) -> list[tuple[str, str, object]]:
     for part in expr.split(","):
         match = PART.match(part)
         if not part.strip() or not match or not match.group(3):
-            raise UserError(f"The persona filter part {part.strip()!r} is not NAME OP VALUE; write it like words_per_turn<=12,politeness=rare.")
+            raise UserError(
+                f"The persona filter part {part.strip()!r} is not NAME OP VALUE; write it like words_per_turn<=12,politeness=rare."
+            )
         name, op, value = match.groups()
         if name in MEASURES:
             try:
@@ -272,19 +351,27 @@ def parse_filter(expr: str) -> list[tuple[str, str, object]]:
             except ValueError:
                 number = math.nan
             if not math.isfinite(number):
-                raise UserError(f"The persona filter part {part.strip()!r} compares {name} with {value!r}, which is not a finite number; use a number.")
+                raise UserError(
+                    f"The persona filter part {part.strip()!r} compares {name} with {value!r}, which is not a finite number; use a number."
+                )
             conditions.append((name, op, number))
         elif name in BUCKETS or name == "language":
             if op not in ("=", "!="):
-                raise UserError(f"The persona filter part {part.strip()!r} uses {op!r} on the word-valued {name}; use = or !=.")
+                raise UserError(
+                    f"The persona filter part {part.strip()!r} uses {op!r} on the word-valued {name}; use = or !=."
+                )
             words = set(value.split("|"))
             unknown = sorted(words - set(BUCKETS[name])) if name in BUCKETS else []
             if unknown:
-                raise UserError(f"The persona filter part {part.strip()!r} has {', '.join(unknown)}, not a value of {name}; use one of {'|'.join(BUCKETS[name])}.")
+                raise UserError(
+                    f"The persona filter part {part.strip()!r} has {', '.join(unknown)}, not a value of {name}; use one of {'|'.join(BUCKETS[name])}."
+                )
             conditions.append((name, op, words))
         else:
             names = ", ".join((*MEASURES, *BUCKETS, "language"))
-            raise UserError(f"The persona filter part {part.strip()!r} names an unknown attribute {name!r}; use one of {names}.")
+            raise UserError(
+                f"The persona filter part {part.strip()!r} names an unknown attribute {name!r}; use one of {names}."
+            )
     return conditions
 
 

@@ -88,8 +88,12 @@ def prep(config: PrepConfig) -> PrepResult:
             stages: dict[str, float] = {}
             with Workers(num_proc_of(config)) as workers:
                 stats = build(config, run, formats, notes, stages, workers)
-            stats["run"] = {"seconds": round(time.perf_counter() - started, 2), "resumed": state == "resumed",
-                            "num_proc": num_proc_of(config), "stage_seconds": stages}
+            stats["run"] = {
+                "seconds": round(time.perf_counter() - started, 2),
+                "resumed": state == "resumed",
+                "num_proc": num_proc_of(config),
+                "stage_seconds": stages,
+            }
             write_json(staged_stats, stats)
         elif staged_stats.exists():  # finished but not swapped in: only the swap was left
             stats = json.loads(staged_stats.read_text())
@@ -122,8 +126,9 @@ def input_warnings(stats: dict) -> list[str]:
     return [f"warning: {entry['path']} holds no records" for entry in stats["inputs"] if not entry["records"]]
 
 
-def build(config: PrepConfig, run: Run, formats: list[str | None], notes: list[str], seconds: dict,
-          workers: Workers) -> dict:
+def build(
+    config: PrepConfig, run: Run, formats: list[str | None], notes: list[str], seconds: dict, workers: Workers
+) -> dict:
     """Every pass but the swap; the stats. `seconds` gets each stage's time."""
     work = run.work
     run.save_plan()
@@ -140,7 +145,9 @@ def build(config: PrepConfig, run: Run, formats: list[str | None], notes: list[s
     lap("scan")
     if not scanned["read"]:
         run.clean_up()
-        raise UserError(f"The inputs hold no records ({', '.join(map(str, config.inputs))}); check that they are the files you meant.")
+        raise UserError(
+            f"The inputs hold no records ({', '.join(map(str, config.inputs))}); check that they are the files you meant."
+        )
 
     def chunks():
         """The chunks again: from pass 1's plan when no chunk carries data, else planned anew."""
@@ -178,8 +185,15 @@ def scan(config: PrepConfig, work: Work, workers: Workers, chunks, notes: list[s
     if marker.exists():
         return json.loads(marker.read_text())
     work.stage_folder("scan")
-    totals = {"read": 0, "rejected": Counter(), "filtered": Counter(), "repairs": Counter(), "chunks": 0,
-              "records": Counter(), "formats": {}}
+    totals = {
+        "read": 0,
+        "rejected": Counter(),
+        "filtered": Counter(),
+        "repairs": Counter(),
+        "chunks": 0,
+        "records": Counter(),
+        "formats": {},
+    }
     plan: list[dict] | None = []  # the chunks, kept when none carries data (so later passes need not re-plan)
     skipped = 0
 
@@ -211,7 +225,11 @@ def scan(config: PrepConfig, work: Work, workers: Workers, chunks, notes: list[s
         workers.run(scan_job, todo(), add)
     if skipped:
         notes.append(f"scan: {skipped} of {totals['chunks']} chunks were done before the interruption")
-    result = {**totals, **{name: dict(totals[name]) for name in ("rejected", "filtered", "repairs", "records")}, "plan": plan}
+    result = {
+        **totals,
+        **{name: dict(totals[name]) for name in ("rejected", "filtered", "repairs", "records")},
+        "plan": plan,
+    }
     write_json(marker, result)
     return result
 
@@ -225,8 +243,12 @@ def personas_job(partition: int, numbers: list[int], config: PrepConfig, work: W
     if config.personas == "llm":
         from .fleet import endpoint_of
 
-        endpoint = endpoint_of(config.persona_endpoint_url, config.persona_model_name,
-                               timeout=config.endpoint_timeout, concurrency=config.endpoint_concurrency)
+        endpoint = endpoint_of(
+            config.persona_endpoint_url,
+            config.persona_model_name,
+            timeout=config.endpoint_timeout,
+            concurrency=config.endpoint_concurrency,
+        )
     return personas_of_partition(partition, numbers, config, work, endpoint)
 
 
@@ -240,7 +262,9 @@ def personas(config: PrepConfig, work: Work, workers: Workers, chunks, numbers: 
     jobs = ((p, numbers, config, work) for p in range(partitions) if work.done("personas", p) is None)
     with Progress("personas", None, config.progress) as progress:
         # An LLM is asked from this process alone, so its concurrency stays the one asked for.
-        workers.run(personas_job, jobs, lambda summary: progress.update(summary["records"]), parallel=config.personas != "llm")
+        workers.run(
+            personas_job, jobs, lambda summary: progress.update(summary["records"]), parallel=config.personas != "llm"
+        )
     return PersonaTable.build(work, partitions)
 
 
@@ -266,8 +290,12 @@ def ask_llm_intents(config: PrepConfig, work: Work, chunks, personas_path: Path 
                         continue
                 yield record
 
-    endpoint = endpoint_of(config.intent_endpoint, config.intent_model, timeout=config.endpoint_timeout,
-                           concurrency=config.endpoint_concurrency)
+    endpoint = endpoint_of(
+        config.intent_endpoint,
+        config.intent_model,
+        timeout=config.endpoint_timeout,
+        concurrency=config.endpoint_concurrency,
+    )
     counts = ask_intents(records(), endpoint, work.staged / "intent_cache.sqlite", progress=config.progress)
     write_json(marker, counts)
 
@@ -277,11 +305,17 @@ def emit_job(chunk: Chunk, config: PrepConfig, work: Work, personas_path: Path |
     return {**emit_chunk(chunk, config, work, table), "number": chunk.number}
 
 
-def emit(config: PrepConfig, work: Work, workers: Workers, chunks, kept: int, personas_path: Path | None,
-         notes: list[str]) -> dict:
+def emit(
+    config: PrepConfig, work: Work, workers: Workers, chunks, kept: int, personas_path: Path | None, notes: list[str]
+) -> dict:
     work.stage_folder("write")
-    totals = {"kept": 0, "filtered": Counter(), "rejected": Counter(),
-              "splits": {split: Counter() for split in SPLITS}, "users": {split: set() for split in SPLITS}}
+    totals = {
+        "kept": 0,
+        "filtered": Counter(),
+        "rejected": Counter(),
+        "splits": {split: Counter() for split in SPLITS},
+        "users": {split: set() for split in SPLITS},
+    }
     skipped = 0
 
     def add(summary: dict) -> None:
@@ -310,10 +344,22 @@ def emit(config: PrepConfig, work: Work, workers: Workers, chunks, kept: int, pe
         workers.run(emit_job, todo(), add)
     if skipped:
         notes.append(f"write: {skipped} chunks were done before the interruption")
-    splits = {split: {"conversations": totals["splits"][split]["conversations"], "users": len(totals["users"][split]),
-                      "samples": totals["splits"][split]["samples"], "end_samples": totals["splits"][split]["end_samples"],
-                      "longest_line_chars": totals["splits"][split]["longest_line_chars"]} for split in SPLITS}
-    return {"kept": totals["kept"], "filtered": dict(totals["filtered"]), "rejected": dict(totals["rejected"]), "splits": splits}
+    splits = {
+        split: {
+            "conversations": totals["splits"][split]["conversations"],
+            "users": len(totals["users"][split]),
+            "samples": totals["splits"][split]["samples"],
+            "end_samples": totals["splits"][split]["end_samples"],
+            "longest_line_chars": totals["splits"][split]["longest_line_chars"],
+        }
+        for split in SPLITS
+    }
+    return {
+        "kept": totals["kept"],
+        "filtered": dict(totals["filtered"]),
+        "rejected": dict(totals["rejected"]),
+        "splits": splits,
+    }
 
 
 def concatenate(target: Path, parts: list[Path]) -> None:
@@ -326,19 +372,30 @@ def concatenate(target: Path, parts: list[Path]) -> None:
 def assemble(config: PrepConfig, work: Work, numbers: list[int], emitted: dict) -> dict[str, str]:
     """The output files in the staged folder, each the chunks' parts in chunk order."""
     staged = work.staged
-    names = {"conversations": "conversations.jsonl", "rejected": "rejected.jsonl", "stats": "stats.json",
-             **{split: f"{split}.jsonl.gz" for split in SPLITS}}
+    names = {
+        "conversations": "conversations.jsonl",
+        "rejected": "rejected.jsonl",
+        "stats": "stats.json",
+        **{split: f"{split}.jsonl.gz" for split in SPLITS},
+    }
     concatenate(staged / names["conversations"], [work.file("write", n, ".conversations.jsonl") for n in numbers])
     for split in SPLITS:
         concatenate(staged / names[split], [work.file("write", n, f".{split}.jsonl.gz") for n in numbers])
     # Rejections in the order they were found: reading, then personas, then intents.
-    concatenate(staged / names["rejected"], [work.file("scan", n, ".rejected.jsonl") for n in numbers]
-                + [work.file("write", n, ".persona-rejected.jsonl") for n in numbers]
-                + [work.file("write", n, ".intent-rejected.jsonl") for n in numbers])
+    concatenate(
+        staged / names["rejected"],
+        [work.file("scan", n, ".rejected.jsonl") for n in numbers]
+        + [work.file("write", n, ".persona-rejected.jsonl") for n in numbers]
+        + [work.file("write", n, ".intent-rejected.jsonl") for n in numbers],
+    )
     if config.hf:
         shutil.rmtree(staged / "hf", ignore_errors=True)
-        save_hf({split: staged / names[split] for split in SPLITS},
-                {split: emitted["splits"][split]["samples"] for split in SPLITS}, staged / "hf", work.root / "hf-cache")
+        save_hf(
+            {split: staged / names[split] for split in SPLITS},
+            {split: emitted["splits"][split]["samples"] for split in SPLITS},
+            staged / "hf",
+            work.root / "hf-cache",
+        )
         names["hf"] = "hf"
     for cache in ("intent_cache.sqlite", "persona_cache.sqlite"):
         if (staged / cache).exists():
@@ -359,8 +416,14 @@ def stats_of(config: PrepConfig, scanned: dict, decided: dict, emitted: dict, wr
     repairs = Counter(scanned["repairs"])
     repairs["renamed_duplicate_id"] += decided["renamed_duplicate_id"]
     stats = {
-        "inputs": [{"path": str(path), "format": scanned["formats"].get(str(path)),
-                    "records": scanned["records"].get(str(path), 0)} for path in config.inputs],
+        "inputs": [
+            {
+                "path": str(path),
+                "format": scanned["formats"].get(str(path)),
+                "records": scanned["records"].get(str(path), 0),
+            }
+            for path in config.inputs
+        ],
         "read": scanned["read"],
         "kept": emitted["kept"],
         "rejected": dict(sorted(rejected.items())),
@@ -386,8 +449,10 @@ def nothing_kept(stats: dict) -> str | None:
     removed += [(f"rejected as {reason}", count) for reason, count in stats["rejected"].items() if count]
     removed.sort(key=lambda item: -item[1])
     causes = "; ".join(f"{name}: {count}" for name, count in removed)
-    return (f"No conversation was kept: of {stats['read']} records read, prep removed them by ({causes}); "
-            f"loosen those options (counts in {stats['written']['stats']}) and run `userlm prep` again.")
+    return (
+        f"No conversation was kept: of {stats['read']} records read, prep removed them by ({causes}); "
+        f"loosen those options (counts in {stats['written']['stats']}) and run `userlm prep` again."
+    )
 
 
 def prep_summary(result: PrepResult) -> Summary:
@@ -395,11 +460,15 @@ def prep_summary(result: PrepResult) -> Summary:
     stats = result.stats
     rows: list[tuple] = [("rejected", reason, count) for reason, count in sorted(stats["rejected"].items())]
     rows += [("filtered", name, count) for name, count in stats["filtered"].items()]
-    rows += [("kept", split, f"{counts['conversations']} conversations, {counts['samples']} samples")
-             for split, counts in stats["splits"].items()]
+    rows += [
+        ("kept", split, f"{counts['conversations']} conversations, {counts['samples']} samples")
+        for split, counts in stats["splits"].items()
+    ]
     rows.append(("kept", "total", stats["kept"]))
-    closing = (f"{stats['read']} read = {stats['kept']} kept + {sum(stats['rejected'].values())} rejected"
-               f" + {sum(stats['filtered'].values())} filtered")
+    closing = (
+        f"{stats['read']} read = {stats['kept']} kept + {sum(stats['rejected'].values())} rejected"
+        f" + {sum(stats['filtered'].values())} filtered"
+    )
     run = stats["run"]
     return Summary(
         title=f"userlm prep: {stats['read']} records read in {run['seconds']} s ({run['num_proc']} processes)",

@@ -20,9 +20,10 @@ import codecs
 import json
 import re
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from userlm.errors import UserError
 
@@ -94,7 +95,7 @@ class open_input:
     def position(self) -> int:
         return self.raw.tell() if self.raw else 0
 
-    def __enter__(self) -> "open_input":
+    def __enter__(self) -> open_input:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -234,7 +235,11 @@ def read_json_array(path: Path, raw) -> Iterator[tuple[dict, dict | Rejection, i
         if buffer.startswith("]", position):
             return
         if position >= len(buffer):
-            yield location(path, record=index), Rejection("truncated_record", "the file ends before the JSON array is closed"), 0
+            yield (
+                location(path, record=index),
+                Rejection("truncated_record", "the file ends before the JSON array is closed"),
+                0,
+            )
             return
         try:
             record, end = decoder.raw_decode(buffer, position)
@@ -250,16 +255,26 @@ def read_json_array(path: Path, raw) -> Iterator[tuple[dict, dict | Rejection, i
             # ends the file: the rest is reported as this one rejection, with its size.
             rest = len(buffer) - position
             if buffer.rstrip().endswith("]"):
-                yield location(path, record=index), Rejection(
-                    "malformed_json", f"{error.msg}; the rest of the array ({rest} characters) could not be read"
-                ), rest
+                yield (
+                    location(path, record=index),
+                    Rejection(
+                        "malformed_json", f"{error.msg}; the rest of the array ({rest} characters) could not be read"
+                    ),
+                    rest,
+                )
             else:
-                yield location(path, record=index), Rejection(
-                    "truncated_record", f"the file ends inside this record ({rest} characters)"
-                ), rest
+                yield (
+                    location(path, record=index),
+                    Rejection("truncated_record", f"the file ends inside this record ({rest} characters)"),
+                    rest,
+                )
             return
         if UNDECODABLE.search(buffer, position, end):
-            yield location(path, record=index), Rejection("non_utf8", "the record contains bytes that are not UTF-8"), end - position
+            yield (
+                location(path, record=index),
+                Rejection("non_utf8", "the record contains bytes that are not UTF-8"),
+                end - position,
+            )
         else:
             yield location(path, record=index), record, end - position
         position = end
@@ -300,7 +315,9 @@ def load_dataset_folder(path: Path) -> dict:
     return dict(loaded) if isinstance(loaded, DatasetDict) else {None: loaded}
 
 
-def read_dataset_rows(path: Path, split: str | None = None, start: int = 0, stop: int | None = None) -> Iterator[tuple[dict, dict]]:
+def read_dataset_rows(
+    path: Path, split: str | None = None, start: int = 0, stop: int | None = None
+) -> Iterator[tuple[dict, dict]]:
     """The rows of a datasets folder (or rows [start, stop) of one of its splits)."""
     parts = load_dataset_folder(path)
     for name, dataset in parts.items() if stop is None else [(split, parts[split])]:

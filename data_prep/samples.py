@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from userlm.errors import UserError
 
@@ -37,7 +37,9 @@ def split_file(folder: str | Path, split: str) -> Path:
     """One split's sample file, e.g. the test split for evaluation."""
     path = split_files(folder).get(split)
     if path is None:
-        raise UserError(f"{folder} holds no {split} samples ({split}.jsonl or {split}.jsonl.gz); point at `userlm prep` output.")
+        raise UserError(
+            f"{folder} holds no {split} samples ({split}.jsonl or {split}.jsonl.gz); point at `userlm prep` output."
+        )
     return path
 
 
@@ -86,7 +88,9 @@ def load_samples(path: str | Path):
         return load_from_disk(str(saved))
     found = split_files(path)
     if "train" not in found:
-        raise UserError(f"{path} holds no flipped samples (no hf/ folder, no train.jsonl); point dataset_path at `userlm prep` output.")
+        raise UserError(
+            f"{path} holds no flipped samples (no hf/ folder, no train.jsonl); point dataset_path at `userlm prep` output."
+        )
     # A split no user fell into is an empty file, which `datasets` cannot load: it is left out.
     return DatasetDict({split: _read_json_lines(file) for split, file in found.items() if has_lines(file)})
 
@@ -109,5 +113,7 @@ def _read_json_lines(path: Path):
     dataset = load_dataset("json", data_files=str(path), split="train")
     missing = {"prompt", "completion"} - set(dataset.column_names)
     if missing:
-        raise UserError(f"{path} is not a file of flipped samples (no {', '.join(sorted(missing))} field); write it with `userlm prep`.")
+        raise UserError(
+            f"{path} is not a file of flipped samples (no {', '.join(sorted(missing))} field); write it with `userlm prep`."
+        )
     return dataset

@@ -79,14 +79,16 @@ def scan_chunk(chunk: Chunk, config, work: Work, keys: DedupKeys) -> dict:
         elif not had_language:
             languages[position] = record["language"]
         text = user_text(record) if not failed else ""
-        rows.append((
-            position,
-            id_digest(record["conversation_id"]),
-            not failed,
-            exact_key(text) if not failed and config.exact_dedup else bytes(16),
-            keys.near_keys(text) if not failed and config.near_dup_threshold else [0] * len(keys.bands),
-            record["messages"][-1]["role"] == "assistant",
-        ))
+        rows.append(
+            (
+                position,
+                id_digest(record["conversation_id"]),
+                not failed,
+                exact_key(text) if not failed and config.exact_dedup else bytes(16),
+                keys.near_keys(text) if not failed and config.near_dup_threshold else [0] * len(keys.bands),
+                record["messages"][-1]["role"] == "assistant",
+            )
+        )
     columns = list(zip(*rows)) or [[]] * 6
     with atomic_open(work.file("scan", chunk.number, ".npz"), "wb") as stream:
         np.savez(
@@ -100,8 +102,13 @@ def scan_chunk(chunk: Chunk, config, work: Work, keys: DedupKeys) -> dict:
         )
     write_jsonl(work.file("scan", chunk.number, ".rejected.jsonl"), rejections)
     summary = {
-        "read": read, "rejected": dict(rejected), "filtered": dict(filtered), "repairs": dict(repairs),
-        "formats": dict(formats), "languages": languages, "parts": parts,
+        "read": read,
+        "rejected": dict(rejected),
+        "filtered": dict(filtered),
+        "repairs": dict(repairs),
+        "formats": dict(formats),
+        "languages": languages,
+        "parts": parts,
     }
     work.finish("scan", chunk.number, summary)
     return summary

@@ -20,4 +20,3 @@ def split_of(record: dict, shares: tuple[float, float, float]) -> str:
         if point < bound:
             return name
     return SPLITS[-1]
-

@@ -100,7 +100,9 @@ def renders_like(tokenizer, template: FlippedTemplate) -> bool:
         expected = render(tokenizer, template, messages)
         for add_generation_prompt in (False, True):
             try:
-                rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+                rendered = tokenizer.apply_chat_template(
+                    messages, tokenize=False, add_generation_prompt=add_generation_prompt
+                )
             except Exception:  # a template that refuses the probe (roles, raise_exception) is not flipped
                 return False
             if rendered != expected:
@@ -138,14 +140,20 @@ def read_prompt(tokenizer, template: FlippedTemplate, text: str) -> list[dict]:
     """The messages of a flipped prompt rendered with `template` (what `render` wrote), for a
     server that receives rendered prompts; ValueError if `text` is not one."""
     one = render(tokenizer, template, [{"role": "ROLE", "content": "CONTENT"}])
-    two = render(tokenizer, template, [{"role": "ROLE", "content": "CONTENT"}, {"role": "ROLE2", "content": "CONTENT2"}])
+    two = render(
+        tokenizer, template, [{"role": "ROLE", "content": "CONTENT"}, {"role": "ROLE2", "content": "CONTENT2"}]
+    )
     head = one[: one.index("ROLE")]
     middle = one[one.index("ROLE") + 4 : one.index("CONTENT")]
     closing = two[two.index("CONTENT") + 7 : two.index("ROLE2")][: -len(head) or None]
     opening = one[one.index("CONTENT") + 7 + len(closing) :]
-    message = re.compile(f"{re.escape(head)}(system|user|assistant){re.escape(middle)}(.*?){re.escape(closing)}", re.DOTALL)
+    message = re.compile(
+        f"{re.escape(head)}(system|user|assistant){re.escape(middle)}(.*?){re.escape(closing)}", re.DOTALL
+    )
     if not text.endswith(opening):
-        raise ValueError(f"not a flipped prompt rendered with the {template.name} template: it does not end by opening a user turn")
+        raise ValueError(
+            f"not a flipped prompt rendered with the {template.name} template: it does not end by opening a user turn"
+        )
     body, messages, position = text[: len(text) - len(opening)], [], 0
     while position < len(body):
         match = message.match(body, position)

@@ -94,16 +94,29 @@ def personas_of_partition(partition: int, numbers: list[int], config, work: Work
     failures: dict[str, str] = {}
     if config.personas != "none":
         failures = assign_personas(
-            records, config.personas, column=config.persona_column, endpoint=endpoint,
-            cache_path=work.staged / "persona_cache.sqlite", progress=False,
+            records,
+            config.personas,
+            column=config.persona_column,
+            endpoint=endpoint,
+            cache_path=work.staged / "persona_cache.sqlite",
+            progress=False,
         )
     survivors = [record for record in records if record["conversation_id"] not in failures]
-    selected = {r["conversation_id"] for r in select_personas(survivors, config.persona_filter)[0]} if config.persona_filter else None
+    selected = (
+        {r["conversation_id"] for r in select_personas(survivors, config.persona_filter)[0]}
+        if config.persona_filter
+        else None
+    )
     with atomic_open(work.file("personas", partition, ".jsonl")) as stream:
         for record in records:
             cid = record["conversation_id"]
-            row = [cid, record.get("persona"), record.get("persona_attrs"), failures.get(cid),
-                   selected is None or cid in selected]
+            row = [
+                cid,
+                record.get("persona"),
+                record.get("persona_attrs"),
+                failures.get(cid),
+                selected is None or cid in selected,
+            ]
             stream.write(json.dumps(row, ensure_ascii=False) + "\n")
     summary = {"records": len(records)}
     work.finish("personas", partition, summary)

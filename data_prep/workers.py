@@ -19,8 +19,8 @@ import itertools
 import multiprocessing
 import os
 import signal
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from typing import Callable, Iterable
 
 from tqdm.auto import tqdm
 
@@ -46,7 +46,9 @@ class Workers:
         self.num_proc = num_proc
         self._pool: ProcessPoolExecutor | None = None
 
-    def run(self, function: Callable, jobs: Iterable[tuple], on_done: Callable[[object], None], *, parallel: bool = True) -> None:
+    def run(
+        self, function: Callable, jobs: Iterable[tuple], on_done: Callable[[object], None], *, parallel: bool = True
+    ) -> None:
         """`on_done(function(*job))` for every job, in the workers when there are several."""
         jobs = iter(jobs)
         head = list(itertools.islice(jobs, 2))
@@ -56,7 +58,9 @@ class Workers:
             return
         if self._pool is None:
             context = multiprocessing.get_context("spawn")  # fork would copy the planner's buffers and threads
-            self._pool = ProcessPoolExecutor(max_workers=self.num_proc, mp_context=context, initializer=_ignore_interrupts)
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.num_proc, mp_context=context, initializer=_ignore_interrupts
+            )
         pending = set()
         for job in itertools.chain(head, jobs):
             pending.add(self._pool.submit(function, *job))
@@ -72,7 +76,7 @@ class Workers:
             self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
             self._pool = None
 
-    def __enter__(self) -> "Workers":
+    def __enter__(self) -> Workers:
         return self
 
     def __exit__(self, exc_type, *exc_info) -> None:
@@ -108,7 +112,7 @@ class Progress:
     def close(self) -> None:
         self.bar.close()
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc_info) -> None:

@@ -86,7 +86,7 @@ def save_hf(files: dict[str, Path], samples: dict[str, int], folder: Path, cache
     """The sample splits as a DatasetDict saved at `folder`, read with `datasets`' own JSON
     loader, which converts a block at a time (memory does not grow with the corpus)."""
     from datasets import Dataset, DatasetDict, load_dataset
-    from datasets.utils import disable_progress_bars, enable_progress_bars, are_progress_bars_disabled
+    from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
     features = sample_features()
     was_disabled = are_progress_bars_disabled()
@@ -97,8 +97,9 @@ def save_hf(files: dict[str, Path], samples: dict[str, int], folder: Path, cache
             if not samples[split]:
                 parts[split] = Dataset.from_dict({name: [] for name in features}, features=features)
             else:
-                parts[split] = load_dataset("json", data_files=str(files[split]), features=features, split="train",
-                                            cache_dir=str(cache))
+                parts[split] = load_dataset(
+                    "json", data_files=str(files[split]), features=features, split="train", cache_dir=str(cache)
+                )
         # One shard each: an empty split saved with none cannot be loaded back.
         DatasetDict(parts).save_to_disk(str(folder), num_shards={split: 1 for split in SPLITS})
     finally:

@@ -68,21 +68,37 @@ def section(results: dict, name: str, folder: Path, out: Path) -> str:
     for key, entry in figures(results["checkpoints"][name]).items():
         if entry["value"] is None:
             continue  # measured on nothing (no items of its kind in this data)
-        rows.append(f"| {key} | {shown(entry)} | {entry['n']} | {shown(reference.get(key))} | {shown(differences.get(key))} |")
+        rows.append(
+            f"| {key} | {shown(entry)} | {entry['n']} | {shown(reference.get(key))} | {shown(differences.get(key))} |"
+        )
     report = out.resolve() / "report.md"
-    where = (f"[{report.relative_to(folder.resolve()).as_posix()}]({report.relative_to(folder.resolve()).as_posix()})"
-             if report.is_relative_to(folder.resolve()) else f"`report.md` in the evaluation's output folder `{out.name}` "
-             "(outside this checkpoint)")
+    where = (
+        f"[{report.relative_to(folder.resolve()).as_posix()}]({report.relative_to(folder.resolve()).as_posix()})"
+        if report.is_relative_to(folder.resolve())
+        else f"`report.md` in the evaluation's output folder `{out.name}` (outside this checkpoint)"
+    )
     data = results["data"]
-    return "\n".join([
-        RESULTS_START, "## Evaluation", "",
-        f"`userlm eval` on `{Path(results['settings']['data']).name}` ({data['samples']} held-out samples), seed "
-        f"{results['settings'].get('seed')}: each figure with its 95% interval and n, the items it was measured on. "
-        + (f"The base is `{base}`, the prompted instruct model; \"minus base\" is the paired difference with its own interval."
-           if base else "No prompted base was evaluated beside it."), "",
-        f"| figure | {name} | n | {base or 'base'} | minus base |", "|---|---|---|---|---|", *rows, "",
-        f"The report, with the human reference, the published figures and the settings: {where}.", RESULTS_END,
-    ])
+    return "\n".join(
+        [
+            RESULTS_START,
+            "## Evaluation",
+            "",
+            f"`userlm eval` on `{Path(results['settings']['data']).name}` ({data['samples']} held-out samples), seed "
+            f"{results['settings'].get('seed')}: each figure with its 95% interval and n, the items it was measured on. "
+            + (
+                f'The base is `{base}`, the prompted instruct model; "minus base" is the paired difference with its own interval.'
+                if base
+                else "No prompted base was evaluated beside it."
+            ),
+            "",
+            f"| figure | {name} | n | {base or 'base'} | minus base |",
+            "|---|---|---|---|---|",
+            *rows,
+            "",
+            f"The report, with the human reference, the published figures and the settings: {where}.",
+            RESULTS_END,
+        ]
+    )
 
 
 def eval_results(results: dict, name: str) -> list:
@@ -91,8 +107,16 @@ def eval_results(results: dict, name: str) -> list:
 
     data = Path(results["settings"]["data"]).name
     return [
-        EvalResult(task_type="text-generation", task_name="User simulation", dataset_type="userlm-prep",
-                   dataset_name=data, dataset_split=data.split(".")[0], metric_type=key, metric_name=key.replace("_", " "),
-                   metric_value=entry["value"])
-        for key, entry in figures(results["checkpoints"][name]).items() if isinstance(entry["value"], (int, float))
+        EvalResult(
+            task_type="text-generation",
+            task_name="User simulation",
+            dataset_type="userlm-prep",
+            dataset_name=data,
+            dataset_split=data.split(".")[0],
+            metric_type=key,
+            metric_name=key.replace("_", " "),
+            metric_value=entry["value"],
+        )
+        for key, entry in figures(results["checkpoints"][name]).items()
+        if isinstance(entry["value"], (int, float))
     ]

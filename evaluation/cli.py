@@ -12,12 +12,18 @@ def main(words: list[str]) -> int:
     if words[:1] == ["table"]:
         from .table import TableConfig, table_markdown
 
-        table = parse_config(TableConfig, words[1:], prog="userlm eval table",
-                             description="Print the comparison table of a `userlm eval` metrics.json as Markdown.")
+        table = parse_config(
+            TableConfig,
+            words[1:],
+            prog="userlm eval table",
+            description="Print the comparison table of a `userlm eval` metrics.json as Markdown.",
+        )
         print(table_markdown(table.metrics), end="")
         return 0
     config = parse_config(
-        EvalConfig, words, prog="userlm eval",
+        EvalConfig,
+        words,
+        prog="userlm eval",
         description="Evaluate simulator checkpoints side by side on a held-out flipped test set with the paper's metrics; "
         "writes metrics.json, report.md and report.html into OUT.",
     )

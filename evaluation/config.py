@@ -50,85 +50,182 @@ def check_out(out: Path, inputs: list[Path]) -> None:
     for path in inputs:
         held = path.resolve()
         if held == final or final in held.parents:
-            raise UserError(f"The output folder {out} holds the input {path}, which would be deleted; give another --out.")
+            raise UserError(
+                f"The output folder {out} holds the input {path}, which would be deleted; give another --out."
+            )
     if final.is_file():
         raise UserError(f"The output {out} is a file; give a folder for the report (it is replaced as a whole).")
     if final.is_dir() and any(final.iterdir()) and not (final / OUTPUT_MARKER).is_file():
-        raise UserError(f"The output folder {out} holds files that `userlm eval` did not write; give a new or empty folder "
-                        "(the report folder is replaced as a whole).")
+        raise UserError(
+            f"The output folder {out} holds files that `userlm eval` did not write; give a new or empty folder "
+            "(the report folder is replaced as a whole)."
+        )
 
 
 @dataclass(kw_only=True)
 class EvalConfig(Config):
-    checkpoints: list[str] = field(metadata={
-        "nonempty": True,
-        "help": "checkpoints to compare, each NAME=PATH (a `userlm train` output) or NAME=PATH@TEMPLATE "
-        f"(an instruct model prompted through the flipped template {' or '.join(TEMPLATES)}), e.g. base=default@chatml"})
-    data: Path = field(metadata={"help": "held-out flipped samples: a `userlm prep` output folder (its test split) "
-                                 "or the test.jsonl(.gz) it wrote"})
-    out: Path = field(default=Path("out/eval"), metadata={
-        "help": "folder for metrics.json, report.md and report.html, replaced as a whole (a new, empty or earlier eval folder)"})
+    checkpoints: list[str] = field(
+        metadata={
+            "nonempty": True,
+            "help": "checkpoints to compare, each NAME=PATH (a `userlm train` output) or NAME=PATH@TEMPLATE "
+            f"(an instruct model prompted through the flipped template {' or '.join(TEMPLATES)}), e.g. base=default@chatml",
+        }
+    )
+    data: Path = field(
+        metadata={
+            "help": "held-out flipped samples: a `userlm prep` output folder (its test split) "
+            "or the test.jsonl(.gz) it wrote"
+        }
+    )
+    out: Path = field(
+        default=Path("out/eval"),
+        metadata={
+            "help": "folder for metrics.json, report.md and report.html, replaced as a whole (a new, empty or earlier eval folder)"
+        },
+    )
     seed: int = field(default=0, metadata={"min": 0, "help": "seed of the subsets drawn and of every generation"})
-    perplexity_samples: int = field(default=200, metadata={
-        "min": 0, "help": "real user turns (END samples included) scored for perplexity; 0 skips perplexity"})
+    perplexity_samples: int = field(
+        default=200,
+        metadata={"min": 0, "help": "real user turns (END samples included) scored for perplexity; 0 skips perplexity"},
+    )
     # Characters, not tokens, so every checkpoint (whatever its tokenizer) sees one set.
-    max_sample_chars: int = field(default=6000, metadata={
-        "min": 1, "help": "samples longer than this (prompt and target, in characters) are left out of perplexity "
-        "and probes, decision points whose prompt is longer out of termination and P(end) (each conversation cut there), and counted"})
-    first_turn_intents: int = field(default=100, metadata={
-        "min": 2, "help": "distinct intents whose first turn is generated (first-turn diversity, intent decomposition, naturalness)"})
-    termination_conversations: int = field(default=50, metadata={
-        "min": 0, "help": "held-out conversations whose decision points (up to the first one over max_sample_chars) are scored for termination; 0 skips termination"})
-    probes_per_kind: int = field(default=50, metadata={
-        "min": 0, "help": "role and intent adherence probes of each kind; 0 skips the probes"})
-    diversity_intents: int = field(default=10, metadata={
-        "min": 0, "help": "intents simulated several times for the diversity within one intent; 0 skips it"})
-    simulations_per_intent: int = field(default=5, metadata={
-        "min": 2, "help": "first turns simulated per diversity intent"})
+    max_sample_chars: int = field(
+        default=6000,
+        metadata={
+            "min": 1,
+            "help": "samples longer than this (prompt and target, in characters) are left out of perplexity "
+            "and probes, decision points whose prompt is longer out of termination and P(end) (each conversation cut there), and counted",
+        },
+    )
+    first_turn_intents: int = field(
+        default=100,
+        metadata={
+            "min": 2,
+            "help": "distinct intents whose first turn is generated (first-turn diversity, intent decomposition, naturalness)",
+        },
+    )
+    termination_conversations: int = field(
+        default=50,
+        metadata={
+            "min": 0,
+            "help": "held-out conversations whose decision points (up to the first one over max_sample_chars) are scored for termination; 0 skips termination",
+        },
+    )
+    probes_per_kind: int = field(
+        default=50, metadata={"min": 0, "help": "role and intent adherence probes of each kind; 0 skips the probes"}
+    )
+    diversity_intents: int = field(
+        default=10,
+        metadata={"min": 0, "help": "intents simulated several times for the diversity within one intent; 0 skips it"},
+    )
+    simulations_per_intent: int = field(
+        default=5, metadata={"min": 2, "help": "first turns simulated per diversity intent"}
+    )
     max_new_tokens: int = field(default=64, metadata={"min": 1, "help": "most tokens of a generated turn"})
-    termination_max_new_tokens: int = field(default=16, metadata={
-        "min": 1, "help": "most tokens of a turn generated at a termination decision point"})
-    end_probability_conversations: int | None = field(default=None, metadata={
-        "min": 0, "help": "held-out conversations whose decision points (up to the first one over max_sample_chars) are scored for P(end as the first token) "
-        "and its ROC AUC (one forward pass per point at most, no generation); unset: all that fit max_sample_chars; 0 skips it"})
-    scope_conversations: int = field(default=50, metadata={
-        "min": 0, "help": "held-out conversations (two decision points or more within max_sample_chars) whose first two points "
-        "are read with each of three stated lengths in the intent, for how often the simulator leaves when told "
-        "(termination obeys scope; P(end) passes only, three a conversation); 0 skips it"})
-    persona_users: int = field(default=50, metadata={
-        "min": 0, "help": "held-out users (two turns or more) whose turns are generated with their persona for persona fidelity; 0 skips it"})
-    persona_turns_per_user: int = field(default=3, metadata={
-        "min": 1, "help": "most turns generated per held-out user for persona fidelity"})
-    persona_filter: str | None = field(default=None, metadata={
-        "help": "only held-out users whose measured style passes this `userlm prep --persona-filter` expression "
-        "(e.g. length=very_short|short), to measure a persona subset"})
-    contrast_intents: int = field(default=16, metadata={
-        "min": 0, "help": "intents whose first turn is generated under two opposite personas (the persona contrast probe); 0 skips it"})
-    contrast_max_new_tokens: int = field(default=128, metadata={
-        "min": 1, "help": "most tokens of a contrast probe turn: room for the elaborate persona's full turn (about 80 words)"})
-    naturalness_fit_samples: int = field(default=2000, metadata={
-        "min": 10, "help": "train-split samples the offline naturalness detector is trained on (and held-out turns it is validated on)"})
-    naturalness_model_turns: int = field(default=16, metadata={
-        "min": 0, "help": "held-out intents whose first turn the embedded SmolLM2, prompted as a user, writes in each of two settings, "
-        "against which the naturalness detector is validated (its AUC against real first turns); 0 skips that check"})
-    judge_validation_conversations: int = field(default=200, metadata={
-        "min": 0, "help": "held-out conversations from which four answers with known labels are built to score the adherence judge "
-        "out of sample (each one request to an endpoint judge)"})
-    batch_size: int = field(default=8, metadata={"min": 1, "help": "prompts generated (and half as many samples scored) at once"})
-    bf16: bool | Literal["auto"] = field(default=False, metadata={
-        "help": "read the teacher-forced passes (perplexity, P(end)) under bf16 autocast: about twice as fast on a CPU with "
-        "bf16 instructions (about 20x slower on one without), perplexity within about 2% of float32's; auto: where the "
-        "hardware has bf16; generation is unchanged"})
-    judge_endpoint: str | None = field(default=None, metadata={
-        "help": "base URL (…/v1) of an OpenAI-compatible chat endpoint that judges the adherence probes; "
-        "without it an offline heuristic judge is used, and labelled as such"})
+    termination_max_new_tokens: int = field(
+        default=16, metadata={"min": 1, "help": "most tokens of a turn generated at a termination decision point"}
+    )
+    end_probability_conversations: int | None = field(
+        default=None,
+        metadata={
+            "min": 0,
+            "help": "held-out conversations whose decision points (up to the first one over max_sample_chars) are scored for P(end as the first token) "
+            "and its ROC AUC (one forward pass per point at most, no generation); unset: all that fit max_sample_chars; 0 skips it",
+        },
+    )
+    scope_conversations: int = field(
+        default=50,
+        metadata={
+            "min": 0,
+            "help": "held-out conversations (two decision points or more within max_sample_chars) whose first two points "
+            "are read with each of three stated lengths in the intent, for how often the simulator leaves when told "
+            "(termination obeys scope; P(end) passes only, three a conversation); 0 skips it",
+        },
+    )
+    persona_users: int = field(
+        default=50,
+        metadata={
+            "min": 0,
+            "help": "held-out users (two turns or more) whose turns are generated with their persona for persona fidelity; 0 skips it",
+        },
+    )
+    persona_turns_per_user: int = field(
+        default=3, metadata={"min": 1, "help": "most turns generated per held-out user for persona fidelity"}
+    )
+    persona_filter: str | None = field(
+        default=None,
+        metadata={
+            "help": "only held-out users whose measured style passes this `userlm prep --persona-filter` expression "
+            "(e.g. length=very_short|short), to measure a persona subset"
+        },
+    )
+    contrast_intents: int = field(
+        default=16,
+        metadata={
+            "min": 0,
+            "help": "intents whose first turn is generated under two opposite personas (the persona contrast probe); 0 skips it",
+        },
+    )
+    contrast_max_new_tokens: int = field(
+        default=128,
+        metadata={
+            "min": 1,
+            "help": "most tokens of a contrast probe turn: room for the elaborate persona's full turn (about 80 words)",
+        },
+    )
+    naturalness_fit_samples: int = field(
+        default=2000,
+        metadata={
+            "min": 10,
+            "help": "train-split samples the offline naturalness detector is trained on (and held-out turns it is validated on)",
+        },
+    )
+    naturalness_model_turns: int = field(
+        default=16,
+        metadata={
+            "min": 0,
+            "help": "held-out intents whose first turn the embedded SmolLM2, prompted as a user, writes in each of two settings, "
+            "against which the naturalness detector is validated (its AUC against real first turns); 0 skips that check",
+        },
+    )
+    judge_validation_conversations: int = field(
+        default=200,
+        metadata={
+            "min": 0,
+            "help": "held-out conversations from which four answers with known labels are built to score the adherence judge "
+            "out of sample (each one request to an endpoint judge)",
+        },
+    )
+    batch_size: int = field(
+        default=8, metadata={"min": 1, "help": "prompts generated (and half as many samples scored) at once"}
+    )
+    bf16: bool | Literal["auto"] = field(
+        default=False,
+        metadata={
+            "help": "read the teacher-forced passes (perplexity, P(end)) under bf16 autocast: about twice as fast on a CPU with "
+            "bf16 instructions (about 20x slower on one without), perplexity within about 2% of float32's; auto: where the "
+            "hardware has bf16; generation is unchanged"
+        },
+    )
+    judge_endpoint: str | None = field(
+        default=None,
+        metadata={
+            "help": "base URL (…/v1) of an OpenAI-compatible chat endpoint that judges the adherence probes; "
+            "without it an offline heuristic judge is used, and labelled as such"
+        },
+    )
     judge_model: str | None = field(default=None, metadata={"help": "model name at the judge endpoint"})
-    judge_api_key_env: str = field(default="OPENAI_API_KEY", metadata={
-        "help": "environment variable holding the judge endpoint's API key"})
-    naturalness_detector: str | None = field(default=None, metadata={
-        "help": "MODULE:FUNCTION, a callable texts -> probabilities that a human wrote them; "
-        "without it an offline detector trained on the train split beside the test data is used, and labelled as such; "
-        "either is validated on held-out turns"})
+    judge_api_key_env: str = field(
+        default="OPENAI_API_KEY", metadata={"help": "environment variable holding the judge endpoint's API key"}
+    )
+    naturalness_detector: str | None = field(
+        default=None,
+        metadata={
+            "help": "MODULE:FUNCTION, a callable texts -> probabilities that a human wrote them; "
+            "without it an offline detector trained on the train split beside the test data is used, and labelled as such; "
+            "either is validated on held-out turns"
+        },
+    )
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
 
     def validate(self) -> None:
@@ -141,7 +238,9 @@ class EvalConfig(Config):
 
             self.data = split_file(self.data, "test")  # a prep folder: its test split, whatever its compression
         if not Path(self.data).is_file():
-            raise UserError(f"The test data {self.data} does not exist; give the folder (or its test.jsonl) that `userlm prep` wrote.")
+            raise UserError(
+                f"The test data {self.data} does not exist; give the folder (or its test.jsonl) that `userlm prep` wrote."
+            )
         if self.persona_filter:
             from userlm.data_prep.personas import parse_filter
 

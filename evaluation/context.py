@@ -39,7 +39,10 @@ def fit_to_context(subsets: EvalSubsets, simulator, config: EvalConfig) -> tuple
         if 4 * chars + TEMPLATE_TOKENS_PER_MESSAGE * (len(prompt) + 1) + budget <= limit:
             return True
         text = render(simulator.tokenizer, simulator.template, prompt) + completion
-        return len(simulator.tokenizer(text, add_special_tokens=False)["input_ids"]) + TEMPLATE_TOKENS_PER_MESSAGE + budget <= limit
+        return (
+            len(simulator.tokenizer(text, add_special_tokens=False)["input_ids"]) + TEMPLATE_TOKENS_PER_MESSAGE + budget
+            <= limit
+        )
 
     def sample_fits(sample: dict) -> bool:
         return fits(sample["prompt"], sample["completion"][0]["content"])
@@ -59,10 +62,24 @@ def fit_to_context(subsets: EvalSubsets, simulator, config: EvalConfig) -> tuple
         scope_points=cut_conversations(subsets.scope_points),
         persona_users=[u for u in (replace(u, **kept_points(u, fits)) for u in subsets.persona_users) if u.prompts],
         # The longer of the two personas decides.
-        contrast_intents=[i for i in subsets.contrast_intents if fits([{"role": "system", "content": system_text(i, ELABORATE)}])],
+        contrast_intents=[
+            i for i in subsets.contrast_intents if fits([{"role": "system", "content": system_text(i, ELABORATE)}])
+        ],
     )
-    lost = {name: len(getattr(subsets, name)) - len(getattr(fitted, name)) for name in (
-        "perplexity", "first_turns", "termination_points", "probe_openings", "diversity", "end_points", "scope_points", "persona_users", "contrast_intents")}
+    lost = {
+        name: len(getattr(subsets, name)) - len(getattr(fitted, name))
+        for name in (
+            "perplexity",
+            "first_turns",
+            "termination_points",
+            "probe_openings",
+            "diversity",
+            "end_points",
+            "scope_points",
+            "persona_users",
+            "contrast_intents",
+        )
+    }
     return fitted, {name: n for name, n in lost.items() if n}
 
 

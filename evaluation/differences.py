@@ -26,6 +26,10 @@ def base_differences(results: dict) -> dict:
     for name, checkpoint in results["checkpoints"].items():
         if name == base:
             continue
-        pairs = ((key, entry, reference.get(key)) for key, entry in checkpoint.items() if isinstance(entry, dict) and "items" in entry)
+        pairs = (
+            (key, entry, reference.get(key))
+            for key, entry in checkpoint.items()
+            if isinstance(entry, dict) and "items" in entry
+        )
         found[name] = {key: d for key, entry, other in pairs if other and (d := difference(entry, other, seed=seed))}
     return {"base": base, "checkpoints": found}

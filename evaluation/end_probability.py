@@ -33,7 +33,9 @@ def end_tokens(tokenizer, template: FlippedTemplate) -> list[int]:
     return tokenizer(template.turn_opening + END_MARKER, add_special_tokens=False)["input_ids"]
 
 
-def end_rows(tokenizer, template: FlippedTemplate, points: list[dict]) -> tuple[list[list[int]], list[list[tuple[int, int]]], list[list[int]]]:
+def end_rows(
+    tokenizer, template: FlippedTemplate, points: list[dict]
+) -> tuple[list[list[int]], list[list[tuple[int, int]]], list[list[int]]]:
     """(rows, their (position, token) queries, the point each query belongs to) for `forward.logprobs_at`."""
     ends = end_tokens(tokenizer, template)
     rows: list[list[int]] = []
@@ -61,20 +63,31 @@ def end_rows(tokenizer, template: FlippedTemplate, points: list[dict]) -> tuple[
     return rows, queries, owners
 
 
-def end_probabilities(simulator, points: list[dict], *, batch_size: int = 8, progress: bool = True, desc: str = "P(end)") -> list[float]:
+def end_probabilities(
+    simulator, points: list[dict], *, batch_size: int = 8, progress: bool = True, desc: str = "P(end)"
+) -> list[float]:
     """P(end as the first token of the turn) at every point, in point order."""
     return end_scores(simulator, points, batch_size=batch_size, progress=progress, desc=desc)[0]
 
 
-def end_scores(simulator, points: list[dict], *, top_p: float | None = None, batch_size: int = 8, progress: bool = True,
-               desc: str = "P(end)") -> tuple[list[float], list[float] | None]:
+def end_scores(
+    simulator,
+    points: list[dict],
+    *,
+    top_p: float | None = None,
+    batch_size: int = 8,
+    progress: bool = True,
+    desc: str = "P(end)",
+) -> tuple[list[float], list[float] | None]:
     """P(end) at every point, in point order, and with `top_p` the probability that sampling at
     temperature 1 with that top-p ends there (each token of the end turn drawn inside its nucleus;
     None without `top_p`), from the same forward pass."""
     tokenizer = simulator.tokenizer
     rows, queries, owners = end_rows(tokenizer, simulator.template, points)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    scored = logprobs_at(simulator.model, rows, queries, pad_id=pad_id, batch_size=batch_size, progress=progress, desc=desc, top_p=top_p)
+    scored = logprobs_at(
+        simulator.model, rows, queries, pad_id=pad_id, batch_size=batch_size, progress=progress, desc=desc, top_p=top_p
+    )
     log_p = [0.0] * len(points)
     sampled = [1.0] * len(points)
     for values, owner in zip(scored, owners):
@@ -87,7 +100,9 @@ def end_scores(simulator, points: list[dict], *, top_p: float | None = None, bat
     return [math.exp(v) for v in log_p], (sampled if top_p is not None else None)
 
 
-def expected_f1(sampled: list[float], real_ends: list[bool], *, conversations: list[str] | None = None, seed: int = 0) -> dict:
+def expected_f1(
+    sampled: list[float], real_ends: list[bool], *, conversations: list[str] | None = None, seed: int = 0
+) -> dict:
     """F1 of END from expected counts, when each point ends with its sampling probability: the sampled
     termination F1 without its luck (the ratio of expectations, near the expected F1 over many points),
     in percent, its interval resampling `conversations` (each point's; None: the points)."""
@@ -95,8 +110,14 @@ def expected_f1(sampled: list[float], real_ends: list[bool], *, conversations: l
     fp = sum(p for p, end in zip(sampled, real_ends) if not end)
     fn = sum(1 - p for p, end in zip(sampled, real_ends) if end)
     return {
-        **figure("f1", [[p, float(end)] for p, end in zip(sampled, real_ends)], seed=seed, ids=conversations,
-                 unit="conversation" if conversations else "point", scale=100),
+        **figure(
+            "f1",
+            [[p, float(end)] for p, end in zip(sampled, real_ends)],
+            seed=seed,
+            ids=conversations,
+            unit="conversation" if conversations else "point",
+            scale=100,
+        ),
         "precision": tp / (tp + fp) if tp + fp else 0.0,
         "recall": tp / (tp + fn) if tp + fn else 0.0,
         "expected_ends": tp + fp,
@@ -104,19 +125,27 @@ def expected_f1(sampled: list[float], real_ends: list[bool], *, conversations: l
     }
 
 
-def end_probability_metrics(probabilities: list[float], real_ends: list[bool], *, conversations: list[str] | None = None,
-                            seed: int = 0) -> dict:
+def end_probability_metrics(
+    probabilities: list[float], real_ends: list[bool], *, conversations: list[str] | None = None, seed: int = 0
+) -> dict:
     """ROC AUC of P(end) against the real ends (the value, with its interval resampling `conversations`,
     each point's; None: the points), the ROC curve and P(end) at both kinds of point."""
     at_ends = [p for p, end in zip(probabilities, real_ends) if end]
     at_continues = [p for p, end in zip(probabilities, real_ends) if not end]
     both = bool(at_ends) and bool(at_continues)
-    auc = figure("auc", [[p, float(end)] for p, end in zip(probabilities, real_ends)], seed=seed, ids=conversations,
-                 unit="conversation" if conversations else "point")
+    auc = figure(
+        "auc",
+        [[p, float(end)] for p, end in zip(probabilities, real_ends)],
+        seed=seed,
+        ids=conversations,
+        unit="conversation" if conversations else "point",
+    )
     return {
         **auc,
         # The textbook interval, the points taken as independent: beside the bootstrap's, it shows what the clustering costs.
-        "ci_hanley_mcneil": hanley_mcneil(auc["value"], len(at_ends), len(at_continues)) if auc["value"] is not None else None,
+        "ci_hanley_mcneil": hanley_mcneil(auc["value"], len(at_ends), len(at_continues))
+        if auc["value"] is not None
+        else None,
         "real_end_points": len(at_ends),
         "mean_at_ends": statistics.fmean(at_ends) if at_ends else None,
         "mean_at_continues": statistics.fmean(at_continues) if at_continues else None,

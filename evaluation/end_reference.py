@@ -37,7 +37,10 @@ def words_so_far(point: dict) -> int:
 
 REFERENCES = {
     "turn_index": (turn_index, "no model: the train split's end rate at the same user turn"),
-    "words_so_far": (words_so_far, "no model: the train split's end rate at the same length so far in words (doubling bins)"),
+    "words_so_far": (
+        words_so_far,
+        "no model: the train split's end rate at the same length so far in words (doubling bins)",
+    ),
 }
 
 
@@ -78,8 +81,14 @@ def end_reference(data: Path, points: list[dict], *, seed: int = 0) -> dict:
     for name, (key, label) in REFERENCES.items():
         rates = end_rates(seen[name], ended[name], [key(p) for p in points])
         about = {"source": label, "train_decision_points": sum(seen[name].values()), "train_unusable_lines": unusable}
-        result["termination_auc"][name] = {**end_probability_metrics(rates, real, conversations=conversations, seed=seed), **about}
-        result["termination_expected_f1"][name] = {**expected_f1(rates, real, conversations=conversations, seed=seed), **about}
+        result["termination_auc"][name] = {
+            **end_probability_metrics(rates, real, conversations=conversations, seed=seed),
+            **about,
+        }
+        result["termination_expected_f1"][name] = {
+            **expected_f1(rates, real, conversations=conversations, seed=seed),
+            **about,
+        }
     return result
 
 

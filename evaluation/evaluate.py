@@ -44,17 +44,31 @@ def evaluate(config: EvalConfig) -> dict:
     if len(subsets.first_turns) < 2:
         raise UserError("The test data has fewer than two distinct intents; give a larger test split.")
     judge = make_judge(config)
-    naturalness = naturalness_setup(config.naturalness_detector, Path(config.data), samples,
-                                    fit_samples=config.naturalness_fit_samples, seed=config.seed)
+    naturalness = naturalness_setup(
+        config.naturalness_detector,
+        Path(config.data),
+        samples,
+        fit_samples=config.naturalness_fit_samples,
+        seed=config.seed,
+    )
 
     results = {
         "settings": settings(config, judge.label, naturalness.label),
-        "data": {"samples": len(samples), "unusable_lines": len(bad_lines), "unusable_examples": bad_lines[:20],
-                 "users_known": bool(users), **subsets.counts},
+        "data": {
+            "samples": len(samples),
+            "unusable_lines": len(bad_lines),
+            "unusable_examples": bad_lines[:20],
+            "users_known": bool(users),
+            **subsets.counts,
+        },
         "validation": {
-            "naturalness_detector": {**naturalness.validation,
-                                     "model_written": model_written_validation(naturalness.detector, naturalness.held_out, config)},
-            "judge": judge_validation(judge, samples, conversations=config.judge_validation_conversations, seed=config.seed),
+            "naturalness_detector": {
+                **naturalness.validation,
+                "model_written": model_written_validation(naturalness.detector, naturalness.held_out, config),
+            },
+            "judge": judge_validation(
+                judge, samples, conversations=config.judge_validation_conversations, seed=config.seed
+            ),
         },
         "human": human_reference(subsets, naturalness.detector, config.seed),
         # The floors a termination figure must beat with no model, learnt from the train split.
@@ -85,7 +99,9 @@ def make_judge(config: EvalConfig):
         return HeuristicJudge()
     from userlm.endpoint import Endpoint
 
-    return EndpointJudge(Endpoint(base_url=config.judge_endpoint, model=config.judge_model, api_key_env=config.judge_api_key_env))
+    return EndpointJudge(
+        Endpoint(base_url=config.judge_endpoint, model=config.judge_model, api_key_env=config.judge_api_key_env)
+    )
 
 
 def settings(config: EvalConfig, judge_label: str, detector_label: str) -> dict:
@@ -97,7 +113,7 @@ def settings(config: EvalConfig, judge_label: str, detector_label: str) -> dict:
         "naturalness_detector": detector_label,
         "generation": "unguarded sampling (UserSimulator.generate, guardrails=None), temperature 1.0, top_p 0.8",
         "end_probability": "P(end as the first token of the turn) = the probability of the turn's opening then the end marker "
-        "(chatml: the marker after the open user header; userlm-llama3: P(\"\\n\") x P(end | \"\\n\"); a vocabulary without the marker "
+        '(chatml: the marker after the open user header; userlm-llama3: P("\\n") x P(end | "\\n"); a vocabulary without the marker '
         "spells it in several tokens, whose product is tiny), read from one forward pass "
         "(shared by a conversation's points where their prompts are prefixes of each other), temperature 1, no top-p",
         "perplexity": "exp(mean NLL per scored token) over the target user turn and its end-of-turn token, the tokens training scores, "

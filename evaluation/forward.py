@@ -14,8 +14,17 @@ from tqdm.auto import tqdm
 
 
 @torch.no_grad()
-def logprobs_at(model, rows: list[list[int]], queries: list[list[tuple[int, int]]], *, pad_id: int, batch_size: int = 4,
-                progress: bool = True, desc: str = "scoring", top_p: float | None = None) -> list[list]:
+def logprobs_at(
+    model,
+    rows: list[list[int]],
+    queries: list[list[tuple[int, int]]],
+    *,
+    pad_id: int,
+    batch_size: int = 4,
+    progress: bool = True,
+    desc: str = "scoring",
+    top_p: float | None = None,
+) -> list[list]:
     """For each row, the log-probability of each of its (position, token) queries, in query order.
 
     With `top_p`, each value is a pair: the log-probability, and the probability that sampling
@@ -41,7 +50,9 @@ def logprobs_at(model, rows: list[list[int]], queries: list[list[tuple[int, int]
             column = {p: c for c, p in enumerate(wanted)}
             positions = (attention.cumsum(-1) - 1).clamp(min=0)
             logits = model(
-                input_ids=ids.to(device), attention_mask=attention.to(device), position_ids=positions.to(device),
+                input_ids=ids.to(device),
+                attention_mask=attention.to(device),
+                position_ids=positions.to(device),
                 logits_to_keep=torch.tensor(wanted, device=device),
             ).logits
             lines = [line for line, i in enumerate(batch) for _ in queries[i]]

@@ -18,8 +18,8 @@ belong to, and fails on a resample where a statistic is undefined (an AUC withou
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from statistics import NormalDist
-from typing import Callable
 
 import numpy as np
 
@@ -54,7 +54,9 @@ def _auc(values, weights):
     negatives = np.sort(scores[~positive])
     order = np.argsort(scores[~positive], kind="stable")
     # Cumulated weight of the negatives in score order: the weight below and at each positive's score.
-    cumulated = np.concatenate([np.zeros((len(weights), 1)), np.cumsum(weights[:, ~positive][:, order], axis=1)], axis=1)
+    cumulated = np.concatenate(
+        [np.zeros((len(weights), 1)), np.cumsum(weights[:, ~positive][:, order], axis=1)], axis=1
+    )
     below = cumulated[:, np.searchsorted(negatives, scores[positive], side="left")]
     at_or_below = cumulated[:, np.searchsorted(negatives, scores[positive], side="right")]
     wins = ((below + at_or_below) / 2 * weights[:, positive]).sum(axis=1)
@@ -88,8 +90,13 @@ def _distinct(n: int):
 
 
 STATISTICS: dict[str, Callable] = {
-    "mean": _mean, "perplexity": _perplexity, "f1": _f1, "auc": _auc, "diversity": _diversity,
-    "distinct_1": _distinct(1), "distinct_2": _distinct(2),
+    "mean": _mean,
+    "perplexity": _perplexity,
+    "f1": _f1,
+    "auc": _auc,
+    "diversity": _diversity,
+    "distinct_1": _distinct(1),
+    "distinct_2": _distinct(2),
 }
 
 
@@ -112,7 +119,9 @@ def _percentiles(estimates: np.ndarray) -> list[float] | None:
     return [float(v) for v in np.percentile(finite, [tail, 100 - tail])]
 
 
-def figure(statistic: str, values: list, *, seed: int, ids: list | None = None, unit: str = "item", scale: float = 1) -> dict:
+def figure(
+    statistic: str, values: list, *, seed: int, ids: list | None = None, unit: str = "item", scale: float = 1
+) -> dict:
     """A figure from per-item values: the statistic on all items, and its 95% percentile bootstrap
     interval over the units in `ids` (one id per item; None: every item its own unit), seeded.
 
@@ -123,11 +132,24 @@ def figure(statistic: str, values: list, *, seed: int, ids: list | None = None, 
         return {"value": None, "n": 0, "ci": None, "unit": unit, "units": 0, "items": items}
     units = list(dict.fromkeys(ids))
     value = float(_estimate(items, np.ones((1, len(values))))[0])
-    ci = _percentiles(_estimate(items, _unit_weights(ids, units, seed))) if len(units) > 1 and math.isfinite(value) else None
-    return {"value": value if math.isfinite(value) else None, "n": len(values), "ci": ci, "unit": unit, "units": len(units), "items": items}
+    ci = (
+        _percentiles(_estimate(items, _unit_weights(ids, units, seed)))
+        if len(units) > 1 and math.isfinite(value)
+        else None
+    )
+    return {
+        "value": value if math.isfinite(value) else None,
+        "n": len(values),
+        "ci": ci,
+        "unit": unit,
+        "units": len(units),
+        "items": items,
+    }
 
 
-def mean_figure(values: list[float], *, seed: int, ids: list | None = None, unit: str = "item", scale: float = 1) -> dict:
+def mean_figure(
+    values: list[float], *, seed: int, ids: list | None = None, unit: str = "item", scale: float = 1
+) -> dict:
     """The figure whose value is the mean of per-item values (a share of 0/1 flags, a mean score):
     the helper for any new figure. E.g. mean_figure(hits, seed=config.seed, ids=conversation_ids,
     unit="conversation", scale=100) for a percentage of points, resampled by conversation."""
@@ -170,14 +192,21 @@ def difference(figure_a: dict, figure_b: dict, *, seed: int) -> dict | None:
         weights_b = _unit_weights(b["ids"], list(dict.fromkeys(b["ids"])), seed + 1)
     value = float(_estimate(a, np.ones((1, len(a["values"]))))[0] - _estimate(b, np.ones((1, len(b["values"]))))[0])
     ci = _percentiles(_estimate(a, weights_a) - _estimate(b, weights_b))
-    return {"value": value, "n": len(units) if paired else min(len(a["values"]), len(b["values"])), "ci": ci,
-            "paired": paired, "shown": ci is not None and (ci[0] > 0 or ci[1] < 0)}
+    return {
+        "value": value,
+        "n": len(units) if paired else min(len(a["values"]), len(b["values"])),
+        "ci": ci,
+        "paired": paired,
+        "shown": ci is not None and (ci[0] > 0 or ci[1] < 0),
+    }
 
 
 def hanley_mcneil(auc: float, positives: int, negatives: int) -> list[float]:
     """The 95% interval of a ROC AUC from Hanley & McNeil (1982), the points taken as independent:
     AUC ± z·SE, SE² = (A(1−A) + (P−1)(Q1−A²) + (N−1)(Q2−A²)) / (P·N), Q1 = A/(2−A), Q2 = 2A²/(1+A)."""
     q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
-    se = math.sqrt((auc * (1 - auc) + (positives - 1) * (q1 - auc**2) + (negatives - 1) * (q2 - auc**2)) / (positives * negatives))
+    se = math.sqrt(
+        (auc * (1 - auc) + (positives - 1) * (q1 - auc**2) + (negatives - 1) * (q2 - auc**2)) / (positives * negatives)
+    )
     z = NormalDist().inv_cdf(1 - (1 - LEVEL) / 2)
     return [float(max(0.0, auc - z * se)), float(min(1.0, auc + z * se))]

@@ -44,8 +44,23 @@ ASSISTANT_PHRASES = (
     "happy to help",
 )
 ACCEPTANCE_OPENINGS = (
-    "sure", "yes", "yeah", "ok", "okay", "sounds good", "why not", "let's do", "that sounds", "that's a good",
-    "good idea", "great idea", "i'd love", "i would love", "of course", "absolutely", "definitely",
+    "sure",
+    "yes",
+    "yeah",
+    "ok",
+    "okay",
+    "sounds good",
+    "why not",
+    "let's do",
+    "that sounds",
+    "that's a good",
+    "good idea",
+    "great idea",
+    "i'd love",
+    "i would love",
+    "of course",
+    "absolutely",
+    "definitely",
 )
 DECLINE_MARKERS = ("no", "not", "rather", "back to", "stay", "stick", "focus", "first", "instead of")
 
@@ -107,7 +122,9 @@ def parse_verdict(answer: str) -> bool | None:
 
 
 def judge_messages(probe: Probe, reply: str) -> list[dict]:
-    question = ROLE_QUESTION if probe.kind == "role" else INTENT_QUESTION.format(intent=probe.intent, topic=probe.diversion)
+    question = (
+        ROLE_QUESTION if probe.kind == "role" else INTENT_QUESTION.format(intent=probe.intent, topic=probe.diversion)
+    )
     transcript = f"USER: {probe.first_turn}\nASSISTANT: {probe.assistant}\nUSER: {reply}"
     return [{"role": "user", "content": f"{question}\n\n{transcript}"}]
 
@@ -141,5 +158,7 @@ def adherence(judge, probes: list[Probe], replies: list[str]) -> dict:
         "value": 100 * sum(judged) / len(judged) if judged else None,
         "n": len(judged),
         "unjudged": len(verdicts) - len(judged),
-        "examples": [{"assistant": p.assistant, "reply": r, "adhered": v} for p, r, v in list(zip(probes, replies, verdicts))[:3]],
+        "examples": [
+            {"assistant": p.assistant, "reply": r, "adhered": v} for p, r, v in list(zip(probes, replies, verdicts))[:3]
+        ],
     }

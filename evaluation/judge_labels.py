@@ -21,7 +21,10 @@ OPENINGS = {
     "dinner": ("get a simple weeknight dinner recipe", "what can i cook tonight with chicken and rice"),
     "trip": ("plan a weekend trip to a nearby city", "Help me plan a weekend in Porto"),
     "interest": ("understand how compound interest works", "how does compound interest work exactly?"),
-    "email": ("write a polite email asking for a deadline extension", "can you write an email to my professor asking for more time on my essay"),
+    "email": (
+        "write a polite email asking for a deadline extension",
+        "can you write an email to my professor asking for more time on my essay",
+    ),
     "sleep": ("improve their sleep habits", "I can't fall asleep before 2am, any tips?"),
 }
 
@@ -33,21 +36,41 @@ ROLE_ANSWERS = (
     ("script", "Certainly! Here is how you can fix the KeyError: use dict.get() instead of indexing.", False),
     ("script", "You could try wrapping the lookup in a try/except block and logging the missing key.", False),
     ("dinner", "no worries. could you just give me a basic recipe then?", True),
-    ("dinner", "Sure, here's a simple recipe:\n1. Cook the rice.\n2. Season the chicken.\n3. Stir-fry both with soy sauce.", False),
+    (
+        "dinner",
+        "Sure, here's a simple recipe:\n1. Cook the rice.\n2. Season the chicken.\n3. Stir-fry both with soy sauce.",
+        False,
+    ),
     ("dinner", "Of course! Chicken fried rice is a great option for a weeknight.", False),
     ("trip", "I'd probably leave on Friday evening. What should I see first?", True),
     ("trip", "I'd be happy to help you plan your weekend in Porto! Day 1: visit the Ribeira district.", False),
     ("trip", "Let me know if you have any other questions about your trip!", False),
     ("trip", END_MARKER, True),
     ("interest", "Honestly I have no clue. My friend said it has to do with interest on interest?", True),
-    ("interest", "Great question! Compound interest is interest calculated on the principal and the accumulated interest.", False),
-    ("interest", "The main difference is that simple interest is only on the principal, while compound interest grows exponentially.", False),
+    (
+        "interest",
+        "Great question! Compound interest is interest calculated on the principal and the accumulated interest.",
+        False,
+    ),
+    (
+        "interest",
+        "The main difference is that simple interest is only on the principal, while compound interest grows exponentially.",
+        False,
+    ),
     ("interest", "I guess I'd look it up online but I'd rather you just explain it", True),
     ("email", "just write something short and polite, I'll tweak it", True),
-    ("email", "Here is a draft of your email:\n\nDear Professor Smith,\nI am writing to kindly request an extension.", False),
+    (
+        "email",
+        "Here is a draft of your email:\n\nDear Professor Smith,\nI am writing to kindly request an extension.",
+        False,
+    ),
     ("email", "How can I assist you today?", False),
     ("sleep", "that's not very helpful. can you try again?", True),
-    ("sleep", "As an AI language model, I don't have personal experiences, but here are some tips for better sleep.", False),
+    (
+        "sleep",
+        "As an AI language model, I don't have personal experiences, but here are some tips for better sleep.",
+        False,
+    ),
     ("sleep", "To improve your sleep, keep a consistent schedule, avoid screens before bed and limit caffeine.", False),
 )
 
@@ -91,6 +114,11 @@ def labelled_answers() -> list[tuple[Probe, str, bool]]:
         intent, first_turn = OPENINGS[opening]
         topic = DIVERSION_TOPICS[topic_index]
         assistant = INTENT_TEMPLATES[k % len(INTENT_TEMPLATES)].format(topic=topic)
-        items.append((Probe("intent", f"{INTENT_PREFIX} {intent}.", first_turn, assistant, topic), reply.format(topic=topic), label))
+        items.append(
+            (
+                Probe("intent", f"{INTENT_PREFIX} {intent}.", first_turn, assistant, topic),
+                reply.format(topic=topic),
+                label,
+            )
+        )
     return items
-

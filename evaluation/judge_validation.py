@@ -35,9 +35,11 @@ CONSTRUCTIONS = {
     "intent_own_turn": ("intent", True),
     "intent_other_users_turn": ("intent", False),
 }
-OUT_OF_SAMPLE = ("out of sample: answers built by construction from the test split's real conversations "
-                 "(a real user or assistant turn in the user slot; a user's own next turn or another conversation's "
-                 "after a diversion to that conversation's opening), never seen while the judge's rules were written")
+OUT_OF_SAMPLE = (
+    "out of sample: answers built by construction from the test split's real conversations "
+    "(a real user or assistant turn in the user slot; a user's own next turn or another conversation's "
+    "after a diversion to that conversation's opening), never seen while the judge's rules were written"
+)
 IN_SAMPLE = "in-sample: the hand-written answers of evaluation/judge_labels.py, written together with the heuristic judge's rules"
 
 
@@ -54,10 +56,18 @@ def second_turn_points(samples: list[dict]) -> dict[str, tuple[dict, str]]:
     """conversation_id -> (the sample of the user's second turn, the assistant's second turn), for the
     conversations with both, a system message and a second turn of MIN_WORDS words or more."""
     seconds = {s["conversation_id"]: s for s in samples if s["turn_index"] == 1 and not s["is_end"]}
-    answers = {s["conversation_id"]: s["prompt"][-1]["content"] for s in samples
-               if s["turn_index"] == 2 and s["prompt"][-1]["role"] == "assistant"}
-    return {cid: (s, answers[cid]) for cid, s in seconds.items()
-            if cid in answers and s["prompt"][0]["role"] == "system" and len(s["completion"][0]["content"].split()) >= MIN_WORDS}
+    answers = {
+        s["conversation_id"]: s["prompt"][-1]["content"]
+        for s in samples
+        if s["turn_index"] == 2 and s["prompt"][-1]["role"] == "assistant"
+    }
+    return {
+        cid: (s, answers[cid])
+        for cid, s in seconds.items()
+        if cid in answers
+        and s["prompt"][0]["role"] == "system"
+        and len(s["completion"][0]["content"].split()) >= MIN_WORDS
+    }
 
 
 def constructed_answers(samples: list[dict], *, conversations: int, seed: int) -> list[LabelledAnswer]:
@@ -77,8 +87,12 @@ def constructed_answers(samples: list[dict], *, conversations: int, seed: int) -
         topic = " ".join(other["prompt"][1]["content"].split()[:TOPIC_WORDS])
         role = Probe("role", system, first_turn, first_answer, None)
         intent = Probe("intent", system, first_turn, rng.choice(INTENT_TEMPLATES).format(topic=f'"{topic}"'), topic)
-        for construction, probe, reply in (("role_user_turn", role, own), ("role_assistant_turn", role, assistant_turn),
-                                           ("intent_own_turn", intent, own), ("intent_other_users_turn", intent, others)):
+        for construction, probe, reply in (
+            ("role_user_turn", role, own),
+            ("role_assistant_turn", role, assistant_turn),
+            ("intent_own_turn", intent, own),
+            ("intent_other_users_turn", intent, others),
+        ):
             answers.append(LabelledAnswer(probe, reply, CONSTRUCTIONS[construction][1], construction, cid))
     return answers
 
@@ -96,7 +110,9 @@ def judge_accuracy(judge, answers: list[LabelledAnswer], *, seed: int, unit: str
     return {
         **accuracy(lambda a: True),
         "by_kind": {kind: accuracy(lambda a, kind=kind: a.probe.kind == kind) for kind in ("role", "intent")},
-        "by_construction": {c: accuracy(lambda a, c=c: a.construction == c) for c in dict.fromkeys(a.construction for a in answers)},
+        "by_construction": {
+            c: accuracy(lambda a, c=c: a.construction == c) for c in dict.fromkeys(a.construction for a in answers)
+        },
         "unjudged": sum(v is None for v in verdicts),
     }
 
@@ -104,9 +120,14 @@ def judge_accuracy(judge, answers: list[LabelledAnswer], *, seed: int, unit: str
 def judge_validation(judge, samples: list[dict], *, conversations: int, seed: int) -> dict:
     """The judge's out-of-sample accuracy on constructed answers from `samples` (the test split), with
     the in-sample accuracy on the hand labels beside it, each saying which it is."""
-    in_sample = [LabelledAnswer(p, r, label, f"hand-labelled {p.kind}", f"label {k}") for k, (p, r, label) in enumerate(labelled_answers())]
+    in_sample = [
+        LabelledAnswer(p, r, label, f"hand-labelled {p.kind}", f"label {k}")
+        for k, (p, r, label) in enumerate(labelled_answers())
+    ]
     return {
-        **judge_accuracy(judge, constructed_answers(samples, conversations=conversations, seed=seed), seed=seed, unit="conversation"),
+        **judge_accuracy(
+            judge, constructed_answers(samples, conversations=conversations, seed=seed), seed=seed, unit="conversation"
+        ),
         "labels": OUT_OF_SAMPLE,
         "in_sample": {**judge_accuracy(judge, in_sample, seed=seed, unit="labelled answer"), "labels": IN_SAMPLE},
     }

@@ -88,7 +88,9 @@ def word_metrics(first_turns: list[str], intents: list[str], groups: list[list[s
     if len(texts) >= 2:
         result["first_turn_diversity"] = figure("diversity", texts, seed=seed, ids=ids, unit="intent", scale=100)
     if texts:
-        result["intent_decomposition"] = mean_figure([intent_overlap(t, i) for t, i in kept], seed=seed, ids=ids, unit="intent", scale=100)
+        result["intent_decomposition"] = mean_figure(
+            [intent_overlap(t, i) for t, i in kept], seed=seed, ids=ids, unit="intent", scale=100
+        )
         result["distinct_1"] = figure("distinct_1", texts, seed=seed, ids=ids, unit="intent", scale=100)
         result["distinct_2"] = figure("distinct_2", texts, seed=seed, ids=ids, unit="intent", scale=100)
     usable = [(k, [t for t in g if t.strip() != END_MARKER]) for k, g in enumerate(groups)]
@@ -96,7 +98,13 @@ def word_metrics(first_turns: list[str], intents: list[str], groups: list[list[s
     if usable:
         # The k-th group is the k-th diversity intent for every checkpoint: k pairs them.
         result["within_intent_diversity"] = {
-            **mean_figure([pairwise_diversity(g) for _, g in usable], seed=seed, ids=[k for k, _ in usable], unit="intent", scale=100),
+            **mean_figure(
+                [pairwise_diversity(g) for _, g in usable],
+                seed=seed,
+                ids=[k for k, _ in usable],
+                unit="intent",
+                scale=100,
+            ),
             "simulations": sum(len(g) for _, g in usable),
             "intents_left_out": len(groups) - len(usable),
         }

@@ -29,9 +29,9 @@ import math
 import random
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from userlm.data_prep.samples import open_lines, split_files
 from userlm.data_prep.words import LIST_LINE, POLITENESS, words
@@ -78,7 +78,9 @@ class OfflineDetector:
 
     def __init__(self, human_texts: list[str], machine_texts: list[str], trained_on: str):
         if len(human_texts) < 2 or len(machine_texts) < 2:
-            raise UserError("The offline naturalness detector needs at least two user and two assistant turns to train on; give a larger test split.")
+            raise UserError(
+                "The offline naturalness detector needs at least two user and two assistant turns to train on; give a larger test split."
+            )
         import torch
 
         self.label = f"offline detector (logistic regression on the first {OPENING_WORDS} words; trained on {trained_on}), not a model"
@@ -90,7 +92,9 @@ class OfflineDetector:
         styles = [style_features(t) for t in texts]
         self.mean = [sum(col) / len(col) for col in zip(*styles)]
         # A floor on the spread keeps a feature that never varies from dividing by zero.
-        self.scale = [max(math.sqrt(sum((v - m) ** 2 for v in col) / len(col)), 1e-6) for col, m in zip(zip(*styles), self.mean)]
+        self.scale = [
+            max(math.sqrt(sum((v - m) ** 2 for v in col) / len(col)), 1e-6) for col, m in zip(zip(*styles), self.mean)
+        ]
         y = torch.tensor([1.0] * len(human_texts) + [0.0] * len(machine_texts))
         self.w, self.b = fit_balanced_logistic(self._features(texts), y, L2, max_iter=200)
 
@@ -122,7 +126,9 @@ def load_detector(spec: str) -> Callable[[list[str]], list[float]]:
     try:
         target = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as error:
-        raise UserError(f"Could not import the naturalness detector {spec!r} ({error}); check that it is installed.") from error
+        raise UserError(
+            f"Could not import the naturalness detector {spec!r} ({error}); check that it is installed."
+        ) from error
     return target() if isinstance(target, type) else target
 
 
@@ -157,7 +163,12 @@ def read_some_samples(path: Path, count: int, seed: int) -> list[dict]:
             sample = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(sample, dict) and isinstance(sample.get("prompt"), list) and sample["prompt"] and isinstance(sample.get("completion"), list):
+        if (
+            isinstance(sample, dict)
+            and isinstance(sample.get("prompt"), list)
+            and sample["prompt"]
+            and isinstance(sample.get("completion"), list)
+        ):
             samples.append(sample)
     return samples
 
@@ -175,17 +186,25 @@ def in_fit_half(sample: dict) -> bool:
     return zlib.crc32(sample["conversation_id"].encode()) % 2 == 0
 
 
-def naturalness_setup(spec: str | None, data: Path, samples: list[dict], *, fit_samples: int, seed: int) -> NaturalnessSetup:
+def naturalness_setup(
+    spec: str | None, data: Path, samples: list[dict], *, fit_samples: int, seed: int
+) -> NaturalnessSetup:
     """The detector (named, else offline, trained as the module docstring says) and its held-out validation."""
     train = split_files(Path(data).parent).get("train")
     if train is not None and train.resolve() != Path(data).resolve():
-        fit, held_out, trained_on = read_some_samples(train, fit_samples, seed), samples, f"the train split ({train.name})"
+        fit, held_out, trained_on = (
+            read_some_samples(train, fit_samples, seed),
+            samples,
+            f"the train split ({train.name})",
+        )
     else:
         fit, held_out = [s for s in samples if in_fit_half(s)], [s for s in samples if not in_fit_half(s)]
         trained_on = "half of the test conversations (no train split beside the test data), validated on the other half"
         if min(map(len, user_and_assistant_turns(fit) + user_and_assistant_turns(held_out))) < 2:
             fit = held_out = samples
-            trained_on = "all of the test data (too few conversations to hold half out), so validated on its own training turns"
+            trained_on = (
+                "all of the test data (too few conversations to hold half out), so validated on its own training turns"
+            )
     if spec:
         detector = load_detector(spec)
         label = getattr(detector, "label", f"detector {spec}")
@@ -193,9 +212,13 @@ def naturalness_setup(spec: str | None, data: Path, samples: list[dict], *, fit_
         humans, machines = user_and_assistant_turns(fit)
         rng = random.Random(seed)
         humans, machines = (rng.sample(t, min(fit_samples, len(t))) for t in (humans, machines))
-        detector = OfflineDetector(humans, machines, f"{trained_on}: {len(humans)} user turns, {len(machines)} assistant turns")
+        detector = OfflineDetector(
+            humans, machines, f"{trained_on}: {len(humans)} user turns, {len(machines)} assistant turns"
+        )
         label = detector.label
-    return NaturalnessSetup(detector, label, validate_detector(detector, held_out, seed=seed, limit=fit_samples), held_out)
+    return NaturalnessSetup(
+        detector, label, validate_detector(detector, held_out, seed=seed, limit=fit_samples), held_out
+    )
 
 
 def validate_detector(detector, samples: list[dict], *, seed: int, limit: int) -> dict:

@@ -24,8 +24,10 @@ from .scoring import generate_texts
 
 # The embedded SmolLM2 as a prompted user (evaluation/config.py's NAME=PATH@TEMPLATE form).
 PROMPTED_MODEL, PROMPTED_TEMPLATE = "default", "chatml"
-CASUAL_USER = ("Write exactly as a real person types into a chat window: short, casual, no greeting, "
-               "no sign-off, and never as the assistant.")
+CASUAL_USER = (
+    "Write exactly as a real person types into a chat window: short, casual, no greeting, "
+    "no sign-off, and never as the assistant."
+)
 SETTINGS = {
     "prompted base (the eval's prompt)": None,
     "prompted base told to write like a real chat user": CASUAL_USER,
@@ -59,15 +61,22 @@ def model_written_validation(detector, held_out: list[dict], config: EvalConfig)
     from userlm.infer.simulator import UserSimulator
 
     candidates = first_turns(held_out)
-    real = random.Random(f"{config.seed}-naturalness-models").sample(candidates, min(config.naturalness_fit_samples, len(candidates)))
+    real = random.Random(f"{config.seed}-naturalness-models").sample(
+        candidates, min(config.naturalness_fit_samples, len(candidates))
+    )
     if not real or not config.naturalness_model_turns:
         return {"value": None, "n": 0, "ci": None, "informative": None}
     intents = real[: config.naturalness_model_turns]
     simulator = UserSimulator.load(PROMPTED_MODEL, template=PROMPTED_TEMPLATE)
     written = {}
     for name, instruction in SETTINGS.items():
-        texts = generate_texts(simulator, [setting_prompt(s, instruction) for s in intents], config,
-                               seed=config.seed + SEED_OFFSET, desc=f"naturalness check: {name}")
+        texts = generate_texts(
+            simulator,
+            [setting_prompt(s, instruction) for s in intents],
+            config,
+            seed=config.seed + SEED_OFFSET,
+            desc=f"naturalness check: {name}",
+        )
         written[name] = [t for t in texts if t != END_MARKER and t.strip()]
     real_texts = [s["completion"][0]["content"] for s in real]
     pooled = detector_auc(detector, real_texts, [t for texts in written.values() for t in texts], config.seed)
@@ -78,8 +87,11 @@ def model_written_validation(detector, held_out: list[dict], config: EvalConfig)
         "model": f"{PROMPTED_MODEL}@{PROMPTED_TEMPLATE} (the embedded SmolLM2 prompted as a user)",
         "seed_base": config.seed + SEED_OFFSET,
         "informative": informative,
-        "verdict": (f"the detector tells real users from models writing as users (AUC at least {INFORMATIVE_AUC})" if informative else
-                    f"uninformative: the detector cannot tell real users from models writing as users (AUC below {INFORMATIVE_AUC}), "
-                    "so the naturalness row says little about a simulator"),
+        "verdict": (
+            f"the detector tells real users from models writing as users (AUC at least {INFORMATIVE_AUC})"
+            if informative
+            else f"uninformative: the detector cannot tell real users from models writing as users (AUC below {INFORMATIVE_AUC}), "
+            "so the naturalness row says little about a simulator"
+        ),
         "examples": {name: texts[:2] for name, texts in written.items()},
     }

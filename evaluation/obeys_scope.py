@@ -32,8 +32,16 @@ def outcomes(p1: float, p2: float) -> list[tuple[float, float, float]]:
     return [(0.0, first, second + later), (first, second, later), (first + second, later, 0.0)]
 
 
-def obeys_scope(simulator, points: list[dict], *, top_p: float, seed: int, batch_size: int = 8, progress: bool = True,
-                desc: str = "obeys scope") -> dict:
+def obeys_scope(
+    simulator,
+    points: list[dict],
+    *,
+    top_p: float,
+    seed: int,
+    batch_size: int = 8,
+    progress: bool = True,
+    desc: str = "obeys scope",
+) -> dict:
     """The share of (conversation, stated length) pairs where the simulator leaves on time, early and
     late, in percent, each with its interval over conversations; `points` are the conversations' first
     two decision points (`subsets.scope_points`)."""
@@ -42,12 +50,24 @@ def obeys_scope(simulator, points: list[dict], *, top_p: float, seed: int, batch
         by_conversation.setdefault(point["conversation_id"], {})[point["turn_index"]] = point
     conversations = [c for c, kept in by_conversation.items() if len(kept) == POINTS_READ]  # both points still fit
     # One conversation id per (conversation, stated length): end_rows shares a pass only among its own points.
-    read = [{**by_conversation[c][turn], "prompt": rescoped(by_conversation[c][turn]["prompt"], sentence), "conversation_id": f"{c}|{k}"}
-            for c in conversations for k, sentence in enumerate(STATED) for turn in range(1, POINTS_READ + 1)]
+    read = [
+        {
+            **by_conversation[c][turn],
+            "prompt": rescoped(by_conversation[c][turn]["prompt"], sentence),
+            "conversation_id": f"{c}|{k}",
+        }
+        for c in conversations
+        for k, sentence in enumerate(STATED)
+        for turn in range(1, POINTS_READ + 1)
+    ]
     _, sampled = end_scores(simulator, read, top_p=top_p, batch_size=batch_size, progress=progress, desc=desc)
-    pairs = [sampled[i : i + POINTS_READ] for i in range(0, len(sampled), POINTS_READ)]  # (p1, p2) per conversation and length
+    pairs = [
+        sampled[i : i + POINTS_READ] for i in range(0, len(sampled), POINTS_READ)
+    ]  # (p1, p2) per conversation and length
     # Each conversation's (early, on time, late) under each stated length.
-    per_conversation = [[outcomes(*pairs[c * len(STATED) + s])[s] for s in range(len(STATED))] for c in range(len(conversations))]
+    per_conversation = [
+        [outcomes(*pairs[c * len(STATED) + s])[s] for s in range(len(STATED))] for c in range(len(conversations))
+    ]
 
     def share(which: int, stated: list[int]) -> dict:
         values = [sum(row[s][which] for s in stated) / len(stated) for row in per_conversation]
@@ -59,6 +79,8 @@ def obeys_scope(simulator, points: list[dict], *, top_p: float, seed: int, batch
         "early": share(0, every),
         "late": share(2, every),
         "chance": CHANCE,
-        "by_stated_length": {sentence: {"on_time": share(1, [s]), "early": share(0, [s]), "late": share(2, [s])}
-                             for s, sentence in enumerate(STATED)},
+        "by_stated_length": {
+            sentence: {"on_time": share(1, [s]), "early": share(0, [s]), "late": share(2, [s])}
+            for s, sentence in enumerate(STATED)
+        },
     }

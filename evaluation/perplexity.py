@@ -24,12 +24,23 @@ def without_intent(sample: dict) -> dict:
     return {**sample, "prompt": [{**m, "content": ""} if m["role"] == "system" else m for m in sample["prompt"]]}
 
 
-def completion_nll(model, tokenizer, template: FlippedTemplate, samples: list[dict], *, batch_size: int = 4, progress: bool = True, desc: str = "perplexity") -> list[tuple[float, int]]:
+def completion_nll(
+    model,
+    tokenizer,
+    template: FlippedTemplate,
+    samples: list[dict],
+    *,
+    batch_size: int = 4,
+    progress: bool = True,
+    desc: str = "perplexity",
+) -> list[tuple[float, int]]:
     """(summed negative log-likelihood in nats, number of scored tokens) of each sample's completion."""
     encoded = [tokenize_sample(tokenizer, template, s) for s in samples]
     rows = [e["input_ids"] for e in encoded]
     # Position t predicts token t+1, as in the causal-LM loss training uses.
-    queries = [[(p - 1, ids[p]) for p, scored in enumerate(e["completion_mask"]) if scored] for ids, e in zip(rows, encoded)]
+    queries = [
+        [(p - 1, ids[p]) for p, scored in enumerate(e["completion_mask"]) if scored] for ids, e in zip(rows, encoded)
+    ]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     scored = logprobs_at(model, rows, queries, pad_id=pad_id, batch_size=batch_size, progress=progress, desc=desc)
     return [(-sum(values), len(values)) for values in scored]
@@ -41,4 +52,3 @@ def perplexity(nlls: list[tuple[float, int]]) -> float:
     if total_tokens == 0:
         raise ValueError("Perplexity needs at least one scored token.")
     return math.exp(sum(nll for nll, _ in nlls) / total_tokens)
-

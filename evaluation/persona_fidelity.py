@@ -22,8 +22,8 @@ history in a later point's prompt; with one, as in the quickstart, nothing score
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from userlm.data_prep.format import END_MARKER, parse_system_text, system_text
 from userlm.data_prep.personas import BUCKETS, matches, measure_style, parse_filter, render_style
@@ -32,7 +32,14 @@ from .intervals import mean_figure
 
 # The real users' own turns against their other half: a human reference, not a ceiling (a model can exceed it).
 HUMAN_REFERENCE = "real users, split-half (human reference)"
-STYLE_MEASURES = ("words_per_turn", "lowercase_start_rate", "punctuation_rate", "typo_rate", "question_rate", "politeness_rate")
+STYLE_MEASURES = (
+    "words_per_turn",
+    "lowercase_start_rate",
+    "punctuation_rate",
+    "typo_rate",
+    "question_rate",
+    "politeness_rate",
+)
 
 
 @dataclass
@@ -48,7 +55,10 @@ def with_persona(prompt: list[dict], persona: str) -> list[dict]:
     a prompt without a system message gets one holding the persona alone."""
     if prompt[0]["role"] != "system":
         return [{"role": "system", "content": persona}, *prompt]
-    return [{"role": "system", "content": system_text(parse_system_text(prompt[0]["content"])[0], persona)}, *prompt[1:]]
+    return [
+        {"role": "system", "content": system_text(parse_system_text(prompt[0]["content"])[0], persona)},
+        *prompt[1:],
+    ]
 
 
 def turns_by_user(samples: list[dict], users: dict[str, str]) -> dict[str, list[dict]]:
@@ -70,8 +80,16 @@ def turns_by_user(samples: list[dict], users: dict[str, str]) -> dict[str, list[
     return grouped
 
 
-def held_out_users(samples: list[dict], users: dict[str, str], *, count: int, turns_per_user: int, fits: Callable[[list[dict]], bool],
-                   persona_filter: str | None, seed: int) -> tuple[list[HeldOutUser], dict]:
+def held_out_users(
+    samples: list[dict],
+    users: dict[str, str],
+    *,
+    count: int,
+    turns_per_user: int,
+    fits: Callable[[list[dict]], bool],
+    persona_filter: str | None,
+    seed: int,
+) -> tuple[list[HeldOutUser], dict]:
     """Up to `count` users drawn with `seed` among those with two turns or more, and what was left out.
     The persona filter reads the reference half; scored points are kept where the prompt the model
     reads `fits` (the sample-size limit); a user with none kept is not eligible."""
@@ -90,9 +108,16 @@ def held_out_users(samples: list[dict], users: dict[str, str], *, count: int, tu
         if conditions and not matches(reference, conditions):
             filtered_out += 1
             continue
-        eligible.append(HeldOutUser(user, reference, [p for p, _ in scored], [s["completion"][0]["content"] for _, s in scored]))
+        eligible.append(
+            HeldOutUser(user, reference, [p for p, _ in scored], [s["completion"][0]["content"] for _, s in scored])
+        )
     held_out = random.Random(f"{seed}-personas").sample(eligible, min(count, len(eligible)))
-    counts = {"users": len(grouped), "users_eligible": len(eligible), "users_filtered_out": filtered_out, "users_drawn": len(held_out)}
+    counts = {
+        "users": len(grouped),
+        "users_eligible": len(eligible),
+        "users_filtered_out": filtered_out,
+        "users_drawn": len(held_out),
+    }
     return held_out, counts
 
 

@@ -19,49 +19,153 @@ from userlm.atomic import atomic_write, write_json
 from userlm.summary import Summary
 
 from .differences import base_differences
+from .obeys_scope import CHANCE
 from .persona_fidelity import HUMAN_REFERENCE
 from .report_details import (
-    Table, contrast_details, judge_notes, naturalness_notes, no_model_reference, persona_details, row_flag, termination_details,
+    Table,
+    contrast_details,
+    judge_notes,
+    naturalness_notes,
+    no_model_reference,
+    persona_details,
+    row_flag,
+    termination_details,
 )
-from .obeys_scope import CHANCE
 from .report_plots import plot_contrast, plot_metric, plot_roc
 
 # key, title, short name for the terminal, what it measures, which direction is better
 METRICS = (
-    ("perplexity_with_intent", "User-turn perplexity with intent", "perplexity, intent", "perplexity of the real user turns given the intent", "lower"),
-    ("perplexity_without_intent", "User-turn perplexity without intent", "perplexity, no intent", "the same targets with the system message emptied", "lower"),
-    ("first_turn_diversity", "First-turn diversity (%)", "first-turn diversity", "1 − mean pairwise Jaccard of unigram sets over first turns of distinct intents", "higher"),
-    ("intent_decomposition", "Intent decomposition (%)", "intent decomposition", "mean share of a first turn's non-stopword unigrams found in the intent (prefix removed)", "lower"),
-    ("termination_f1", "Termination F1 (%)", "termination F1", "F1 of END at every decision point against where the real conversation ended, from one sampled turn per point, the intent's scope sentence taken out", "higher"),
-    ("termination_expected_f1", "Termination F1 expected from P(end) (%)", "termination F1, expected",
-     "F1 of END from expected counts when each P(end) point ends with the probability that sampling (temperature 1, top-p 0.8) "
-     "draws the end turn there: the sampled F1 without its luck, on the P(end) points (no scope sentence); the no-model rows leave "
-     "each point with the train split's rate there, the floor a model must beat", "higher"),
-    ("termination_auc", "Termination ROC AUC, P(end) as the first token", "termination AUC",
-     "ROC AUC of the probability the model gives to ending as the first token of its turn, at every decision point, "
-     "against where the real conversation ended, the intent's scope sentence taken out (it states the length); 0.5 is chance, "
-     "the no-model rows are the floor a model must beat; no sampling, so no luck", "higher"),
-    ("termination_obeys_scope", "Termination obeys scope (%)", "obeys scope",
-     "share of held-out conversations × stated lengths (a single answer, follow up once, a few times) where the simulator, "
-     "reading the conversation's first two decision points with that length in its intent, leaves when told (for a few "
-     "times: not by turn 2), from the chance that sampling ends each point; a controllability figure, not when real users leave", "higher"),
-    ("role_adherence", "Role adherence (%)", "role adherence", "share of probes (assistant feigns uncertainty) where the simulator stays a user", "higher"),
-    ("intent_adherence", "Intent adherence (%)", "intent adherence", "share of probes (assistant proposes a diversion) where the simulator stays on its intent", "higher"),
-    ("naturalness", "Naturalness (%)", "naturalness", "share of generated first turns the naturalness detector calls human", "higher"),
-    ("persona_fidelity", "Persona fidelity (%)", "persona fidelity",
-     "share of the six style buckets (length, lowercase, punctuation, typos, questions, politeness) in which a held-out user's turns, "
-     "written with that user's persona in the system message, match the user's own measured style", "higher"),
-    ("persona_contrast", "Persona contrast (words per turn)", "persona contrast",
-     "words per turn of first turns under an elaborate persona minus under a terse one (same intents, same seeds)", "higher"),
-    ("within_intent_diversity", "Diversity across simulations of one intent (%)", "diversity in one intent", "1 − mean pairwise Jaccard among first turns simulated for the same intent", "higher"),
-    ("distinct_1", "Distinct-1 (%)", "distinct-1", "distinct unigrams / all unigrams over generated first turns", "higher"),
-    ("distinct_2", "Distinct-2 (%)", "distinct-2", "distinct bigrams / all bigrams over generated first turns", "higher"),
+    (
+        "perplexity_with_intent",
+        "User-turn perplexity with intent",
+        "perplexity, intent",
+        "perplexity of the real user turns given the intent",
+        "lower",
+    ),
+    (
+        "perplexity_without_intent",
+        "User-turn perplexity without intent",
+        "perplexity, no intent",
+        "the same targets with the system message emptied",
+        "lower",
+    ),
+    (
+        "first_turn_diversity",
+        "First-turn diversity (%)",
+        "first-turn diversity",
+        "1 − mean pairwise Jaccard of unigram sets over first turns of distinct intents",
+        "higher",
+    ),
+    (
+        "intent_decomposition",
+        "Intent decomposition (%)",
+        "intent decomposition",
+        "mean share of a first turn's non-stopword unigrams found in the intent (prefix removed)",
+        "lower",
+    ),
+    (
+        "termination_f1",
+        "Termination F1 (%)",
+        "termination F1",
+        "F1 of END at every decision point against where the real conversation ended, from one sampled turn per point, the intent's scope sentence taken out",
+        "higher",
+    ),
+    (
+        "termination_expected_f1",
+        "Termination F1 expected from P(end) (%)",
+        "termination F1, expected",
+        "F1 of END from expected counts when each P(end) point ends with the probability that sampling (temperature 1, top-p 0.8) "
+        "draws the end turn there: the sampled F1 without its luck, on the P(end) points (no scope sentence); the no-model rows leave "
+        "each point with the train split's rate there, the floor a model must beat",
+        "higher",
+    ),
+    (
+        "termination_auc",
+        "Termination ROC AUC, P(end) as the first token",
+        "termination AUC",
+        "ROC AUC of the probability the model gives to ending as the first token of its turn, at every decision point, "
+        "against where the real conversation ended, the intent's scope sentence taken out (it states the length); 0.5 is chance, "
+        "the no-model rows are the floor a model must beat; no sampling, so no luck",
+        "higher",
+    ),
+    (
+        "termination_obeys_scope",
+        "Termination obeys scope (%)",
+        "obeys scope",
+        "share of held-out conversations × stated lengths (a single answer, follow up once, a few times) where the simulator, "
+        "reading the conversation's first two decision points with that length in its intent, leaves when told (for a few "
+        "times: not by turn 2), from the chance that sampling ends each point; a controllability figure, not when real users leave",
+        "higher",
+    ),
+    (
+        "role_adherence",
+        "Role adherence (%)",
+        "role adherence",
+        "share of probes (assistant feigns uncertainty) where the simulator stays a user",
+        "higher",
+    ),
+    (
+        "intent_adherence",
+        "Intent adherence (%)",
+        "intent adherence",
+        "share of probes (assistant proposes a diversion) where the simulator stays on its intent",
+        "higher",
+    ),
+    (
+        "naturalness",
+        "Naturalness (%)",
+        "naturalness",
+        "share of generated first turns the naturalness detector calls human",
+        "higher",
+    ),
+    (
+        "persona_fidelity",
+        "Persona fidelity (%)",
+        "persona fidelity",
+        "share of the six style buckets (length, lowercase, punctuation, typos, questions, politeness) in which a held-out user's turns, "
+        "written with that user's persona in the system message, match the user's own measured style",
+        "higher",
+    ),
+    (
+        "persona_contrast",
+        "Persona contrast (words per turn)",
+        "persona contrast",
+        "words per turn of first turns under an elaborate persona minus under a terse one (same intents, same seeds)",
+        "higher",
+    ),
+    (
+        "within_intent_diversity",
+        "Diversity across simulations of one intent (%)",
+        "diversity in one intent",
+        "1 − mean pairwise Jaccard among first turns simulated for the same intent",
+        "higher",
+    ),
+    (
+        "distinct_1",
+        "Distinct-1 (%)",
+        "distinct-1",
+        "distinct unigrams / all unigrams over generated first turns",
+        "higher",
+    ),
+    (
+        "distinct_2",
+        "Distinct-2 (%)",
+        "distinct-2",
+        "distinct bigrams / all bigrams over generated first turns",
+        "higher",
+    ),
 )
 HUMAN_ROW = "human (this test set, measured)"
 HUMAN_ROWS = {"persona_fidelity": (HUMAN_REFERENCE, "measured, real users against their own other half")}
-REFERENCE_ROWS = {"termination_auc": [("chance", 0.5)],
-                  "termination_obeys_scope": [("chance: any simulator that ignores the stated length", CHANCE)]}
-DETAILS = {"termination_auc": termination_details, "persona_fidelity": persona_details, "persona_contrast": contrast_details}
+REFERENCE_ROWS = {
+    "termination_auc": [("chance", 0.5)],
+    "termination_obeys_scope": [("chance: any simulator that ignores the stated length", CHANCE)],
+}
+DETAILS = {
+    "termination_auc": termination_details,
+    "persona_fidelity": persona_details,
+    "persona_contrast": contrast_details,
+}
 NOTES = {"naturalness": naturalness_notes, "role_adherence": judge_notes, "intent_adherence": judge_notes}
 
 
@@ -78,7 +182,7 @@ def format_interval(entry: dict | None) -> str:
 
 
 def format_figure(entry: dict | None) -> str:
-    """"45.52 [41.20, 50.10], n 40": a figure with its 95% interval and its sample size."""
+    """ "45.52 [41.20, 50.10], n 40": a figure with its 95% interval and its sample size."""
     if entry is None or entry.get("value") is None:
         return "n/a" if entry is not None else ""
     interval = format_interval(entry)
@@ -86,7 +190,7 @@ def format_figure(entry: dict | None) -> str:
 
 
 def format_difference(entry: dict | None) -> str:
-    """"-22.14 [-30.10, -15.00], n 40, shown", or "not shown" where the 95% interval covers zero."""
+    """ "-22.14 [-30.10, -15.00], n 40, shown", or "not shown" where the 95% interval covers zero."""
     if entry is None:
         return ""
     return f"{entry['value']:+.2f} {format_interval(entry) or '(no interval)'}, n {entry['n']}, {'shown' if entry['shown'] else 'not shown'}"
@@ -100,14 +204,30 @@ def metric_rows(results: dict, key: str) -> list[dict]:
     for name, checkpoint in results["checkpoints"].items():
         entry = checkpoint.get(key)
         kind = "prompted instruct model" if checkpoint.get("prompted") else "checkpoint"
-        rows.append({"source": name, "kind": f"measured, {kind}", "value": entry and entry["value"], "n": entry and entry["n"],
-                     "ci": entry and entry.get("ci"), "difference": differences.get(name, {}).get(key)})
+        rows.append(
+            {
+                "source": name,
+                "kind": f"measured, {kind}",
+                "value": entry and entry["value"],
+                "n": entry and entry["n"],
+                "ci": entry and entry.get("ci"),
+                "difference": differences.get(name, {}).get(key),
+            }
+        )
     human = results["human"].get(key)
     if human is not None:
         source, kind = HUMAN_ROWS.get(key, (HUMAN_ROW, "measured, real user turns"))
         rows.append({"source": source, "kind": kind, "value": human["value"], "n": human["n"], "ci": human.get("ci")})
     for source, entry in no_model_reference(results, key):
-        rows.append({"source": source, "kind": "reference, no model", "value": entry["value"], "n": entry["n"], "ci": entry.get("ci")})
+        rows.append(
+            {
+                "source": source,
+                "kind": "reference, no model",
+                "value": entry["value"],
+                "n": entry["n"],
+                "ci": entry.get("ci"),
+            }
+        )
     for source, value in REFERENCE_ROWS.get(key, []):
         rows.append({"source": source, "kind": "reference", "value": value, "n": None})
     for who, value in results["published"]["figures"].get(key, {}).items():
@@ -147,7 +267,9 @@ def checkpoint_lines(results: dict) -> list[str]:
     lines = []
     for name, c in results["checkpoints"].items():
         over = c.get("left_out_over_context") or {}
-        left_out = f", left out as longer than its context: {', '.join(f'{n} {k}' for k, n in over.items())}" if over else ""
+        left_out = (
+            f", left out as longer than its context: {', '.join(f'{n} {k}' for k, n in over.items())}" if over else ""
+        )
         stages = ", ".join(f"{stage} {s} s" for stage, s in c.get("stage_seconds", {}).items())
         lines.append(
             f"{name}: {c['path']}, template {c['template']}{' (prompted instruct model)' if c['prompted'] else ''}, "
@@ -161,14 +283,20 @@ def example_lines(results: dict) -> list[str]:
     lines = []
     for name, c in results["checkpoints"].items():
         for e in c["examples"]:
-            lines.append(f"{name}, first turn for \"{e['intent']}\": {e['first_turn']!r}")
+            lines.append(f'{name}, first turn for "{e["intent"]}": {e["first_turn"]!r}')
         for kind in ("role", "intent"):
             for e in c.get(f"{kind}_adherence", {"examples": []})["examples"][:1]:
-                lines.append(f"{name}, {kind} probe, assistant: {e['assistant']!r} → user: {e['reply']!r} (adhered: {e['adhered']})")
+                lines.append(
+                    f"{name}, {kind} probe, assistant: {e['assistant']!r} → user: {e['reply']!r} (adhered: {e['adhered']})"
+                )
         for e in c.get("persona_contrast", {}).get("examples", [])[:1]:
-            lines.append(f"{name}, the same intent under the terse persona: {e['terse']!r}; under the elaborate one: {e['elaborate']!r}")
+            lines.append(
+                f"{name}, the same intent under the terse persona: {e['terse']!r}; under the elaborate one: {e['elaborate']!r}"
+            )
         for e in c.get("persona_fidelity", {}).get("examples", [])[:1]:
-            lines.append(f"{name}, held-out user ({', '.join(e['persona_reference'].values())}): real {e['real']!r}; generated {e['generated']!r}")
+            lines.append(
+                f"{name}, held-out user ({', '.join(e['persona_reference'].values())}): real {e['real']!r}; generated {e['generated']!r}"
+            )
     return lines
 
 
@@ -185,8 +313,17 @@ class Section:
 def metric_table(rows: list[dict], base: str | None) -> Table:
     return Table(
         ["source", "value", "n", "95% interval", f"minus {base or 'the prompted base'} (95% interval)", "kind"],
-        [[r["source"], format_value(r["value"]), "" if r["n"] is None else str(r["n"]), format_interval(r),
-          format_difference(r.get("difference")), r["kind"]] for r in rows],
+        [
+            [
+                r["source"],
+                format_value(r["value"]),
+                "" if r["n"] is None else str(r["n"]),
+                format_interval(r),
+                format_difference(r.get("difference")),
+                r["kind"],
+            ]
+            for r in rows
+        ],
         ["published" if r["kind"].startswith("published") else "measured" for r in rows],
     )
 
@@ -197,8 +334,13 @@ def metric_plot(key: str, title: str, rows: list[dict], results: dict) -> bytes 
         entries = [*((n, c.get(key)) for n, c in checkpoints.items()), *no_model_reference(results, key)]
         return plot_roc({n: (e["roc"], e["value"]) for n, e in entries if (e or {}).get("value") is not None})
     if key == "persona_contrast":
-        return plot_contrast({n: (c[key]["measures"]["words_per_turn"]["terse"], c[key]["measures"]["words_per_turn"]["elaborate"])
-                              for n, c in checkpoints.items() if (c.get(key) or {}).get("value") is not None})
+        return plot_contrast(
+            {
+                n: (c[key]["measures"]["words_per_turn"]["terse"], c[key]["measures"]["words_per_turn"]["elaborate"])
+                for n, c in checkpoints.items()
+                if (c.get(key) or {}).get("value") is not None
+            }
+        )
     # Perplexities of different checkpoints can differ by orders of magnitude.
     return plot_metric(title, rows, [format_value(r["value"]) for r in rows], log_scale=key.startswith("perplexity"))
 
@@ -210,8 +352,13 @@ def sections(results: dict) -> list[Section]:
         if all(r["value"] is None for r in rows if r["kind"].startswith("measured")):
             continue  # not measured here (a sample size of 0): reference and published rows alone compare nothing
         base = (results.get("differences") or {}).get("base")
-        section = Section(key, title + row_flag(results, key), f"{description}; {better} is better.", [metric_table(rows, base), *DETAILS.get(key, lambda _: [])(results)],
-                          notes=NOTES.get(key, lambda _: [])(results))
+        section = Section(
+            key,
+            title + row_flag(results, key),
+            f"{description}; {better} is better.",
+            [metric_table(rows, base), *DETAILS.get(key, lambda _: [])(results)],
+            notes=NOTES.get(key, lambda _: [])(results),
+        )
         image = metric_plot(key, title, rows, results)
         if image is not None:
             section.images.append((f"{key}.png", image))
@@ -229,7 +376,8 @@ def html_table(table: Table) -> str:
     classes = table.row_classes or ["measured"] * len(table.rows)
     head = "".join(f"<th>{html.escape(h)}</th>" for h in table.headers)
     body = "".join(
-        f"<tr class=\"{c}\">" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row, c in zip(table.rows, classes)
+        f'<tr class="{c}">' + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>"
+        for row, c in zip(table.rows, classes)
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -238,7 +386,7 @@ INTERVALS_NOTE = (
     "Every measured figure has its n and a 95% interval: a percentile bootstrap (2,000 resamples, seeded with the run's seed) "
     "over the unit its items cluster in (conversations, intents, users, probes; the unit is in metrics.json). Each checkpoint "
     "minus the prompted base has its own interval, paired on the units both measured; a difference whose interval covers zero "
-    "is marked \"not shown\": this sample cannot tell the two apart."
+    'is marked "not shown": this sample cannot tell the two apart.'
 )
 HTML_STYLE = (
     "body{font-family:sans-serif;max-width:70rem;margin:2rem auto;padding:0 1rem}"
@@ -254,7 +402,9 @@ def write_report(results: dict, out_dir: Path) -> None:
     write_json(out_dir / "metrics.json", results)
     built = sections(results)
 
-    md = ["# Simulator evaluation", "", INTERVALS_NOTE, "", "Settings:", ""] + [f"- {line}" for line in settings_lines(results)]
+    md = ["# Simulator evaluation", "", INTERVALS_NOTE, "", "Settings:", ""] + [
+        f"- {line}" for line in settings_lines(results)
+    ]
     md += ["", "Checkpoints:", ""] + [f"- {line}" for line in checkpoint_lines(results)]
     for section in built:
         md += ["", f"## {section.title}", "", section.text]
@@ -267,18 +417,22 @@ def write_report(results: dict, out_dir: Path) -> None:
     md += ["", "## Examples", ""] + [f"- {line}" for line in example_lines(results)]
     atomic_write(out_dir / "report.md", "\n".join(md) + "\n")
 
-    parts = [f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Simulator evaluation</title><style>{HTML_STYLE}</style></head><body>"]
+    parts = [
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>Simulator evaluation</title><style>{HTML_STYLE}</style></head><body>'
+    ]
     parts.append(f"<h1>Simulator evaluation</h1><p>{html.escape(INTERVALS_NOTE)}</p><h2>Settings</h2><ul>")
     parts += [f"<li>{html.escape(line)}</li>" for line in settings_lines(results)]
     parts.append("</ul><h2>Checkpoints</h2><ul>")
     parts += [f"<li>{html.escape(line)}</li>" for line in checkpoint_lines(results)]
     parts.append("</ul>")
     for section in built:
-        parts.append(f"<h2 id=\"{section.key}\">{html.escape(section.title)}</h2><p>{html.escape(section.text)}</p>")
+        parts.append(f'<h2 id="{section.key}">{html.escape(section.title)}</h2><p>{html.escape(section.text)}</p>')
         parts += [html_table(table) for table in section.tables]
-        parts += [f"<p class=\"note\">{html.escape(note)}</p>" for note in section.notes]
-        parts += [f"<img alt=\"{html.escape(section.title)}\" src=\"data:image/png;base64,{base64.b64encode(image).decode()}\">"
-                  for _, image in section.images]
+        parts += [f'<p class="note">{html.escape(note)}</p>' for note in section.notes]
+        parts += [
+            f'<img alt="{html.escape(section.title)}" src="data:image/png;base64,{base64.b64encode(image).decode()}">'
+            for _, image in section.images
+        ]
     parts.append("<h2>Examples</h2><ul>")
     parts += [f"<li>{html.escape(line)}</li>" for line in example_lines(results)]
     parts.append("</ul></body></html>")
@@ -293,7 +447,9 @@ def eval_summary(results: dict, out_dir: Path) -> Summary:
         values = [(results["checkpoints"][n].get(key) or {}).get("value") for n in names]
         human = (results["human"].get(key) or {}).get("value")
         published = results["published"]["figures"].get(key, {}).get("UserLM-8b")
-        rows.append((short + row_flag(results, key), *map(format_value, values), format_value(human), format_value(published)))
+        rows.append(
+            (short + row_flag(results, key), *map(format_value, values), format_value(human), format_value(published))
+        )
     validation = results["validation"]
     detector = validation["naturalness_detector"]
     return Summary(
@@ -307,8 +463,14 @@ def eval_summary(results: dict, out_dir: Path) -> Summary:
             f"{format_figure(detector.get('model_written'))}: {(detector.get('model_written') or {}).get('verdict', 'not checked')}; "
             f"against assistant turns, held-out accuracy {format_value(detector['accuracy'])}%.",
             "Persona fidelity, human column: the real users' split-half agreement, a human reference (a model can exceed it).",
-            *(f"Termination ROC AUC, {name}: {format_value(e['value'])} at the same points."
-              for name, e in no_model_reference(results, "termination_auc")),
+            *(
+                f"Termination ROC AUC, {name}: {format_value(e['value'])} at the same points."
+                for name, e in no_model_reference(results, "termination_auc")
+            ),
         ],
-        wrote={"metrics": out_dir / "metrics.json", "report": out_dir / "report.md", "html report": out_dir / "report.html"},
+        wrote={
+            "metrics": out_dir / "metrics.json",
+            "report": out_dir / "report.md",
+            "html report": out_dir / "report.html",
+        },
     )

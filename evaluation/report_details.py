@@ -38,35 +38,82 @@ def no_model_reference(results: dict, key: str) -> list[tuple[str, dict]]:
 
 def termination_details(results: dict) -> list[Table]:
     rows = []
-    entries = [*((name, c.get("termination_auc")) for name, c in results["checkpoints"].items()),
-               *no_model_reference(results, "termination_auc")]
+    entries = [
+        *((name, c.get("termination_auc")) for name, c in results["checkpoints"].items()),
+        *no_model_reference(results, "termination_auc"),
+    ]
     for name, entry in entries:
         if entry:
-            rows.append([name, number(entry["value"]), interval(entry.get("ci")), interval(entry.get("ci_hanley_mcneil")),
-                         probability(entry["mean_at_ends"]), probability(entry["mean_at_continues"]),
-                         probability(entry["median_at_ends"]), probability(entry["median_at_continues"]),
-                         str(entry["n"]), str(entry["real_end_points"])])
-    headers = ["source", "ROC AUC", "95% interval, by conversation", "95% interval, Hanley-McNeil (points independent)", "mean P(end), real ends", "mean P(end), continues", "median P(end), real ends",
-               "median P(end), continues", "points", "real ends"]
+            rows.append(
+                [
+                    name,
+                    number(entry["value"]),
+                    interval(entry.get("ci")),
+                    interval(entry.get("ci_hanley_mcneil")),
+                    probability(entry["mean_at_ends"]),
+                    probability(entry["mean_at_continues"]),
+                    probability(entry["median_at_ends"]),
+                    probability(entry["median_at_continues"]),
+                    str(entry["n"]),
+                    str(entry["real_end_points"]),
+                ]
+            )
+    headers = [
+        "source",
+        "ROC AUC",
+        "95% interval, by conversation",
+        "95% interval, Hanley-McNeil (points independent)",
+        "mean P(end), real ends",
+        "mean P(end), continues",
+        "median P(end), real ends",
+        "median P(end), continues",
+        "points",
+        "real ends",
+    ]
     return [Table(headers, rows)] if rows else []
 
 
-MEASURE_HEADERS = {"words_per_turn": "words/turn error", "lowercase_start_rate": "lowercase start (pp)",
-                   "punctuation_rate": "final punctuation (pp)", "typo_rate": "typos (pp)", "question_rate": "questions (pp)",
-                   "politeness_rate": "politeness (pp)"}
+MEASURE_HEADERS = {
+    "words_per_turn": "words/turn error",
+    "lowercase_start_rate": "lowercase start (pp)",
+    "punctuation_rate": "final punctuation (pp)",
+    "typo_rate": "typos (pp)",
+    "question_rate": "questions (pp)",
+    "politeness_rate": "politeness (pp)",
+}
 
 
 def persona_details(results: dict) -> list[Table]:
     entries = [(name, c.get("persona_fidelity")) for name, c in results["checkpoints"].items()]
     entries.append((HUMAN_REFERENCE, results["human"].get("persona_fidelity")))
-    rows = [[name, number(e["value"]), *(number(e["errors"][m]["value"]) for m in STYLE_MEASURES), str(e["n"]), str(e["end_turns"])]
-            for name, e in entries if e and e["value"] is not None]
-    headers = ["source", "bucket agreement (%)", *(MEASURE_HEADERS[m] for m in STYLE_MEASURES), "users", "END turns left out"]
+    rows = [
+        [
+            name,
+            number(e["value"]),
+            *(number(e["errors"][m]["value"]) for m in STYLE_MEASURES),
+            str(e["n"]),
+            str(e["end_turns"]),
+        ]
+        for name, e in entries
+        if e and e["value"] is not None
+    ]
+    headers = [
+        "source",
+        "bucket agreement (%)",
+        *(MEASURE_HEADERS[m] for m in STYLE_MEASURES),
+        "users",
+        "END turns left out",
+    ]
     return [Table(headers, rows)] if rows else []
 
 
-CONTRAST_HEADERS = {"words_per_turn": "words/turn", "lowercase_start_rate": "lowercase start", "punctuation_rate": "final punctuation",
-                    "typo_rate": "typos", "politeness_rate": "politeness"}
+CONTRAST_HEADERS = {
+    "words_per_turn": "words/turn",
+    "lowercase_start_rate": "lowercase start",
+    "punctuation_rate": "final punctuation",
+    "typo_rate": "typos",
+    "politeness_rate": "politeness",
+}
 
 
 def contrast_details(results: dict) -> list[Table]:
@@ -75,22 +122,42 @@ def contrast_details(results: dict) -> list[Table]:
         entry = c.get("persona_contrast")
         if not entry or entry["value"] is None:
             continue
-        cells = [f"{m['terse']:.2f} → {m['elaborate']:.2f} ({m['difference']:+.2f}{'' if m['as_expected'] else ', not ' + m['expected']})"
-                 for m in entry["measures"].values()]
-        rows.append([name, *cells, f"{entry['as_expected']} of {len(entry['measures'])}", f"{entry['elaborate_longer']} of {entry['n']}"])
-    measures = next((c["persona_contrast"]["measures"] for c in results["checkpoints"].values() if c.get("persona_contrast", {}).get("measures")), {})
-    headers = ["checkpoint", *(f"{CONTRAST_HEADERS[m]} ({entry['expected']})" for m, entry in measures.items()),
-               "moved as expected", "elaborate turn longer"]
+        cells = [
+            f"{m['terse']:.2f} → {m['elaborate']:.2f} ({m['difference']:+.2f}{'' if m['as_expected'] else ', not ' + m['expected']})"
+            for m in entry["measures"].values()
+        ]
+        rows.append(
+            [
+                name,
+                *cells,
+                f"{entry['as_expected']} of {len(entry['measures'])}",
+                f"{entry['elaborate_longer']} of {entry['n']}",
+            ]
+        )
+    measures = next(
+        (
+            c["persona_contrast"]["measures"]
+            for c in results["checkpoints"].values()
+            if c.get("persona_contrast", {}).get("measures")
+        ),
+        {},
+    )
+    headers = [
+        "checkpoint",
+        *(f"{CONTRAST_HEADERS[m]} ({entry['expected']})" for m, entry in measures.items()),
+        "moved as expected",
+        "elaborate turn longer",
+    ]
     return [Table(headers, rows)] if rows else []
 
 
 def with_interval(entry: dict, unit: str = "") -> str:
-    """"70.60% [68.00, 73.12], n 800": a validation figure with its 95% interval and sample size."""
+    """ "70.60% [68.00, 73.12], n 800": a validation figure with its 95% interval and sample size."""
     return f"{number(entry['value'])}{unit} {interval(entry.get('ci')) or '(no interval)'}, n {entry['n']}"
 
 
 def row_flag(results: dict, key: str) -> str:
-    """" (uninformative)" for the naturalness row when its detector cannot tell real users from models writing as users."""
+    """ " (uninformative)" for the naturalness row when its detector cannot tell real users from models writing as users."""
     checked = ((results.get("validation") or {}).get("naturalness_detector") or {}).get("model_written") or {}
     return " (uninformative)" if key == "naturalness" and checked.get("informative") is False else ""
 
@@ -100,10 +167,12 @@ def naturalness_notes(results: dict) -> list[str]:
     notes = [model_written_note(v.get("model_written"))]
     if v["accuracy"] is None:
         return notes + ["Against assistant turns: no held-out user and assistant turns to validate on."]
-    return notes + [f"Against assistant turns, on held-out turns it was not trained on ({v['n_user_turns']} real user turns, "
-                    f"{v['n_assistant_turns']} assistant turns of the test data): accuracy {v['accuracy']:.1f}%; it rates "
-                    f"{v['user_turns_rated_human']:.1f}% of the real user turns human and {v['assistant_turns_rated_machine']:.1f}% "
-                    "of the assistant turns machine-written."]
+    return notes + [
+        f"Against assistant turns, on held-out turns it was not trained on ({v['n_user_turns']} real user turns, "
+        f"{v['n_assistant_turns']} assistant turns of the test data): accuracy {v['accuracy']:.1f}%; it rates "
+        f"{v['user_turns_rated_human']:.1f}% of the real user turns human and {v['assistant_turns_rated_machine']:.1f}% "
+        "of the assistant turns machine-written."
+    ]
 
 
 def model_written_note(v: dict | None) -> str:
@@ -111,14 +180,18 @@ def model_written_note(v: dict | None) -> str:
     if not v or v["value"] is None:
         return "Not validated against models writing as users (naturalness_model_turns 0): this row's meaning is unchecked."
     settings = "; ".join(f"{name}: {with_interval(e)}" for name, e in v["by_setting"].items())
-    return (f"{'' if v['informative'] else 'UNINFORMATIVE ROW. '}Detector validation against models writing as users: ROC AUC "
-            f"{with_interval(v)} ({v['real_user_turns']} held-out real first turns against {v['model_turns']} first turns by "
-            f"{v['model']}; {settings}); {v['verdict']}.")
+    return (
+        f"{'' if v['informative'] else 'UNINFORMATIVE ROW. '}Detector validation against models writing as users: ROC AUC "
+        f"{with_interval(v)} ({v['real_user_turns']} held-out real first turns against {v['model_turns']} first turns by "
+        f"{v['model']}; {settings}); {v['verdict']}."
+    )
 
 
 def judge_notes(results: dict) -> list[str]:
     v = results["validation"]["judge"]
     unjudged = f"; {v['unjudged']} left unjudged, counted wrong" if v["unjudged"] else ""
     by_kind = ", ".join(f"{kind} {with_interval(e, unit='%')}" for kind, e in v["by_kind"].items())
-    return [f"Judge validation {v['labels']}: accuracy {with_interval(v, unit='%')} ({by_kind}{unjudged}).",
-            f"Beside it, {v['in_sample']['labels']}: accuracy {with_interval(v['in_sample'], unit='%')}; in-sample, so not the figure to trust."]
+    return [
+        f"Judge validation {v['labels']}: accuracy {with_interval(v, unit='%')} ({by_kind}{unjudged}).",
+        f"Beside it, {v['in_sample']['labels']}: accuracy {with_interval(v['in_sample'], unit='%')}; in-sample, so not the figure to trust.",
+    ]

@@ -30,9 +30,16 @@ def plot_metric(title: str, rows: list[dict], labels: list[str], *, log_scale: b
     grey = [not r["kind"].startswith("measured") for r, _ in shown]
     values = [r["value"] for r, _ in shown]
     intervals = [r.get("ci") or (v, v) for (r, _), v in zip(shown, values)]
-    bars = axes.barh([r["source"] for r, _ in shown], values, color=[PUBLISHED if g else MEASURED for g in grey],
-                     xerr=[[max(0.0, v - lo) for v, (lo, _) in zip(values, intervals)], [max(0.0, hi - v) for v, (_, hi) in zip(values, intervals)]],
-                     error_kw={"ecolor": "black", "capsize": 3, "linewidth": 1})
+    bars = axes.barh(
+        [r["source"] for r, _ in shown],
+        values,
+        color=[PUBLISHED if g else MEASURED for g in grey],
+        xerr=[
+            [max(0.0, v - lo) for v, (lo, _) in zip(values, intervals)],
+            [max(0.0, hi - v) for v, (_, hi) in zip(values, intervals)],
+        ],
+        error_kw={"ecolor": "black", "capsize": 3, "linewidth": 1},
+    )
     for bar, is_grey in zip(bars, grey):
         if is_grey:
             bar.set_hatch("//")
@@ -70,8 +77,20 @@ def plot_contrast(words_per_turn: dict[str, tuple[float, float]]) -> bytes | Non
     names = list(words_per_turn)
     figure, axes = plt.subplots(figsize=(7.5, 0.7 * len(names) + 1.4), dpi=100)
     positions = range(len(names))
-    terse = axes.barh([p - 0.2 for p in positions], [words_per_turn[n][0] for n in names], height=0.4, color=PUBLISHED, label="terse persona")
-    elaborate = axes.barh([p + 0.2 for p in positions], [words_per_turn[n][1] for n in names], height=0.4, color=MEASURED, label="elaborate persona")
+    terse = axes.barh(
+        [p - 0.2 for p in positions],
+        [words_per_turn[n][0] for n in names],
+        height=0.4,
+        color=PUBLISHED,
+        label="terse persona",
+    )
+    elaborate = axes.barh(
+        [p + 0.2 for p in positions],
+        [words_per_turn[n][1] for n in names],
+        height=0.4,
+        color=MEASURED,
+        label="elaborate persona",
+    )
     for bars in (terse, elaborate):
         axes.bar_label(bars, fmt="%.1f", padding=3, fontsize=8)
     axes.set_yticks(list(positions), names)

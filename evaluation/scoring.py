@@ -59,7 +59,9 @@ def human_reference(subsets: EvalSubsets, detector, seed: int) -> dict:
     result = word_metrics(turns, intents, [], seed=seed)
     result["naturalness"] = naturalness(detector, turns, intents, seed)
     if subsets.persona_users:
-        result["persona_fidelity"] = user_agreement([u.real_turns for u in subsets.persona_users], subsets.persona_users, seed)
+        result["persona_fidelity"] = user_agreement(
+            [u.real_turns for u in subsets.persona_users], subsets.persona_users, seed
+        )
     return result
 
 
@@ -73,8 +75,9 @@ def user_agreement(turn_sets: list[list[str]], users: list[HeldOutUser], seed: i
     return style_agreement(turn_sets, [u.reference for u in users], [u.user for u in users], seed=seed)
 
 
-def generate_texts(simulator, prompts: list[list[dict]], config: EvalConfig, *, seed: int, desc: str,
-                   max_new_tokens: int | None = None) -> list[str]:
+def generate_texts(
+    simulator, prompts: list[list[dict]], config: EvalConfig, *, seed: int, desc: str, max_new_tokens: int | None = None
+) -> list[str]:
     """One unguarded turn per prompt, in prompt order, of at most `max_new_tokens` (default: the config's)
     tokens; an END turn is the end marker."""
     from tqdm.auto import tqdm
@@ -83,7 +86,9 @@ def generate_texts(simulator, prompts: list[list[dict]], config: EvalConfig, *, 
     with tqdm(total=len(prompts), desc=desc, unit="turn", disable=not config.progress) as bar:
         for start in range(0, len(prompts), config.batch_size):
             batch = prompts[start : start + config.batch_size]
-            turns = simulator.generate(batch, guardrails=None, seed=seed + start, max_new_tokens=max_new_tokens or config.max_new_tokens)
+            turns = simulator.generate(
+                batch, guardrails=None, seed=seed + start, max_new_tokens=max_new_tokens or config.max_new_tokens
+            )
             texts.extend(END_MARKER if t.is_end else t.text for t in turns)
             bar.update(len(batch))
     return texts
@@ -94,15 +99,30 @@ def perplexities(simulator, samples: list[dict], config: EvalConfig, name: str) 
     from .perplexity import completion_nll, without_intent
 
     result = {}
-    for key, scored, label in (("with_intent", samples, "ppl"), ("without_intent", [without_intent(s) for s in samples], "ppl-no-intent")):
+    for key, scored, label in (
+        ("with_intent", samples, "ppl"),
+        ("without_intent", [without_intent(s) for s in samples], "ppl-no-intent"),
+    ):
         nlls = completion_nll(
-            simulator.model, simulator.tokenizer, simulator.template, scored,
-            batch_size=max(1, config.batch_size // 2), progress=config.progress, desc=f"{name} {label}",
+            simulator.model,
+            simulator.tokenizer,
+            simulator.template,
+            scored,
+            batch_size=max(1, config.batch_size // 2),
+            progress=config.progress,
+            desc=f"{name} {label}",
         )
         # perplexity.perplexity pooled over samples, resampled by conversation (a conversation's turns share its context).
-        result[f"perplexity_{key}"] = {**figure("perplexity", [list(pair) for pair in nlls], seed=config.seed,
-                                                ids=[s["conversation_id"] for s in samples], unit="conversation"),
-                                       "tokens": sum(n for _, n in nlls)}
+        result[f"perplexity_{key}"] = {
+            **figure(
+                "perplexity",
+                [list(pair) for pair in nlls],
+                seed=config.seed,
+                ids=[s["conversation_id"] for s in samples],
+                unit="conversation",
+            ),
+            "tokens": sum(n for _, n in nlls),
+        }
     return result
 
 
@@ -123,13 +143,18 @@ def timed(seconds: dict, stage: str):
 def persona_fidelity(simulator, users: list[HeldOutUser], config: EvalConfig, name: str) -> dict:
     """Each held-out user's scored turns written with their persona, measured against their reference half."""
     prompts = [p for u in users for p in u.prompts]
-    texts = generate_texts(simulator, prompts, config, seed=config.seed + PERSONA_SEED_OFFSET, desc=f"{name} persona turns")
+    texts = generate_texts(
+        simulator, prompts, config, seed=config.seed + PERSONA_SEED_OFFSET, desc=f"{name} persona turns"
+    )
     groups, start = [], 0
     for user in users:
         groups.append(texts[start : start + len(user.prompts)])
         start += len(user.prompts)
     result = user_agreement(groups, users, config.seed)
-    result["examples"] = [{"persona_reference": u.reference["buckets"], "real": u.real_turns[0], "generated": g[0]} for u, g in list(zip(users, groups))[:2]]
+    result["examples"] = [
+        {"persona_reference": u.reference["buckets"], "real": u.real_turns[0], "generated": g[0]}
+        for u, g in list(zip(users, groups))[:2]
+    ]
     return result
 
 
@@ -139,7 +164,9 @@ def contrast(simulator, intents: list[str], config: EvalConfig, name: str) -> di
     seed = config.seed + CONTRAST_SEED_OFFSET
     full = config.contrast_max_new_tokens  # full-length turns: a cut elaborate turn shrinks the contrast
     terse_turns = generate_texts(simulator, terse, config, seed=seed, desc=f"{name} terse persona", max_new_tokens=full)
-    elaborate_turns = generate_texts(simulator, elaborate, config, seed=seed, desc=f"{name} elaborate persona", max_new_tokens=full)
+    elaborate_turns = generate_texts(
+        simulator, elaborate, config, seed=seed, desc=f"{name} elaborate persona", max_new_tokens=full
+    )
     # The value is the mean of each intent's difference: its interval is over intents.
     return persona_contrast(terse_turns, elaborate_turns, intents, seed=config.seed)
 
@@ -165,14 +192,27 @@ def score_checkpoint(spec: CheckpointSpec, subsets: EvalSubsets, judge, detector
 
     intents = [intent_of(s) for s in subsets.first_turns]
     with timed(seconds, "first turns and simulations"):
-        first = generate_texts(simulator, [s["prompt"][:1] for s in subsets.first_turns], config, seed=config.seed, desc=f"{spec.name} first turns")
+        first = generate_texts(
+            simulator,
+            [s["prompt"][:1] for s in subsets.first_turns],
+            config,
+            seed=config.seed,
+            desc=f"{spec.name} first turns",
+        )
         # All simulations in one stream of batches; each row has its own seed.
         repeats = config.simulations_per_intent
         simulated = generate_texts(
-            simulator, [s["prompt"][:1] for s in subsets.diversity for _ in range(repeats)], config,
-            seed=config.seed + SIMULATION_SEED_OFFSET, desc=f"{spec.name} simulations",
+            simulator,
+            [s["prompt"][:1] for s in subsets.diversity for _ in range(repeats)],
+            config,
+            seed=config.seed + SIMULATION_SEED_OFFSET,
+            desc=f"{spec.name} simulations",
         )
-    result.update(word_metrics(first, intents, [simulated[k : k + repeats] for k in range(0, len(simulated), repeats)], seed=config.seed))
+    result.update(
+        word_metrics(
+            first, intents, [simulated[k : k + repeats] for k in range(0, len(simulated), repeats)], seed=config.seed
+        )
+    )
     spoken = [(t, i) for t, i in zip(first, intents) if t != END_MARKER]
     if spoken:
         result["naturalness"] = naturalness(detector, [t for t, _ in spoken], [i for _, i in spoken], config.seed)
@@ -180,30 +220,59 @@ def score_checkpoint(spec: CheckpointSpec, subsets: EvalSubsets, judge, detector
     if subsets.termination_points:
         with timed(seconds, "termination F1"):
             result["termination_f1"] = termination_f1(
-                simulator, subsets.termination_points, seed=config.seed, max_new_tokens=config.termination_max_new_tokens,
-                batch_size=config.batch_size, progress=config.progress,
+                simulator,
+                subsets.termination_points,
+                seed=config.seed,
+                max_new_tokens=config.termination_max_new_tokens,
+                batch_size=config.batch_size,
+                progress=config.progress,
             )
     if subsets.end_points:
         with timed(seconds, "P(end)"), teacher_forced(simulator, config):
-            probabilities, sampled = end_scores(simulator, subsets.end_points, top_p=SAMPLING_TOP_P, batch_size=config.batch_size,
-                                                progress=config.progress, desc=f"{spec.name} P(end)")
+            probabilities, sampled = end_scores(
+                simulator,
+                subsets.end_points,
+                top_p=SAMPLING_TOP_P,
+                batch_size=config.batch_size,
+                progress=config.progress,
+                desc=f"{spec.name} P(end)",
+            )
         real_ends = [p["is_end"] for p in subsets.end_points]
         conversations = [p["conversation_id"] for p in subsets.end_points]
-        result["termination_auc"] = end_probability_metrics(probabilities, real_ends, conversations=conversations, seed=config.seed)
-        result["termination_expected_f1"] = expected_f1(sampled, real_ends, conversations=conversations, seed=config.seed)
+        result["termination_auc"] = end_probability_metrics(
+            probabilities, real_ends, conversations=conversations, seed=config.seed
+        )
+        result["termination_expected_f1"] = expected_f1(
+            sampled, real_ends, conversations=conversations, seed=config.seed
+        )
     if subsets.scope_points:
         with timed(seconds, "obeys scope"), teacher_forced(simulator, config):
-            result["termination_obeys_scope"] = obeys_scope(simulator, subsets.scope_points, top_p=SAMPLING_TOP_P, seed=config.seed,
-                                                            batch_size=config.batch_size, progress=config.progress,
-                                                            desc=f"{spec.name} obeys scope")
+            result["termination_obeys_scope"] = obeys_scope(
+                simulator,
+                subsets.scope_points,
+                top_p=SAMPLING_TOP_P,
+                seed=config.seed,
+                batch_size=config.batch_size,
+                progress=config.progress,
+                desc=f"{spec.name} obeys scope",
+            )
 
     for kind in ("role", "intent"):
         probes = build_probes(subsets.probe_openings, kind, config.probes_per_kind, config.seed)
         if probes:
             with timed(seconds, f"{kind} probes"):
-                replies = generate_texts(simulator, [p.prompt for p in probes], config, seed=config.seed + PROBE_SEED_OFFSET, desc=f"{spec.name} {kind} probes")
+                replies = generate_texts(
+                    simulator,
+                    [p.prompt for p in probes],
+                    config,
+                    seed=config.seed + PROBE_SEED_OFFSET,
+                    desc=f"{spec.name} {kind} probes",
+                )
             judged = adherence(judge, probes, replies)
-            result[f"{kind}_adherence"] = {**judged, **share_figure(judged["value"], judged["n"], seed=config.seed, unit="probe")}
+            result[f"{kind}_adherence"] = {
+                **judged,
+                **share_figure(judged["value"], judged["n"], seed=config.seed, unit="probe"),
+            }
 
     if subsets.persona_users:
         with timed(seconds, "persona fidelity"):

@@ -18,8 +18,8 @@ from userlm.data_prep.samples import iter_conversations, open_lines
 from userlm.errors import UserError
 
 from .config import EvalConfig
-from .persona_fidelity import HeldOutUser, held_out_users
 from .obeys_scope import POINTS_READ
+from .persona_fidelity import HeldOutUser, held_out_users
 from .termination import decision_points
 
 
@@ -46,7 +46,11 @@ def sample_problem(sample) -> str | None:
     if not isinstance(sample, dict):
         return "the line is not a JSON object"
     prompt, completion = sample.get("prompt"), sample.get("completion")
-    if not isinstance(prompt, list) or not prompt or not all(is_message(m, ("system", "user", "assistant")) for m in prompt):
+    if (
+        not isinstance(prompt, list)
+        or not prompt
+        or not all(is_message(m, ("system", "user", "assistant")) for m in prompt)
+    ):
         return "prompt is not a non-empty list of {role, content} messages with text contents"
     if not isinstance(completion, list) or len(completion) != 1 or not is_message(completion[0], ("user",)):
         return "completion is not one user message with a text content"
@@ -74,7 +78,9 @@ def read_samples(path: Path) -> tuple[list[dict], list[dict]]:
             continue
         samples.append(sample)
     if not samples:
-        raise UserError(f"{path} holds no flipped samples; give the folder (or its test.jsonl) that `userlm prep` wrote.")
+        raise UserError(
+            f"{path} holds no flipped samples; give the folder (or its test.jsonl) that `userlm prep` wrote."
+        )
     return samples, bad
 
 
@@ -83,8 +89,11 @@ def conversation_users(data: Path) -> dict[str, str]:
     empty when there is none or it cannot be read (each conversation then stands in for its user,
     and the report says the users were unknown)."""
     try:
-        return {r["conversation_id"]: r["user_id"] for r in iter_conversations(Path(data).parent)
-                if isinstance(r, dict) and isinstance(r.get("user_id"), str) and isinstance(r.get("conversation_id"), str)}
+        return {
+            r["conversation_id"]: r["user_id"]
+            for r in iter_conversations(Path(data).parent)
+            if isinstance(r, dict) and isinstance(r.get("user_id"), str) and isinstance(r.get("conversation_id"), str)
+        }
     except (UserError, json.JSONDecodeError):
         return {}
 
@@ -136,13 +145,23 @@ def draw_subsets(samples: list[dict], config: EvalConfig, users: dict[str, str] 
     # Obeys scope reads a conversation's first two points, as they are, under each stated length.
     kept_per_conversation = Counter(p["conversation_id"] for p in points)
     long_enough = sorted(c for c, n in kept_per_conversation.items() if n >= POINTS_READ)
-    read_for_scope = set(random.Random(f"{config.seed}-scope").sample(long_enough, min(config.scope_conversations, len(long_enough))))
-    persona_users, persona_counts = held_out_users(
-        samples, users or {}, count=config.persona_users, turns_per_user=config.persona_turns_per_user,
-        # The prompt the model reads, never the turn it is scored on, decides what fits.
-        fits=lambda prompt: sum(len(m["content"]) for m in prompt) <= config.max_sample_chars,
-        persona_filter=config.persona_filter, seed=config.seed,
-    ) if config.persona_users else ([], {})
+    read_for_scope = set(
+        random.Random(f"{config.seed}-scope").sample(long_enough, min(config.scope_conversations, len(long_enough)))
+    )
+    persona_users, persona_counts = (
+        held_out_users(
+            samples,
+            users or {},
+            count=config.persona_users,
+            turns_per_user=config.persona_turns_per_user,
+            # The prompt the model reads, never the turn it is scored on, decides what fits.
+            fits=lambda prompt: sum(len(m["content"]) for m in prompt) <= config.max_sample_chars,
+            persona_filter=config.persona_filter,
+            seed=config.seed,
+        )
+        if config.persona_users
+        else ([], {})
+    )
     contrast_intents = list(dict.fromkeys(intent_of(s) for s in openings))[: config.contrast_intents]
     return EvalSubsets(
         perplexity=scored,
@@ -157,7 +176,8 @@ def draw_subsets(samples: list[dict], config: EvalConfig, users: dict[str, str] 
         counts={
             "samples_longer_than_max_chars": len(samples) - len(fits),
             "decision_points_longer_than_max_chars": len(all_points) - len(points),
-            "conversations_without_a_short_decision_point": len({p["conversation_id"] for p in all_points}) - len(eligible),
+            "conversations_without_a_short_decision_point": len({p["conversation_id"] for p in all_points})
+            - len(eligible),
             "termination_conversations": len(chosen),
             "end_probability_conversations": len(scored_for_end),
             "scope_conversations": len(read_for_scope),

@@ -14,7 +14,7 @@ from pathlib import Path
 from userlm.config import Config
 from userlm.errors import UserError
 
-from .report import METRICS, format_figure, format_difference, markdown_table
+from .report import METRICS, format_difference, format_figure, markdown_table
 from .report_details import Table
 
 
@@ -22,7 +22,13 @@ def comparison_table(results: dict) -> Table:
     names = list(results["checkpoints"])
     differences = results.get("differences") or {"base": None, "checkpoints": {}}
     compared = list(differences["checkpoints"])
-    headers = ["metric", *names, *(f"{name} − {differences['base']}" for name in compared), "human (measured)", "UserLM-8b (published)"]
+    headers = [
+        "metric",
+        *names,
+        *(f"{name} − {differences['base']}" for name in compared),
+        "human (measured)",
+        "UserLM-8b (published)",
+    ]
     rows = []
     for key, _, short, _, better in METRICS:
         measured = [results["checkpoints"][n].get(key) for n in names]
@@ -30,12 +36,15 @@ def comparison_table(results: dict) -> Table:
         if all(entry is None for entry in [*measured, human]):
             continue  # not measured in this run
         published = results["published"]["figures"].get(key, {}).get("UserLM-8b")
-        rows.append([
-            f"{short} ({better} is better)",
-            *(format_figure(entry) for entry in measured),
-            *(format_difference(differences["checkpoints"][n].get(key)) for n in compared),
-            format_figure(human), "" if published is None else f"{published:.2f}",
-        ])
+        rows.append(
+            [
+                f"{short} ({better} is better)",
+                *(format_figure(entry) for entry in measured),
+                *(format_difference(differences["checkpoints"][n].get(key)) for n in compared),
+                format_figure(human),
+                "" if published is None else f"{published:.2f}",
+            ]
+        )
     return Table(headers, rows)
 
 
@@ -45,7 +54,9 @@ class TableConfig(Config):
 
     def validate(self) -> None:
         if not Path(self.metrics).is_file():
-            raise UserError(f"No metrics file at {self.metrics}; give the metrics.json of a `userlm eval` output folder.")
+            raise UserError(
+                f"No metrics file at {self.metrics}; give the metrics.json of a `userlm eval` output folder."
+            )
 
 
 def table_markdown(path: Path) -> str:

@@ -65,12 +65,17 @@ class LocalAssistant:
 
     @torch.no_grad()
     def generate(self, conversations: list[list[dict]]) -> list[str]:
-        texts = [self.tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in conversations]
+        texts = [
+            self.tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in conversations
+        ]
         batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
         output = self.model.generate(
             **batch, max_new_tokens=self.max_tokens, do_sample=False, pad_token_id=self.tokenizer.pad_token_id
         )
-        return [t.strip() for t in self.tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)]
+        return [
+            t.strip()
+            for t in self.tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+        ]
 
     async def aclose(self) -> None:
         return None
@@ -84,7 +89,9 @@ class CallableAssistant:
         try:
             self.function = getattr(importlib.import_module(module_name), function_name)
         except (ImportError, AttributeError):
-            raise UserError(f"Could not import {function_name!r} from module {module_name!r}; check python:MODULE:FUNCTION and PYTHONPATH.") from None
+            raise UserError(
+                f"Could not import {function_name!r} from module {module_name!r}; check python:MODULE:FUNCTION and PYTHONPATH."
+            ) from None
         self.settings = {"kind": "python", "function": spec}
 
     async def reply(self, conversations: list[list[dict]]) -> list[str | Exception]:
@@ -118,8 +125,14 @@ def make_assistant(
         if not model:
             raise UserError("Name the assistant's model with --assistant-model when the assistant is an endpoint URL.")
         endpoint = Endpoint(
-            base_url=spec, model=model, api_key_env=api_key_env, timeout=timeout,
-            max_retries=max_retries, max_concurrency=max_concurrency,
+            base_url=spec,
+            model=model,
+            api_key_env=api_key_env,
+            timeout=timeout,
+            max_retries=max_retries,
+            max_concurrency=max_concurrency,
         )
         return EndpointAssistant(endpoint, max_tokens=max_tokens)
-    raise UserError(f"Unknown assistant {spec!r}; pass an endpoint URL (http://.../v1), hf:PATH or python:module:function.")
+    raise UserError(
+        f"Unknown assistant {spec!r}; pass an endpoint URL (http://.../v1), hf:PATH or python:module:function."
+    )

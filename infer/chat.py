@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from userlm.config import to_dict
 
@@ -34,9 +34,18 @@ def run_chat(config: ChatConfig, *, read: Callable[[str], str] = input, show: Ca
     simulator = load_simulator(config)
     check_intents_fit(simulator, [Job("chat", config.intent, config.persona, 0, 0)], config.max_new_tokens)
     return chat(
-        simulator, config.intent, config.out, persona=config.persona, guardrails=config.guardrails,
-        seed=config.seed, max_turns=config.max_turns, max_new_tokens=config.max_new_tokens,
-        temperature=config.temperature, top_p=config.top_p, read=read, show=show,
+        simulator,
+        config.intent,
+        config.out,
+        persona=config.persona,
+        guardrails=config.guardrails,
+        seed=config.seed,
+        max_turns=config.max_turns,
+        max_new_tokens=config.max_new_tokens,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        read=read,
+        show=show,
     )
 
 
@@ -81,11 +90,18 @@ def chat(
         show("user: [leaves the conversation]")
     elif conversation.termination_reason in ("guardrails_exhausted", "simulator_error"):
         show(f"The simulator stopped: {conversation.termination_reason} {conversation.error or ''}".rstrip())
-    settings = {**simulator.settings, "guardrails": to_dict(guardrails),
-                "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
+    settings = {
+        **simulator.settings,
+        "guardrails": to_dict(guardrails),
+        "max_new_tokens": max_new_tokens,
+        "temperature": temperature,
+        "top_p": top_p,
+    }
     record = record_of(conversation, settings, {"kind": "human"})
     out_file = Path(out_file)
     with open_output(out_file) as sink:
         append_record(sink, record)
-    show(f"Saved the transcript ({conversation.user_turns} user turns, {conversation.termination_reason}) to {out_file}.")
+    show(
+        f"Saved the transcript ({conversation.user_turns} user turns, {conversation.termination_reason}) to {out_file}."
+    )
     return record

@@ -11,9 +11,15 @@ from .config import ChatConfig, SimulateConfig
 def simulate_main(words: list[str]) -> int:
     from .simulate import run_simulation, simulation_summary
 
-    config = parse_config(SimulateConfig, words, prog="userlm simulate", description=(
-        "Simulate conversations: for every intent (and persona), n_per_intent conversations between the "
-        "simulator and the assistant under test; one JSON line each."))
+    config = parse_config(
+        SimulateConfig,
+        words,
+        prog="userlm simulate",
+        description=(
+            "Simulate conversations: for every intent (and persona), n_per_intent conversations between the "
+            "simulator and the assistant under test; one JSON line each."
+        ),
+    )
     print_summary(simulation_summary(run_simulation(config)))
     return 0
 
@@ -21,7 +27,11 @@ def simulate_main(words: list[str]) -> int:
 def chat_main(words: list[str]) -> int:
     from .chat import run_chat
 
-    config = parse_config(ChatConfig, words, prog="userlm chat", description=(
-        "You type the assistant's messages, the simulator answers as the user; Ctrl-D ends."))
+    config = parse_config(
+        ChatConfig,
+        words,
+        prog="userlm chat",
+        description=("You type the assistant's messages, the simulator answers as the user; Ctrl-D ends."),
+    )
     run_chat(config)
     return 0

@@ -50,7 +50,11 @@ def served_context_length(endpoint: Endpoint) -> int | None:
     often shorter than the model's own), or None if it does not say or cannot be reached yet."""
     key = os.environ.get(endpoint.api_key_env)
     try:
-        answer = httpx.get(f"{endpoint.base_url.rstrip('/')}/models", timeout=5, headers={"Authorization": f"Bearer {key}"} if key else {})
+        answer = httpx.get(
+            f"{endpoint.base_url.rstrip('/')}/models",
+            timeout=5,
+            headers={"Authorization": f"Bearer {key}"} if key else {},
+        )
         models = answer.json().get("data", [])
     except (httpx.HTTPError, ValueError, AttributeError):
         return None
@@ -59,7 +63,9 @@ def served_context_length(endpoint: Endpoint) -> int | None:
 
 
 class CompletionsSimulator:
-    def __init__(self, endpoint: Endpoint, checkpoint: str | Path, *, server: str = "transformers", template: str | None = None):
+    def __init__(
+        self, endpoint: Endpoint, checkpoint: str | Path, *, server: str = "transformers", template: str | None = None
+    ):
         if server not in SERVERS:
             raise ValueError(f"server must be one of {SERVERS}")
         self.endpoint = endpoint
@@ -70,7 +76,9 @@ class CompletionsSimulator:
 
             folder = default_model_dir()
         if not Path(folder).is_dir():
-            raise UserError(f"No checkpoint folder at {folder}; the completions backend reads the simulator's tokenizer and template from it.")
+            raise UserError(
+                f"No checkpoint folder at {folder}; the completions backend reads the simulator's tokenizer and template from it."
+            )
         # Only the tokenizer and config are loaded: the flipped template, the end marker's id, the context.
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.template = resolve_template(self.tokenizer, template, checkpoint)
@@ -89,8 +97,13 @@ class CompletionsSimulator:
 
     @property
     def settings(self) -> dict:
-        return {"backend": "completions", "server": self.server, "base_url": self.endpoint.base_url,
-                "model": self.endpoint.model, "template": self.template.name}
+        return {
+            "backend": "completions",
+            "server": self.server,
+            "base_url": self.endpoint.base_url,
+            "model": self.endpoint.model,
+            "template": self.template.name,
+        }
 
     def prompt_tokens(self, prompt: list[dict]) -> int:
         return len(self.tokenizer(render(self.tokenizer, self.template, prompt), add_special_tokens=False)["input_ids"])
@@ -123,7 +136,9 @@ class CompletionsSimulator:
         turns = (self._one(p, s, guardrails, sampling, tuple(stop)) for p, s in zip(prompts, seeds))
         return list(await asyncio.gather(*turns, return_exceptions=True))
 
-    async def _one(self, prompt: list[dict], seed: int, guardrails: Guardrails | None, sampling: dict, stop: tuple[str, ...]) -> GeneratedTurn:
+    async def _one(
+        self, prompt: list[dict], seed: int, guardrails: Guardrails | None, sampling: dict, stop: tuple[str, ...]
+    ) -> GeneratedTurn:
         error = self.prompt_error(prompt, sampling["max_tokens"])
         if error is not None:
             raise error
@@ -136,14 +151,18 @@ class CompletionsSimulator:
             draft = self._draft(choice, stop)
             reason = check_draft(draft, prompt, guardrails) if guardrails else None
             if reason is None:
-                return GeneratedTurn.of(draft, events, attempt, "length" if choice.finish_reason == "length" else "stop")
+                return GeneratedTurn.of(
+                    draft, events, attempt, "length" if choice.finish_reason == "length" else "stop"
+                )
             events.append({**reason, "attempt": attempt})
         return UserSimulator._fallback(draft, events, guardrails)
 
     def _draft(self, choice, stop: tuple[str, ...]) -> ParsedDraft:
         return parse_draft(
-            cut_at_stops(choice.text or "", stop), self.template,
-            special_tokens_stripped=self.server == "transformers", has_end_marker=self.end_marker_stripped,
+            cut_at_stops(choice.text or "", stop),
+            self.template,
+            special_tokens_stripped=self.server == "transformers",
+            has_end_marker=self.end_marker_stripped,
         )
 
     def _native(self, prompt: list[dict], guardrails: Guardrails | None, temperature: float) -> dict:

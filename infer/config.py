@@ -29,37 +29,65 @@ SimulatorServer = Literal["transformers", "vllm", "llamacpp"]
 
 @dataclass(kw_only=True)
 class SimulatorOptions(Config):
-    simulator: str = field(metadata={
-        "help": "the simulator: a `userlm train` output folder, a model folder, a .gguf file, or 'default' "
-        "(the embedded SmolLM2, prompted with the chatml flipped template)",
-    })
-    adapter: Path | None = field(default=None, metadata={"help": "a LoRA adapter folder applied to the simulator model"})
-    template: str | None = field(default=None, metadata={
-        "help": f"flipped template ({', '.join(TEMPLATES)}) for an ordinary instruct model used as a prompted simulator; "
-        "unset: the checkpoint's own",
-        "choices": tuple(TEMPLATES),
-    })
-    simulator_endpoint: str | None = field(default=None, metadata={
-        "help": "run the simulator behind this OpenAI-compatible completions endpoint (…/v1); `simulator` then only gives the tokenizer and template",
-    })
-    simulator_model: str | None = field(default=None, metadata={"help": "model name at the simulator endpoint; unset: the simulator value"})
-    simulator_server: SimulatorServer = field(default="transformers", metadata={
-        "help": "what serves the simulator endpoint (transformers, vllm or llamacpp), which decides the guardrails it applies natively",
-    })
-    seed: int = field(default=0, metadata={"help": "base seed; each conversation's seed is derived from it, its intent, persona and trial", "min": 0})
+    simulator: str = field(
+        metadata={
+            "help": "the simulator: a `userlm train` output folder, a model folder, a .gguf file, or 'default' "
+            "(the embedded SmolLM2, prompted with the chatml flipped template)",
+        }
+    )
+    adapter: Path | None = field(
+        default=None, metadata={"help": "a LoRA adapter folder applied to the simulator model"}
+    )
+    template: str | None = field(
+        default=None,
+        metadata={
+            "help": f"flipped template ({', '.join(TEMPLATES)}) for an ordinary instruct model used as a prompted simulator; "
+            "unset: the checkpoint's own",
+            "choices": tuple(TEMPLATES),
+        },
+    )
+    simulator_endpoint: str | None = field(
+        default=None,
+        metadata={
+            "help": "run the simulator behind this OpenAI-compatible completions endpoint (…/v1); `simulator` then only gives the tokenizer and template",
+        },
+    )
+    simulator_model: str | None = field(
+        default=None, metadata={"help": "model name at the simulator endpoint; unset: the simulator value"}
+    )
+    simulator_server: SimulatorServer = field(
+        default="transformers",
+        metadata={
+            "help": "what serves the simulator endpoint (transformers, vllm or llamacpp), which decides the guardrails it applies natively",
+        },
+    )
+    seed: int = field(
+        default=0,
+        metadata={
+            "help": "base seed; each conversation's seed is derived from it, its intent, persona and trial",
+            "min": 0,
+        },
+    )
     max_new_tokens: int = field(default=64, metadata={"help": "tokens at most per simulated user turn", "min": 1})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the simulator (0 is greedy)", "min": 0})
+    temperature: float = field(
+        default=1.0, metadata={"help": "sampling temperature of the simulator (0 is greedy)", "min": 0}
+    )
     top_p: float = field(default=0.8, metadata={"help": "nucleus sampling mass of the simulator", "above": 0, "max": 1})
-    guardrails: Guardrails | None = field(default_factory=Guardrails, metadata={
-        "help": "the paper's four guardrails, all on by default; null (--no-guardrails) samples unguarded",
-    })
+    guardrails: Guardrails | None = field(
+        default_factory=Guardrails,
+        metadata={
+            "help": "the paper's four guardrails, all on by default; null (--no-guardrails) samples unguarded",
+        },
+    )
 
     # A relative simulator folder in a config file is read beside the file.
     path_keys = ("simulator",)
 
     def validate(self) -> None:
         if self.simulator_endpoint and self.adapter is not None:
-            raise UserError("An adapter applies to a local simulator only; serve the merged model (`userlm merge`) behind simulator_endpoint instead.")
+            raise UserError(
+                "An adapter applies to a local simulator only; serve the merged model (`userlm merge`) behind simulator_endpoint instead."
+            )
 
 
 @dataclass(kw_only=True)
@@ -67,12 +95,16 @@ class AssistantOptions(EndpointOptions):
     """The assistant under test and how it is reached (timeout, max_retries, concurrency): keys shared by
     `userlm simulate` and `userlm test`."""
 
-    assistant: str = field(metadata={
-        "help": "the assistant under test: an OpenAI-compatible endpoint base URL (http://.../v1), hf:PATH "
-        "(hf:default for the embedded SmolLM2) or python:module:function",
-    })
+    assistant: str = field(
+        metadata={
+            "help": "the assistant under test: an OpenAI-compatible endpoint base URL (http://.../v1), hf:PATH "
+            "(hf:default for the embedded SmolLM2) or python:module:function",
+        }
+    )
     assistant_model: str | None = field(default=None, metadata={"help": "model name at the assistant endpoint"})
-    assistant_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "environment variable holding the assistant endpoint's API key"})
+    assistant_key_env: str = field(
+        default="OPENAI_API_KEY", metadata={"help": "environment variable holding the assistant endpoint's API key"}
+    )
     assistant_system: str | None = field(default=None, metadata={"help": "system prompt sent to the assistant"})
     assistant_max_tokens: int = field(default=256, metadata={"help": "tokens at most per assistant reply", "min": 1})
 
@@ -81,35 +113,49 @@ class AssistantOptions(EndpointOptions):
 class ConversationOptions(Config):
     """How many conversations, how long, and what a rerun does: keys shared by `userlm simulate` and `userlm test`."""
 
-    n_per_intent: int = field(default=1, metadata={"help": "conversations per intent and persona, each with its own seed", "min": 1})
+    n_per_intent: int = field(
+        default=1, metadata={"help": "conversations per intent and persona, each with its own seed", "min": 1}
+    )
     max_turns: int = field(default=8, metadata={"help": "user turns at most per conversation", "min": 1})
     batch_size: int = field(default=16, metadata={"help": "conversations active at once", "min": 1})
-    retry_failed: bool = field(default=True, metadata={
-        "help": "on a rerun, simulate again the conversations that ended in assistant_error or simulator_error "
-        "(false keeps them as they are)",
-    })
+    retry_failed: bool = field(
+        default=True,
+        metadata={
+            "help": "on a rerun, simulate again the conversations that ended in assistant_error or simulator_error "
+            "(false keeps them as they are)",
+        },
+    )
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
 
 @dataclass(kw_only=True)
 class SimulateConfig(ConversationOptions, AssistantOptions, SimulatorOptions):
     # Keys in this order in --help: the simulator's, the assistant's, the conversations', then these.
-    intents: Path | list[str] = field(metadata={
-        "help": "a text file (one intent per line), a JSONL file with an 'intent' field (prep output works), or a list of intents",
-        "nonempty": True,
-    })
-    personas: Path | list[str] | None = field(default=None, metadata={
-        "help": "personas like intents (a file, or a list; JSONL field 'persona'); every intent runs with every persona",
-        "nonempty": True,
-    })
-    out: Path = field(metadata={
-        "help": "output JSONL; a rerun into the same file skips the conversations of this same configuration already finished",
-    })
+    intents: Path | list[str] = field(
+        metadata={
+            "help": "a text file (one intent per line), a JSONL file with an 'intent' field (prep output works), or a list of intents",
+            "nonempty": True,
+        }
+    )
+    personas: Path | list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "personas like intents (a file, or a list; JSONL field 'persona'); every intent runs with every persona",
+            "nonempty": True,
+        },
+    )
+    out: Path = field(
+        metadata={
+            "help": "output JSONL; a rerun into the same file skips the conversations of this same configuration already finished",
+        }
+    )
 
 
 @dataclass(kw_only=True)
 class ChatConfig(SimulatorOptions):
     intent: str = field(metadata={"help": "the simulated user's intent (the system message)", "nonempty": True})
     persona: str | None = field(default=None, metadata={"help": "a persona block appended to the intent"})
-    max_turns: int | None = field(default=None, metadata={"help": "user turns at most; default: until one side ends", "min": 1})
+    max_turns: int | None = field(
+        default=None, metadata={"help": "user turns at most; default: until one side ends", "min": 1}
+    )
     out: Path = field(default=Path("out/chat.jsonl"), metadata={"help": "JSONL the transcript is appended to"})

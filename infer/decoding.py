@@ -30,7 +30,9 @@ class Decoder:
         self.mask = batch.mask[index, :-1]
         self.next = batch.ids[index, -1]  # each row's next input: its prompt's last token, then its draws
         layers = [(k[index], v[index]) for k, v in batch.layers]
-        self.cache = DynamicCache(ddp_cache_data=layers, config=batch.config) if layers else DynamicCache(config=batch.config)
+        self.cache = (
+            DynamicCache(ddp_cache_data=layers, config=batch.config) if layers else DynamicCache(config=batch.config)
+        )
 
     @torch.no_grad()
     def step(self) -> torch.Tensor:
@@ -38,8 +40,12 @@ class Decoder:
         self.mask = torch.cat([self.mask, self.mask.new_ones((self.mask.shape[0], 1))], dim=1)
         positions = self.mask.sum(-1, keepdim=True) - 1
         output = self.model(
-            input_ids=self.next[:, None], attention_mask=self.mask, position_ids=positions,
-            use_cache=True, logits_to_keep=1, **{self.cache_keyword: self.cache},
+            input_ids=self.next[:, None],
+            attention_mask=self.mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+            **{self.cache_keyword: self.cache},
         )
         return output.logits[:, -1]
 

@@ -40,7 +40,16 @@ HISTORY_MARKERS = ("Previous Conversation:", "Conversation History:")
 
 
 class ServedUser(DeepEvalBaseLLM):
-    def __init__(self, *, base_url: str, model: str, api_key: str = "EMPTY", seed: int | None = None, timeout: float = 120.0, **request: Any):
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        model: str,
+        api_key: str = "EMPTY",
+        seed: int | None = None,
+        timeout: float = 120.0,
+        **request: Any,
+    ):
         self.base_url, self.api_key, self.seed, self.timeout = base_url, api_key, seed, timeout
         # Extra body fields for every request (e.g. guardrails={"min_turns_before_end": 3}).
         self.request = request
@@ -70,7 +79,9 @@ class ServedUser(DeepEvalBaseLLM):
             messages, key = self._conversation(prompt)
             answer = self._already_drafted(schema, key)
             if answer is None:
-                async with openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key, timeout=self.timeout) as client:
+                async with openai.AsyncOpenAI(
+                    base_url=self.base_url, api_key=self.api_key, timeout=self.timeout
+                ) as client:
                     answer = self._read(schema, key, await self._complete(client, messages))
         return answer
 
@@ -86,7 +97,9 @@ class ServedUser(DeepEvalBaseLLM):
             self._scenarios.append(scenario)
             return Scenario(scenario=scenario)
         if schema not in (SimulatedInput, ConversationCompletion):
-            raise TypeError(f"ServedUser answers DeepEval's conversation simulator only, not {getattr(schema, '__name__', schema)}.")
+            raise TypeError(
+                f"ServedUser answers DeepEval's conversation simulator only, not {getattr(schema, '__name__', schema)}."
+            )
         return None
 
     def _conversation(self, prompt: str) -> tuple[list[dict], tuple[str, str]]:
@@ -102,8 +115,13 @@ class ServedUser(DeepEvalBaseLLM):
         first = next((m["content"] for m in history if m["role"] == "user"), None)
         scenario = max(known, key=len) if known else self._scenario_of.get(first)
         if scenario is None:
-            raise ValueError("ServedUser sees a DeepEval prompt for a conversation it did not start; use one ServedUser per ConversationSimulator.")
-        messages = [{"role": "system", "content": scenario}, *({"role": m["role"], "content": m["content"]} for m in history)]
+            raise ValueError(
+                "ServedUser sees a DeepEval prompt for a conversation it did not start; use one ServedUser per ConversationSimulator."
+            )
+        messages = [
+            {"role": "system", "content": scenario},
+            *({"role": m["role"], "content": m["content"]} for m in history),
+        ]
         return messages, (scenario, json.dumps(history))
 
     def _already_drafted(self, schema, key: tuple[str, str]):
@@ -115,7 +133,9 @@ class ServedUser(DeepEvalBaseLLM):
     def _complete(self, client, messages: list[dict]):
         # A seed per point in the conversation: reproducible, yet not the same draw at every turn.
         seed = None if self.seed is None else self.seed + len(messages)
-        return client.chat.completions.create(model=self.model_name, messages=messages, seed=seed, extra_body=self.request or None)
+        return client.chat.completions.create(
+            model=self.model_name, messages=messages, seed=seed, extra_body=self.request or None
+        )
 
     def _read(self, schema, key: tuple[str, str], response):
         choice = response.choices[0]

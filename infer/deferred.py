@@ -8,8 +8,8 @@ loads, its own settings must match them: a record never names a setting it was n
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .loading import DEFAULT_NAME, resolve_template
 
@@ -24,7 +24,9 @@ class Deferred:
         if self._loaded is None:
             self._loaded = self._load()
             if self._loaded.settings != self.settings:
-                raise RuntimeError(f"The loaded model's settings {self._loaded.settings} are not the expected {self.settings}.")
+                raise RuntimeError(
+                    f"The loaded model's settings {self._loaded.settings} are not the expected {self.settings}."
+                )
         return getattr(self._loaded, name)
 
     async def aclose(self) -> None:
@@ -41,5 +43,9 @@ def local_simulator_settings(name: str, path: str, template: str | None, adapter
 
         # The adapter's tokenizer carries the flipped template when it has one, as loading reads it.
         folder = adapter if adapter is not None and (Path(adapter) / "tokenizer_config.json").exists() else path
-        return {"backend": "local", "simulator": name, "template": resolve_template(AutoTokenizer.from_pretrained(folder), None, path).name}
+        return {
+            "backend": "local",
+            "simulator": name,
+            "template": resolve_template(AutoTokenizer.from_pretrained(folder), None, path).name,
+        }
     return {"backend": "local", "simulator": name, "template": resolve_template(None, template, path).name}

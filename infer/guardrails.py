@@ -42,22 +42,34 @@ class Guardrails(Config):
     )
     min_turns_before_end: int | Literal["never"] = field(
         default=2,
-        metadata={"help": "user turns written before the end marker is allowed; 0 allows it at once, 'never' bans it", "min": 0},
+        metadata={
+            "help": "user turns written before the end marker is allowed; 0 allows it at once, 'never' bans it",
+            "min": 0,
+        },
     )
-    min_words: int | None = field(default=3, metadata={"help": "fewest words in a turn; null turns the bound off", "min": 0})
-    max_words: int | None = field(default=25, metadata={"help": "most words in a turn; null turns the bound off", "min": 1})
+    min_words: int | None = field(
+        default=3, metadata={"help": "fewest words in a turn; null turns the bound off", "min": 0}
+    )
+    max_words: int | None = field(
+        default=25, metadata={"help": "most words in a turn; null turns the bound off", "min": 1}
+    )
     filter_repetition: bool = field(
-        default=True, metadata={"help": "resample a turn equal to an earlier user turn, the intent or an assistant turn"}
+        default=True,
+        metadata={"help": "resample a turn equal to an earlier user turn, the intent or an assistant turn"},
     )
     max_attempts: int = field(default=4, metadata={"help": "drafts per turn before the fallback applies", "min": 1})
     fallback: Literal["end", "keep"] = field(
         default="end",
-        metadata={"help": "after max_attempts rejected drafts: 'end' stops the conversation (guardrails_exhausted), 'keep' uses the last draft"},
+        metadata={
+            "help": "after max_attempts rejected drafts: 'end' stops the conversation (guardrails_exhausted), 'keep' uses the last draft"
+        },
     )
 
     def validate(self) -> None:
         if self.min_words is not None and self.max_words is not None and self.min_words > self.max_words:
-            raise UserError(f"Set guardrails.min_words ({self.min_words}) no larger than guardrails.max_words ({self.max_words}).")
+            raise UserError(
+                f"Set guardrails.min_words ({self.min_words}) no larger than guardrails.max_words ({self.max_words})."
+            )
 
     def end_allowed(self, user_turns_so_far: int) -> bool:
         """Whether the user may leave now, having written `user_turns_so_far` turns."""

@@ -25,7 +25,12 @@ from userlm.errors import UserError
 from userlm.train.outputs import unfinished_run_message
 
 DEFAULT_NAME = "default"
-MODEL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+MODEL_WEIGHTS = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 
 
@@ -104,24 +109,32 @@ def base_folder(adapter: Path) -> Path:
         # What loading needs, not the repository's other copies of the weights (Llama's original/).
         return Path(snapshot_download(base, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]))
     except (OSError, ValueError):
-        raise UserError(f"The adapter at {adapter} names base model {base!r}, which is neither a local folder nor a model "
-                        "the hub gives here; pass the base with --simulator and the adapter with --adapter.") from None
+        raise UserError(
+            f"The adapter at {adapter} names base model {base!r}, which is neither a local folder nor a model "
+            "the hub gives here; pass the base with --simulator and the adapter with --adapter."
+        ) from None
 
 
 def check_checkpoint(path: Path) -> None:
     """One sentence for what cannot be loaded: a missing path, an unfinished `userlm train`
     output, or a model folder without weights."""
     if not path.exists():
-        raise UserError(f"No simulator checkpoint at {path}; pass a `userlm train` output folder, a model folder or a .gguf file.")
+        raise UserError(
+            f"No simulator checkpoint at {path}; pass a `userlm train` output folder, a model folder or a .gguf file."
+        )
     if path.is_file():
         if path.suffix != ".gguf":
-            raise UserError(f"{path} is a file but not a .gguf model; pass a model folder, a `userlm train` output folder or a .gguf file.")
+            raise UserError(
+                f"{path} is a file but not a .gguf model; pass a model folder, a `userlm train` output folder or a .gguf file."
+            )
         return
     unfinished = unfinished_run_message(path)
     if unfinished is not None:
         raise UserError(unfinished)
     is_adapter = (path / "adapter_config.json").exists()
-    if any((path / name).exists() for name in (ADAPTER_WEIGHTS if is_adapter else MODEL_WEIGHTS)) or any(path.glob("*.safetensors")):
+    if any((path / name).exists() for name in (ADAPTER_WEIGHTS if is_adapter else MODEL_WEIGHTS)) or any(
+        path.glob("*.safetensors")
+    ):
         return
     checkpoints = sorted((p for p in path.glob("checkpoint-*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
     if checkpoints:
@@ -135,8 +148,10 @@ def check_checkpoint(path: Path) -> None:
 
 def context_length(model_config, tokenizer) -> int | None:
     """Tokens the model can attend to: its position limit, or the tokenizer's if smaller (None if neither says)."""
-    limits = [getattr(model_config.get_text_config(), "max_position_embeddings", None) if model_config is not None else None,
-              tokenizer.model_max_length]
+    limits = [
+        getattr(model_config.get_text_config(), "max_position_embeddings", None) if model_config is not None else None,
+        tokenizer.model_max_length,
+    ]
     # Tokenizers that set no limit report a huge sentinel (1e30).
     usable = [n for n in limits if isinstance(n, int) and 0 < n < 10**8]
     return min(usable) if usable else None
@@ -156,7 +171,11 @@ def turn_end_ids(tokenizer, template: FlippedTemplate, *configs) -> list[int]:
     """Token ids that end a drafted turn: the template's end-of-turn token, the end marker, and
     every EOS that the tokenizer and the checkpoint's configs name (UserLM-8b's config.json says
     `<|end_of_text|>`, its generation_config.json `<|eot_id|>`)."""
-    ids = [tokenizer.convert_tokens_to_ids(template.eot_token), tokenizer.get_vocab().get(END_MARKER), tokenizer.eos_token_id]
+    ids = [
+        tokenizer.convert_tokens_to_ids(template.eot_token),
+        tokenizer.get_vocab().get(END_MARKER),
+        tokenizer.eos_token_id,
+    ]
     for config in configs:
         eos = getattr(config, "eos_token_id", None) if config is not None else None
         ids += eos if isinstance(eos, (list, tuple)) else [eos]

@@ -37,7 +37,9 @@ def cache_keyword(model) -> str:
     """`cache` since transformers 5.24; `past_key_values` before."""
     import inspect
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PEFT model's forward takes **kwargs
+    base = (
+        model.get_base_model() if hasattr(model, "get_base_model") else model
+    )  # a PEFT model's forward takes **kwargs
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
@@ -132,8 +134,12 @@ class PromptCache:
             full_mask = mask[:, :width]
             positions = (full_mask.cumsum(-1) - 1).clamp(min=0)[:, cached_width:]
             self.model(
-                input_ids=ids[:, cached_width:width], attention_mask=full_mask, position_ids=positions,
-                use_cache=True, logits_to_keep=1, **{self.cache_keyword: cache},
+                input_ids=ids[:, cached_width:width],
+                attention_mask=full_mask,
+                position_ids=positions,
+                use_cache=True,
+                logits_to_keep=1,
+                **{self.cache_keyword: cache},
             )
         layers = [(layer.keys, layer.values) for layer in cache.layers] if cache is not None else []
         batch = PromptBatch(ids, mask, layers, self.model.config)
@@ -146,7 +152,7 @@ class PromptCache:
         best, best_parts = 0, None
         for stored, parts in self._store.items():
             n = min(len(stored), len(tokens))
-            if n <= best or stored[:best + 1] != tokens[:best + 1]:
+            if n <= best or stored[: best + 1] != tokens[: best + 1]:
                 continue
             shared = next((i for i in range(n) if stored[i] != tokens[i]), n)
             if shared > best:

@@ -76,7 +76,9 @@ class RowSampler:
                 event = {"guardrail": guardrail, "action": "redrawn"}
                 row.events.append(event if guardrail == "end_too_early" else {**event, "token": self.token_text(token)})
                 banned = self._banned(row, scores.shape[-1], scores.device)
-                token = self._draw(*self._nuclei(scores[i : i + 1].masked_fill(banned, float("-inf")))(0), row.generator)
+                token = self._draw(
+                    *self._nuclei(scores[i : i + 1].masked_fill(banned, float("-inf")))(0), row.generator
+                )
             # The first word has begun once a token with visible text was drawn.
             if row.at_first_word and token not in self.whitespace_ids:
                 row.at_first_word = False

@@ -116,12 +116,16 @@ def read_input_file(path: Path, key: str) -> list[str]:
             try:
                 value = json.loads(line)[key]
             except (json.JSONDecodeError, KeyError, TypeError):
-                raise UserError(f"Line {number} of {path} is not a JSON object with a {key!r} field; fix or remove it.") from None
+                raise UserError(
+                    f"Line {number} of {path} is not a JSON object with a {key!r} field; fix or remove it."
+                ) from None
             if not isinstance(value, str):
                 raise UserError(f"Line {number} of {path} has a {key!r} that is not a text; fix or remove it.")
             values.append(value.strip())
     except (UnicodeDecodeError, OSError, EOFError) as error:
-        raise UserError(f"{path} is not a readable UTF-8 text or JSONL file ({error.__class__.__name__}); pass a {key} file.") from None
+        raise UserError(
+            f"{path} is not a readable UTF-8 text or JSONL file ({error.__class__.__name__}); pass a {key} file."
+        ) from None
     return values
 
 
@@ -281,7 +285,14 @@ def simulate(simulator, assistant, jobs: list[Job], out_file: Path, **options) -
     return asyncio.run(run())
 
 
-def load_simulator(options: SimulatorOptions, *, timeout: float = 60.0, max_retries: int = 4, concurrency: int = 8, deferred: bool = False):
+def load_simulator(
+    options: SimulatorOptions,
+    *,
+    timeout: float = 60.0,
+    max_retries: int = 4,
+    concurrency: int = 8,
+    deferred: bool = False,
+):
     """The simulator the options name: a local model, or the completions endpoint that serves it
     (with the endpoint's request limits). `deferred`: a local model loads on first use (`infer/deferred.py`)."""
     if options.simulator_endpoint:
@@ -290,10 +301,15 @@ def load_simulator(options: SimulatorOptions, *, timeout: float = 60.0, max_retr
         from .completions import CompletionsSimulator
 
         endpoint = Endpoint(
-            base_url=options.simulator_endpoint, model=options.simulator_model or options.simulator,
-            timeout=timeout, max_retries=max_retries, max_concurrency=concurrency,
+            base_url=options.simulator_endpoint,
+            model=options.simulator_model or options.simulator,
+            timeout=timeout,
+            max_retries=max_retries,
+            max_concurrency=concurrency,
         )
-        return CompletionsSimulator(endpoint, options.simulator, server=options.simulator_server, template=options.template)
+        return CompletionsSimulator(
+            endpoint, options.simulator, server=options.simulator_server, template=options.template
+        )
     from .deferred import Deferred, local_simulator_settings
     from .simulator import UserSimulator
 
@@ -330,7 +346,9 @@ def check_intents_fit(simulator, jobs: list[Job], max_new_tokens: int) -> None:
         if error is not None:
             preview = " ".join(job.intent.split()[:6])
             with_persona = " with its persona" if job.persona else ""
-            raise UserError(f"The intent '{preview} ...'{with_persona} does not fit: {str(error)[0].lower()}{str(error)[1:]}")
+            raise UserError(
+                f"The intent '{preview} ...'{with_persona} does not fit: {str(error)[0].lower()}{str(error)[1:]}"
+            )
 
 
 def load_assistant(options: AssistantOptions, *, deferred: bool = False):
@@ -344,8 +362,12 @@ def load_assistant(options: AssistantOptions, *, deferred: bool = False):
         settings = {"kind": "hf", "path": path, "max_tokens": options.assistant_max_tokens, "do_sample": False}
         return Deferred(settings, lambda: LocalAssistant(path, max_tokens=options.assistant_max_tokens))
     return make_assistant(
-        options.assistant, model=options.assistant_model, api_key_env=options.assistant_key_env,
-        timeout=options.timeout, max_retries=options.max_retries, max_concurrency=options.concurrency,
+        options.assistant,
+        model=options.assistant_model,
+        api_key_env=options.assistant_key_env,
+        timeout=options.timeout,
+        max_retries=options.max_retries,
+        max_concurrency=options.concurrency,
         max_tokens=options.assistant_max_tokens,
     )
 
@@ -359,13 +381,25 @@ def run_simulation(config: SimulateConfig) -> dict:
     jobs = make_jobs(intents, personas, config.n_per_intent, config.seed)
     if not config.progress:
         hide_loading_bars()
-    simulator = load_simulator(config, timeout=config.timeout, max_retries=config.max_retries, concurrency=config.concurrency)
+    simulator = load_simulator(
+        config, timeout=config.timeout, max_retries=config.max_retries, concurrency=config.concurrency
+    )
     check_intents_fit(simulator, jobs, config.max_new_tokens)
     assistant = load_assistant(config)
     return simulate(
-        simulator, assistant, jobs, config.out, max_turns=config.max_turns, guardrails=config.guardrails,
-        batch_size=config.batch_size, assistant_system=config.assistant_system, max_new_tokens=config.max_new_tokens,
-        temperature=config.temperature, top_p=config.top_p, retry_failed=config.retry_failed, progress=config.progress,
+        simulator,
+        assistant,
+        jobs,
+        config.out,
+        max_turns=config.max_turns,
+        guardrails=config.guardrails,
+        batch_size=config.batch_size,
+        assistant_system=config.assistant_system,
+        max_new_tokens=config.max_new_tokens,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        retry_failed=config.retry_failed,
+        progress=config.progress,
     )
 
 
@@ -381,9 +415,14 @@ def simulation_summary(summary: dict) -> Summary:
     rows += [(f"ended: {reason}", count) for reason, count in summary["termination_reasons"].items()]
     rows += [(f"guardrail event: {name}", count) for name, count in summary["guardrail_events"].items()]
     failed = {reason: summary["termination_reasons"].get(reason, 0) for reason in RETRIED_REASONS}
-    notes = [f"{count} conversation(s) ended with {reason}: see their records' error; a rerun of this command retries them."
-             for reason, count in failed.items() if count]
-    return Summary(title="userlm simulate", columns=("", "count"), rows=rows, notes=notes, wrote={"conversations": summary["out"]})
+    notes = [
+        f"{count} conversation(s) ended with {reason}: see their records' error; a rerun of this command retries them."
+        for reason, count in failed.items()
+        if count
+    ]
+    return Summary(
+        title="userlm simulate", columns=("", "count"), rows=rows, notes=notes, wrote={"conversations": summary["out"]}
+    )
 
 
 def print_transcript(record: dict) -> None:

@@ -35,7 +35,9 @@ def check_output_file(path: Path, *, inputs: tuple = ()) -> None:
         if isinstance(source, Path) and source.exists() and path.exists() and source.samefile(path):
             raise UserError(f"The output {path} is also an input of this run; write the conversations to another file.")
     if path.is_dir():
-        raise UserError(f"The output {path} is a folder; give a file path for the conversations, such as {path / 'conversations.jsonl'}.")
+        raise UserError(
+            f"The output {path} is a folder; give a file path for the conversations, such as {path / 'conversations.jsonl'}."
+        )
     check_writable(path)
     if path.exists():
         scan(path)
@@ -55,7 +57,9 @@ def check_writable(path: Path) -> None:
         else:
             tempfile.TemporaryFile(dir=path.parent).close()
     except OSError as error:
-        raise UserError(f"Cannot write {path} ({error.strerror or error}); choose another output path or fix its permissions.") from None
+        raise UserError(
+            f"Cannot write {path} ({error.strerror or error}); choose another output path or fix its permissions."
+        ) from None
 
 
 def scan(path: Path) -> tuple[list[dict], int]:
@@ -107,7 +111,11 @@ def prepare_resume(path: Path, wanted: set[str], *, retry_failed: bool) -> tuple
             os.fsync(handle.fileno())
         print(f"Cut off a torn last line of {path} ({size - whole} bytes, an interrupted write).")
     latest = {r["conversation_id"]: r for r in records}
-    failed = {i for i in wanted if i in latest and latest[i]["termination_reason"] in RETRIED_REASONS} if retry_failed else set()
+    failed = (
+        {i for i in wanted if i in latest and latest[i]["termination_reason"] in RETRIED_REASONS}
+        if retry_failed
+        else set()
+    )
     if failed:
         kept = [json.dumps(r, ensure_ascii=False) + "\n" for r in records if r["conversation_id"] not in failed]
         atomic_write(path, "".join(kept))

@@ -92,7 +92,15 @@ def cut_at_stops(text: str, stop: tuple[str, ...]) -> str:
 
 
 class UserSimulator:
-    def __init__(self, model, tokenizer, template: FlippedTemplate, *, name: str = "", prompt_cache_bytes: int = DEFAULT_BUDGET_BYTES):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        template: FlippedTemplate,
+        *,
+        name: str = "",
+        prompt_cache_bytes: int = DEFAULT_BUDGET_BYTES,
+    ):
         self.model = model
         self.tokenizer = tokenizer
         self.template = template
@@ -131,13 +139,17 @@ class UserSimulator:
         """The one sentence for a prompt that does not fit the context with room for the reply, else None."""
         return context_error(self.prompt_tokens(prompt), max_new_tokens, self.context_length)
 
-    def generate_each(self, prompts: list[list[dict]], *, seed: int | list[int] = 0, **options) -> list[GeneratedTurn | Exception]:
+    def generate_each(
+        self, prompts: list[list[dict]], *, seed: int | list[int] = 0, **options
+    ) -> list[GeneratedTurn | Exception]:
         """`generate`, except that a prompt over the context gets its error in its place and the others their turns."""
         turns = self.start(prompts, row_seeds(seed, len(prompts)), options.get("max_new_tokens", 64))
         self._draft_all([t for t in turns if isinstance(t, Drafting)], **options)
         return [t.result if isinstance(t, Drafting) else t for t in turns]
 
-    def start(self, prompts: list[list[dict]], seeds: list[int], max_new_tokens: int = 64) -> list[Drafting | UserError]:
+    def start(
+        self, prompts: list[list[dict]], seeds: list[int], max_new_tokens: int = 64
+    ) -> list[Drafting | UserError]:
         """A turn to draft for every prompt, or the error of a prompt over the context."""
         turns: list[Drafting | UserError] = []
         for prompt, seed in zip(prompts, seeds):
@@ -167,10 +179,14 @@ class UserSimulator:
         for turn in turns:
             if isinstance(turn, UserError):
                 raise turn
-        self._draft_all(turns, guardrails=guardrails, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, stop=stop)
+        self._draft_all(
+            turns, guardrails=guardrails, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, stop=stop
+        )
         return [t.result for t in turns]
 
-    def _draft_all(self, turns: list[Drafting], *, guardrails=None, max_new_tokens=64, temperature=1.0, top_p=0.8, stop=()) -> None:
+    def _draft_all(
+        self, turns: list[Drafting], *, guardrails=None, max_new_tokens=64, temperature=1.0, top_p=0.8, stop=()
+    ) -> None:
         """Every turn drafted in one decode loop (`infer/decoding.py`) of at most `len(turns)` rows,
         until every turn is accepted or out of attempts. A row whose draft ends is checked at once;
         its slot goes, at the next step, to the next attempt of a turn still open: first to one
@@ -191,7 +207,9 @@ class UserSimulator:
         sampler = self._sampler(guardrails, temperature, top_p)
         prompt_row = {id(t): r for t, r in zip(turns, prompt_rows)}
         launched = {id(t): 1 for t in turns}  # attempts started
-        ended: dict[int, dict[int, tuple[list[int], list[dict]]]] = {id(t): {} for t in turns}  # attempt -> (tokens, draw events)
+        ended: dict[int, dict[int, tuple[list[int], list[dict]]]] = {
+            id(t): {} for t in turns
+        }  # attempt -> (tokens, draw events)
 
         def row(turn: Drafting, attempt: int) -> _Row:
             end_banned = bool(guardrails) and not guardrails.end_allowed(count_user_turns(turn.prompt))
@@ -205,7 +223,10 @@ class UserSimulator:
             for r, token in zip(rows, tokens):
                 r.tokens.append(token)
                 # A draft over max_words is rejected anyway: it stops there.
-                over = max_words is not None and len(self.tokenizer.decode(r.tokens, skip_special_tokens=True).split()) > max_words
+                over = (
+                    max_words is not None
+                    and len(self.tokenizer.decode(r.tokens, skip_special_tokens=True).split()) > max_words
+                )
                 if token in stops or len(r.tokens) >= max_new_tokens or over:
                     r.ended = True
                     ended[id(r.turn)][r.attempt] = (r.tokens, r.draw.events)
@@ -227,12 +248,16 @@ class UserSimulator:
                 decoder.keep(going)
                 rows = [rows[i] for i in going]
 
-    def _judge_ended(self, turn: Drafting, ended: dict[int, tuple[list[int], list[dict]]], guardrails, attempts: int, stop) -> None:
+    def _judge_ended(
+        self, turn: Drafting, ended: dict[int, tuple[list[int], list[dict]]], guardrails, attempts: int, stop
+    ) -> None:
         """Judge the turn's ended drafts in attempt order, as far as they go without a gap."""
         while turn.result is None and turn.next_attempt in ended:
             self._judge(turn, *ended.pop(turn.next_attempt), guardrails, attempts, stop)
 
-    def _judge(self, turn: Drafting, tokens: list[int], draw_events: list[dict], guardrails, attempts: int, stop) -> None:
+    def _judge(
+        self, turn: Drafting, tokens: list[int], draw_events: list[dict], guardrails, attempts: int, stop
+    ) -> None:
         """Read an ended draft and check it: an accepted turn gets its `result`; a rejected one its next attempt or the fallback."""
         draft, finish = self._read(tokens, stop)
         attempt = turn.next_attempt

@@ -180,10 +180,34 @@ def flipped_samples_dir(tmp_path) -> Path:
 
 EVAL_CONVERSATIONS = [
     # (id, intent tail, user turns, assistant turns, the real user left after the last turn)
-    ("e1", "sort a list in Python", ["how do i sort a list in python", "and in reverse order?"], ["Use sorted(xs).", "Pass reverse=True."], True),
-    ("e2", "get a short poem about rain", ["write a haiku about rain"], ["Soft rain on the roof,\nquiet streets."], True),
-    ("e3", "learn facts about Peru", ["whats the capital of peru", "thanks! population?", "and the currency"], ["Lima.", "About 34 million.", "The sol."], False),
-    ("e4", "fix a broken SQL query", ["fix my sql: selct * from t", "still fails on postgres"], ["SELECT * FROM t;", "Check the table name."], True),
+    (
+        "e1",
+        "sort a list in Python",
+        ["how do i sort a list in python", "and in reverse order?"],
+        ["Use sorted(xs).", "Pass reverse=True."],
+        True,
+    ),
+    (
+        "e2",
+        "get a short poem about rain",
+        ["write a haiku about rain"],
+        ["Soft rain on the roof,\nquiet streets."],
+        True,
+    ),
+    (
+        "e3",
+        "learn facts about Peru",
+        ["whats the capital of peru", "thanks! population?", "and the currency"],
+        ["Lima.", "About 34 million.", "The sol."],
+        False,
+    ),
+    (
+        "e4",
+        "fix a broken SQL query",
+        ["fix my sql: selct * from t", "still fails on postgres"],
+        ["SELECT * FROM t;", "Check the table name."],
+        True,
+    ),
 ]
 
 
@@ -194,7 +218,11 @@ def eval_conversation_records() -> list[dict]:
     """
     return [
         conversation_record(
-            cid, users, assistants, f"You are a user chatting with an assistant language model to {goal}.", {"ends": ends}
+            cid,
+            users,
+            assistants,
+            f"You are a user chatting with an assistant language model to {goal}.",
+            {"ends": ends},
         )
         for cid, goal, users, assistants, ends in EVAL_CONVERSATIONS
     ]
@@ -282,8 +310,12 @@ def forced_simulator(tmp_path_factory, default_tokenizer):
     def build(*, always_end: bool, word: str = "ok", flipped: bool = True) -> Path:
         key = (always_end, word, flipped)
         if key not in built:
-            folder = tmp_path_factory.mktemp(f"forced-{'end' if always_end else word}-{'flipped' if flipped else 'plain'}")
-            built[key] = make_forced_simulator(folder, default_tokenizer, always_end=always_end, word=word, flipped=flipped)
+            folder = tmp_path_factory.mktemp(
+                f"forced-{'end' if always_end else word}-{'flipped' if flipped else 'plain'}"
+            )
+            built[key] = make_forced_simulator(
+                folder, default_tokenizer, always_end=always_end, word=word, flipped=flipped
+            )
         return built[key]
 
     return build
@@ -331,9 +363,17 @@ def make_programmed_simulator(folder: Path, tokenizer, start: dict, transitions:
     attach_template(tokenizer, CHATML)
     hidden = 64
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=64, num_hidden_layers=1,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=False,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     config.architectures = ["LlamaForCausalLM"]
     model = LlamaForCausalLM(config)
@@ -388,10 +428,17 @@ def served_persona(tmp_path_factory, default_tokenizer) -> Path:
     eot = "<|im_end|>"
     start = {END_MARKER: 30, "Please": 25, "Hello": 25}
     transitions = {
-        END_MARKER: {eot: 30}, "Please": {" help": 30}, " help": {" me": 30}, " me": {" now": 30}, " now": {eot: 30},
-        "Hello": {" there": 30}, " there": {" now": 30},
+        END_MARKER: {eot: 30},
+        "Please": {" help": 30},
+        " help": {" me": 30},
+        " me": {" now": 30},
+        " now": {eot: 30},
+        "Hello": {" there": 30},
+        " there": {" now": 30},
     }
-    return make_programmed_simulator(tmp_path_factory.mktemp("served") / "persona", default_tokenizer, start, transitions)
+    return make_programmed_simulator(
+        tmp_path_factory.mktemp("served") / "persona", default_tokenizer, start, transitions
+    )
 
 
 def serve(folder: Path, log: Path):
@@ -399,8 +446,19 @@ def serve(folder: Path, log: Path):
     port = free_port()
     with open(log, "wb") as sink:
         process = subprocess.Popen(
-            [Path(sys.executable).parent / "transformers", "serve", str(folder), "--host", "127.0.0.1",
-             "--port", str(port), "--device", "cpu", "--default-seed", "0"],
+            [
+                Path(sys.executable).parent / "transformers",
+                "serve",
+                str(folder),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--device",
+                "cpu",
+                "--default-seed",
+                "0",
+            ],
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
@@ -433,7 +491,13 @@ USERLM_8B_CHAT_TEMPLATE = (
     "{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>' }}\n"
     "{{ message['content'] }}<|eot_id|>{% endfor %}{{ '<|start_header_id|>user<|end_header_id|>' }}\n"
 )
-LLAMA3_SPECIAL_TOKENS = ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
+LLAMA3_SPECIAL_TOKENS = (
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+)
 
 
 def userlm_8b_tokenizer(tokenizer):
@@ -447,7 +511,9 @@ def userlm_8b_tokenizer(tokenizer):
     from userlm.data_prep.format import END_MARKER
 
     tokenizer = copy.deepcopy(tokenizer)
-    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in LLAMA3_SPECIAL_TOKENS], special_tokens=True)
+    tokenizer.add_tokens(
+        [AddedToken(t, special=True, normalized=False) for t in LLAMA3_SPECIAL_TOKENS], special_tokens=True
+    )
     tokenizer.add_tokens([AddedToken(END_MARKER, special=False, normalized=False)])
     tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token = "<|begin_of_text|>", "<|end_of_text|>", None
     tokenizer.chat_template = USERLM_8B_CHAT_TEMPLATE
@@ -477,8 +543,13 @@ def make_userlm_8b_like(folder: Path, tokenizer, start: dict | None = None, tran
         # the programmed model's attention output is zero, so its heads do not change what it writes.
         config.update(num_attention_heads=2, num_key_value_heads=1, head_dim=32)
     (folder / "config.json").write_text(json.dumps(config, indent=2))
-    generation = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.convert_tokens_to_ids("<|eot_id|>"),
-                  "do_sample": True, "temperature": 0.6, "top_p": 0.9}
+    generation = {
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.convert_tokens_to_ids("<|eot_id|>"),
+        "do_sample": True,
+        "temperature": 0.6,
+        "top_p": 0.9,
+    }
     (folder / "generation_config.json").write_text(json.dumps(generation, indent=2))
     return folder
 
@@ -506,7 +577,9 @@ def userlm_server(tmp_path_factory):
             log = tmp_path_factory.mktemp("userlm-serve") / "serve.log"
             command = [sys.executable, "-m", "userlm.cli", "serve", str(simulator), "--port", str(port), *flags]
             with open(log, "wb") as sink:
-                process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+                process = subprocess.Popen(
+                    command, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+                )
             try:
                 wait_for_http(f"http://127.0.0.1:{port}/health", process)
             except Exception:
@@ -553,8 +626,24 @@ def vllm_server(tmp_path_factory):
             port = free_port()
             log = tmp_path_factory.mktemp("vllm") / "vllm.log"
             env = {**os.environ, "VLLM_HOST_IP": "127.0.0.1", "VLLM_CPU_KVCACHE_SPACE": "2", "HF_HUB_OFFLINE": "1"}
-            command = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder), "--served-model-name", name,
-                       "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "2048", "--dtype", "float32", "--enforce-eager"]
+            command = [
+                str(python),
+                "-m",
+                "vllm.entrypoints.openai.api_server",
+                "--model",
+                str(folder),
+                "--served-model-name",
+                name,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--max-model-len",
+                "2048",
+                "--dtype",
+                "float32",
+                "--enforce-eager",
+            ]
             with open(log, "wb") as sink:
                 process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
             try:

@@ -38,7 +38,9 @@ def one_token(tokenizer, text: str) -> int:
     return ids[0]
 
 
-def make_trigger_model(folder: Path, tokenizer, *, trigger: str, when_present: str, otherwise: str, flipped: bool = True) -> Path:
+def make_trigger_model(
+    folder: Path, tokenizer, *, trigger: str, when_present: str, otherwise: str, flipped: bool = True
+) -> Path:
     """A Llama that answers `when_present` if the token `trigger` is in its context, else `otherwise`.
 
     flipped=True saves it as a chatml simulator checkpoint (the flipped template attached and
@@ -58,9 +60,17 @@ def make_trigger_model(folder: Path, tokenizer, *, trigger: str, when_present: s
         attach_template(tokenizer, CHATML)
     eot = tokenizer.convert_tokens_to_ids(CHATML.eot_token)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=32, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096, tie_word_embeddings=False,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=HIDDEN,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=4096,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     config.architectures = ["LlamaForCausalLM"]
     model = LlamaForCausalLM(config)
@@ -111,9 +121,17 @@ def make_bigram_model(folder: Path, tokenizer, template, *, transitions: dict[st
     attach_template(tokenizer, template)
     hidden = 16
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=32, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096, tie_word_embeddings=False,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=4096,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
         rms_norm_eps=1e-12,  # so the logits are the ones set here, to float precision
     )
     config.architectures = ["LlamaForCausalLM"]

@@ -37,7 +37,11 @@ def test_an_internal_error_says_where_its_traceback_is(tmp_path, monkeypatch, ca
     assert "unexpected error (RuntimeError: boom)" in err and "\n" not in err
     log = Path(err.split("the traceback is in ")[1].split(". Please")[0])
     text = log.read_text()
-    assert text.startswith("userlm broken x=1\n") and "Traceback (most recent call last)" in text and "RuntimeError: boom" in text
+    assert (
+        text.startswith("userlm broken x=1\n")
+        and "Traceback (most recent call last)" in text
+        and "RuntimeError: boom" in text
+    )
 
 
 def test_the_silenced_messages_are_dropped_and_nothing_else(caplog):
@@ -58,8 +62,8 @@ def test_the_silenced_messages_are_dropped_and_nothing_else(caplog):
         with warnings.catch_warnings(record=True) as caught:  # pytest resets warning filters per test: set ours again
             warnings.simplefilter("always")
             silence_unactionable_warnings()
-            warnings.warn(message.replace("\\", ""), UserWarning)
-            warnings.warn("another warning", UserWarning)
+            warnings.warn(message.replace("\\", ""), UserWarning, stacklevel=2)
+            warnings.warn("another warning", UserWarning, stacklevel=2)
         assert [str(w.message) for w in caught] == ["another warning"]
 
 
@@ -70,5 +74,7 @@ def test_importing_userlm_silences_the_bitsandbytes_kernels_warning():
     bare = subprocess.run([sys.executable, "-c", "import bitsandbytes"], capture_output=True, text=True, check=True)
     if "kernels-community" not in bare.stderr:
         pytest.skip("bitsandbytes prints no kernels-community warning on this CPU; the filter is tested above")
-    result = subprocess.run([sys.executable, "-c", "import userlm, bitsandbytes"], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", "import userlm, bitsandbytes"], capture_output=True, text=True, check=True
+    )
     assert "kernels-community" not in result.stderr

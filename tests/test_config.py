@@ -46,18 +46,56 @@ def test_yaml_key_value_and_flags_give_the_same_config(tmp_path):
     from_yaml = parse_config(Example, [str(yaml_file)], prog="t")
     from_flags = parse_config(
         Example,
-        ["a.json", "b.json", "--out", "o", "--rate", "0.25", "--steps", "7", "--no-progress", "--split", "0.8,0.1,0.1",
-         "--name", "run", "--limits.min_words", "5", "--limits.until", "never", "--limits.banned", "Hi"],
+        [
+            "a.json",
+            "b.json",
+            "--out",
+            "o",
+            "--rate",
+            "0.25",
+            "--steps",
+            "7",
+            "--no-progress",
+            "--split",
+            "0.8,0.1,0.1",
+            "--name",
+            "run",
+            "--limits.min_words",
+            "5",
+            "--limits.until",
+            "never",
+            "--limits.banned",
+            "Hi",
+        ],
         prog="t",
     )
     from_words = parse_config(
         Example,
-        ["a.json", "b.json", "out=o", "rate=0.25", "steps=7", "progress=false", "split=[0.8, 0.1, 0.1]", "name=run",
-         "limits.min_words=5", "limits.until=never", "limits.banned=[Hi]"],
+        [
+            "a.json",
+            "b.json",
+            "out=o",
+            "rate=0.25",
+            "steps=7",
+            "progress=false",
+            "split=[0.8, 0.1, 0.1]",
+            "name=run",
+            "limits.min_words=5",
+            "limits.until=never",
+            "limits.banned=[Hi]",
+        ],
         prog="t",
     )
-    from_python = Example(inputs=["a.json", "b.json"], out="o", rate=0.25, steps=7, progress=False, split=[0.8, 0.1, 0.1],
-                          name="run", limits=Limits(min_words=5, until="never", banned=["Hi"]))
+    from_python = Example(
+        inputs=["a.json", "b.json"],
+        out="o",
+        rate=0.25,
+        steps=7,
+        progress=False,
+        split=[0.8, 0.1, 0.1],
+        name="run",
+        limits=Limits(min_words=5, until="never", banned=["Hi"]),
+    )
     assert from_yaml == from_flags == from_words == from_python
     assert from_yaml.inputs == [Path("a.json"), Path("b.json")] and from_yaml.split == (0.8, 0.1, 0.1)
     assert to_dict(from_yaml)["limits"] == {"min_words": 5, "until": "never", "banned": ["Hi"]}
@@ -122,7 +160,9 @@ def test_shipped_configs_are_found_by_name():
 
 def test_an_unknown_key_in_a_nested_mapping_names_its_parent_and_file(tmp_path):
     yaml_file = write(tmp_path, "inputs: [a.json]\nlimits:\n  min_wrds: 2\n")
-    with pytest.raises(UserError, match=r"Unknown key `min_wrds` under `limits` \(in example.yaml\); did you mean `min_words`\?"):
+    with pytest.raises(
+        UserError, match=r"Unknown key `min_wrds` under `limits` \(in example.yaml\); did you mean `min_words`\?"
+    ):
         parse_config(Example, [str(yaml_file)], prog="t")
 
 

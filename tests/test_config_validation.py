@@ -24,13 +24,23 @@ from userlm.errors import UserError
 
 INTENT = "You are a user chatting with an assistant language model to test."
 # Keys of TRL's SFTConfig that recipes set most; the rest of its ~200 keys go through the same check.
-TRL_KEYS = ("learning_rate", "max_steps", "max_length", "per_device_train_batch_size", "num_train_epochs", "warmup_steps", "save_steps")
+TRL_KEYS = (
+    "learning_rate",
+    "max_steps",
+    "max_length",
+    "per_device_train_batch_size",
+    "num_train_epochs",
+    "warmup_steps",
+    "save_steps",
+)
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("config-validation")
-    (folder / "logs.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n')
+    (folder / "logs.jsonl").write_text(
+        '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n'
+    )
     (folder / "test.jsonl").write_text("")
     return folder
 
@@ -48,9 +58,19 @@ def stage_configs(folder: Path) -> dict[type, dict]:
 
     return {
         PrepConfig: {"inputs": [str(folder / "logs.jsonl")], "out": str(folder / "prep")},
-        TrainConfig: {"model_name_or_path": str(folder / "model"), "dataset_path": str(folder / "prep"), "template": "chatml", "output_dir": str(folder / "train")},
+        TrainConfig: {
+            "model_name_or_path": str(folder / "model"),
+            "dataset_path": str(folder / "prep"),
+            "template": "chatml",
+            "output_dir": str(folder / "train"),
+        },
         MergeConfig: {"adapter": str(folder), "out": str(folder / "merged")},
-        SimulateConfig: {"simulator": "default", "assistant": "hf:default", "intents": [INTENT], "out": str(folder / "sim.jsonl")},
+        SimulateConfig: {
+            "simulator": "default",
+            "assistant": "hf:default",
+            "intents": [INTENT],
+            "out": str(folder / "sim.jsonl"),
+        },
         ChatConfig: {"simulator": "default", "intent": INTENT},
         ServeConfig: {"simulator": "default"},
         SuiteConfig: {"simulator": "default", "assistant": "hf:default", "intents": [INTENT]},
@@ -58,7 +78,11 @@ def stage_configs(folder: Path) -> dict[type, dict]:
         SuitePersona: {"persona": "Writes short messages."},
         Judge: {"endpoint": "http://127.0.0.1:9/v1", "model": "judge"},
         Thresholds: {},
-        EvalConfig: {"checkpoints": ["base=default@chatml"], "data": str(folder / "test.jsonl"), "out": str(folder / "eval")},
+        EvalConfig: {
+            "checkpoints": ["base=default@chatml"],
+            "data": str(folder / "test.jsonl"),
+            "out": str(folder / "eval"),
+        },
         QuickstartConfig: {},
         Guardrails: {},
     }
@@ -69,8 +93,11 @@ MIXINS = {"SimulatorOptions", "AssistantOptions", "ConversationOptions"}
 
 
 def keys_of(cls) -> list[tuple[str, typing.Any, dict]]:
-    return [(key, annotation, metadata) for key, (annotation, metadata, shown) in config_keys(cls).items()
-            if (shown or key in TRL_KEYS) and not (nested_config_class(annotation) is not None and "." not in key)]
+    return [
+        (key, annotation, metadata)
+        for key, (annotation, metadata, shown) in config_keys(cls).items()
+        if (shown or key in TRL_KEYS) and not (nested_config_class(annotation) is not None and "." not in key)
+    ]
 
 
 def config_classes() -> list[type]:
@@ -96,7 +123,9 @@ def union_members(annotation) -> list:
 
 def is_number(annotation) -> bool:
     members = union_members(annotation)
-    return any(a in (int, float) for a in members) and not any(a in (str, Path) or typing.get_origin(a) is typing.Literal for a in members)
+    return any(a in (int, float) for a in members) and not any(
+        a in (str, Path) or typing.get_origin(a) is typing.Literal for a in members
+    )
 
 
 def shaped(annotation, number):
@@ -117,8 +146,12 @@ def one_sentence(error: UserError) -> bool:
 
 
 HOSTILE = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(10**9), max_value=10**9),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20), st.sampled_from(["", " ", "nan", "-1", "inf", "fast"]),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**9), max_value=10**9),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+    st.sampled_from(["", " ", "nan", "-1", "inf", "fast"]),
     st.lists(st.one_of(st.integers(), st.floats(), st.text(max_size=5)), max_size=3),
     st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
 )
@@ -170,8 +203,14 @@ def test_counts_that_users_set_most_are_bounded():
     from userlm.evaluation.config import EvalConfig
     from userlm.infer.config import SimulateConfig
 
-    for cls, key in ((PrepConfig, "min_chars"), (SimulateConfig, "max_turns"), (SimulateConfig, "assistant_max_tokens"), (SimulateConfig, "max_new_tokens"),
-                     (EvalConfig, "batch_size"), (EvalConfig, "max_new_tokens")):
+    for cls, key in (
+        (PrepConfig, "min_chars"),
+        (SimulateConfig, "max_turns"),
+        (SimulateConfig, "assistant_max_tokens"),
+        (SimulateConfig, "max_new_tokens"),
+        (EvalConfig, "batch_size"),
+        (EvalConfig, "max_new_tokens"),
+    ):
         assert "min" in config_keys(cls)[key][1] or "above" in config_keys(cls)[key][1], f"{cls.__name__}.{key}"
 
 
@@ -179,8 +218,11 @@ def test_training_refuses_the_values_that_used_to_pass(folder):
     from userlm.train.config import TrainConfig
 
     base = stage_configs(folder)[TrainConfig]
-    for key, bad, message in (("learning_rate", "fast", "`learning_rate`"), ("max_steps", -3, "`max_steps`"),
-                              ("learning_rate", math.nan, "`learning_rate`")):
+    for key, bad, message in (
+        ("learning_rate", "fast", "`learning_rate`"),
+        ("max_steps", -3, "`max_steps`"),
+        ("learning_rate", math.nan, "`learning_rate`"),
+    ):
         with pytest.raises(UserError, match=message):
             from_dict(TrainConfig, with_value(base, key, bad))
 

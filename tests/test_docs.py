@@ -30,9 +30,14 @@ def site(tmp_path_factory) -> Path:
     pytest.importorskip("mkdocs", reason="the docs extra is not installed (pip install -e '.[docs]', or make docs)")
     pytest.importorskip("material", reason="the docs extra is not installed (pip install -e '.[docs]', or make docs)")
     out = tmp_path_factory.mktemp("site")
-    run = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=600,
-                         env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    run = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     return out
 
@@ -87,15 +92,21 @@ def test_every_design_citation_points_at_a_section_of_the_design(site):
 def test_nothing_cites_a_design_file_outside_the_repository():
     """The planning notes the project started from are not in the repository; the design of record is docs/design.md."""
     stale = re.compile(r"(?<![/\w])DESIGN(?:\.md)?\s+(?:section\s+)?\d|DESIGN\.md")
-    found = [f"{path.relative_to(ROOT)}:{number}"
-             for path in repository_files() if path.name != "test_docs.py"
-             for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1)
-             if stale.search(line)]
+    found = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in repository_files()
+        if path.name != "test_docs.py"
+        for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1)
+        if stale.search(line)
+    ]
     assert not found, "citations of a DESIGN.md outside the repository:\n" + "\n".join(found)
 
 
 def test_the_readme_links_resolve():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    missing = [target for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme)
-               if "://" not in target and not (ROOT / target).exists()]
+    missing = [
+        target
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme)
+        if "://" not in target and not (ROOT / target).exists()
+    ]
     assert not missing, f"README links to files that do not exist: {missing}"

@@ -17,10 +17,15 @@ MESSAGES = [{"role": "user", "content": "hi"}]
 
 
 def chat_body(text: str) -> bytes:
-    return json.dumps({
-        "id": "c", "object": "chat.completion", "created": 0, "model": "m",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-    }).encode()
+    return json.dumps(
+        {
+            "id": "c",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        }
+    ).encode()
 
 
 class LoopbackServer:
@@ -199,9 +204,11 @@ def test_real_transformers_serve_chat_and_complete(transformers_server, default_
 
     def greedy(input_ids, max_new_tokens: int) -> str:
         output = model.generate(input_ids, max_new_tokens=max_new_tokens, do_sample=False)
-        return default_tokenizer.decode(output[0, input_ids.shape[1]:], skip_special_tokens=True)
+        return default_tokenizer.decode(output[0, input_ids.shape[1] :], skip_special_tokens=True)
 
-    chat_ids = default_tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
+    chat_ids = default_tokenizer.apply_chat_template(
+        chat, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )["input_ids"]
     assert text.strip() and choice.text.strip()
     assert text == greedy(chat_ids, 4)
     assert choice.text == greedy(default_tokenizer(prompt, return_tensors="pt")["input_ids"], 3)

@@ -33,29 +33,81 @@ def test_yaml_flags_and_key_value_words_give_the_same_config(tmp_path, paths):
         "end_probability_conversations: 20\npersona_users: 7\npersona_filter: length=very_short|short\ncontrast_intents: 0\n"
     )
     from_yaml = parse([str(yaml_file)])
-    from_flags = parse([
-        "--checkpoints", f"sim={sim}", "base=default@chatml", "--data", str(data), "--out", str(tmp_path / "report"),
-        "--seed", "3", "--perplexity-samples", "0", "--batch_size", "2", "--probes-per-kind", "4",
-        "--judge-endpoint", "http://127.0.0.1:9/v1", "--judge-model", "judge", "--no-progress",
-        "--end-probability-conversations", "20", "--persona-users", "7", "--persona-filter", "length=very_short|short",
-        "--contrast-intents", "0",
-    ])
-    from_words = parse([
-        f"checkpoints=[sim={sim}, base=default@chatml]", f"data={data}", f"out={tmp_path / 'report'}", "seed=3",
-        "perplexity_samples=0", "batch_size=2", "probes_per_kind=4", "judge_endpoint=http://127.0.0.1:9/v1",
-        "judge_model=judge", "progress=false", "end_probability_conversations=20", "persona_users=7",
-        "persona_filter=length=very_short|short", "contrast_intents=0",
-    ])
+    from_flags = parse(
+        [
+            "--checkpoints",
+            f"sim={sim}",
+            "base=default@chatml",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "report"),
+            "--seed",
+            "3",
+            "--perplexity-samples",
+            "0",
+            "--batch_size",
+            "2",
+            "--probes-per-kind",
+            "4",
+            "--judge-endpoint",
+            "http://127.0.0.1:9/v1",
+            "--judge-model",
+            "judge",
+            "--no-progress",
+            "--end-probability-conversations",
+            "20",
+            "--persona-users",
+            "7",
+            "--persona-filter",
+            "length=very_short|short",
+            "--contrast-intents",
+            "0",
+        ]
+    )
+    from_words = parse(
+        [
+            f"checkpoints=[sim={sim}, base=default@chatml]",
+            f"data={data}",
+            f"out={tmp_path / 'report'}",
+            "seed=3",
+            "perplexity_samples=0",
+            "batch_size=2",
+            "probes_per_kind=4",
+            "judge_endpoint=http://127.0.0.1:9/v1",
+            "judge_model=judge",
+            "progress=false",
+            "end_probability_conversations=20",
+            "persona_users=7",
+            "persona_filter=length=very_short|short",
+            "contrast_intents=0",
+        ]
+    )
     from_python = EvalConfig(
-        checkpoints=[f"sim={sim}", "base=default@chatml"], data=data, out=tmp_path / "report", seed=3, perplexity_samples=0,
-        batch_size=2, probes_per_kind=4, judge_endpoint="http://127.0.0.1:9/v1", judge_model="judge", progress=False,
-        end_probability_conversations=20, persona_users=7, persona_filter="length=very_short|short", contrast_intents=0,
+        checkpoints=[f"sim={sim}", "base=default@chatml"],
+        data=data,
+        out=tmp_path / "report",
+        seed=3,
+        perplexity_samples=0,
+        batch_size=2,
+        probes_per_kind=4,
+        judge_endpoint="http://127.0.0.1:9/v1",
+        judge_model="judge",
+        progress=False,
+        end_probability_conversations=20,
+        persona_users=7,
+        persona_filter="length=very_short|short",
+        contrast_intents=0,
     )
     assert from_yaml == from_flags == from_words == from_python
     assert from_yaml.specs == [CheckpointSpec("sim", sim, None), CheckpointSpec("base", Path("default"), "chatml")]
     assert to_dict(from_yaml)["checkpoints"] == [f"sim={sim}", "base=default@chatml"]
     # Defaults where nothing was said.
-    assert (from_yaml.first_turn_intents, from_yaml.max_new_tokens, from_yaml.judge_api_key_env) == (100, 64, "OPENAI_API_KEY")
+    assert (from_yaml.first_turn_intents, from_yaml.max_new_tokens, from_yaml.judge_api_key_env) == (
+        100,
+        64,
+        "OPENAI_API_KEY",
+    )
     # P(end) scores every held-out decision point unless told otherwise.
     assert parse(["--checkpoints", f"sim={sim}", "--data", str(data)]).end_probability_conversations is None
 
@@ -73,7 +125,9 @@ def test_unknown_keys_are_named(tmp_path, paths):
     yaml_file.write_text(f"checkpoints: [sim={sim}]\ndata: {data}\nbatch_sise: 4\n")
     with pytest.raises(UserError, match=r"Unknown key `batch_sise` in eval.yaml; did you mean `batch_size`\?"):
         parse([str(yaml_file)])
-    with pytest.raises(UserError, match=r"Unknown key `--checkpoint` on the command line; did you mean `--checkpoints`\?"):
+    with pytest.raises(
+        UserError, match=r"Unknown key `--checkpoint` on the command line; did you mean `--checkpoints`\?"
+    ):
         parse(["--checkpoint", f"sim={sim}", "--data", str(data)])
     with pytest.raises(UserError, match=r"Unknown key `judge` on the command line; did you mean `judge_model`\?"):
         parse([f"checkpoints=[sim={sim}]", f"data={data}", "judge=http://x/v1"])
@@ -88,14 +142,23 @@ def test_unknown_keys_are_named(tmp_path, paths):
         (["termination_conversations=-1"], ("`termination_conversations`", "must be at least 0, not -1.")),
         (["--max_new_tokens", "many"], ("`max_new_tokens`", "must be a whole number, not 'many'.")),
         # Rules across fields.
-        (["--judge-endpoint", "http://127.0.0.1:9/v1"], ("Name the judge's model with judge_model when you give judge_endpoint.",)),
-        (["--checkpoints", "a=default@chatml", "a=default"], ("Two checkpoints are named 'a'; give every checkpoint a different NAME.",)),
+        (
+            ["--judge-endpoint", "http://127.0.0.1:9/v1"],
+            ("Name the judge's model with judge_model when you give judge_endpoint.",),
+        ),
+        (
+            ["--checkpoints", "a=default@chatml", "a=default"],
+            ("Two checkpoints are named 'a'; give every checkpoint a different NAME.",),
+        ),
         (["--checkpoints", "no-name"], ("Give each checkpoint as NAME=PATH or NAME=PATH@TEMPLATE, not 'no-name'.",)),
         (["--checkpoints", "x=default@llama"], ("Checkpoint x: nothing at default@llama;",)),
         (["--data", "missing.jsonl"], ("The test data missing.jsonl does not exist;",)),
         (["end_probability_conversations=-1"], ("`end_probability_conversations`", "must be at least 0, not -1.")),
         (["--persona-turns-per-user", "0"], ("`persona_turns_per_user`", "must be at least 1, not 0.")),
-        (["--persona-filter", "length=tiny"], ("The persona filter part 'length=tiny' has tiny, not a value of length",)),
+        (
+            ["--persona-filter", "length=tiny"],
+            ("The persona filter part 'length=tiny' has tiny, not a value of length",),
+        ),
     ],
 )
 def test_bad_configs_stop_before_any_work_with_one_sentence(paths, extra, message):
@@ -117,7 +180,9 @@ def test_data_may_be_a_prep_folder_whose_test_split_is_read(tmp_path, paths):
 
 def test_checkpoints_and_data_are_required(paths):
     data, sim = paths
-    with pytest.raises(UserError, match="Set `checkpoints`: as checkpoints=..., with --checkpoints, or in the config file."):
+    with pytest.raises(
+        UserError, match="Set `checkpoints`: as checkpoints=..., with --checkpoints, or in the config file."
+    ):
         parse(["--data", str(data)])
     with pytest.raises(UserError, match="Set `data`"):
         parse(["--checkpoints", f"sim={sim}"])

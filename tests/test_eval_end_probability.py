@@ -13,13 +13,13 @@ import pytest
 import torch
 
 from tests.eval_models import make_bigram_model, make_trigger_model
+from tests.test_eval_termination import HELD_OUT, PHRASE, PHRASE_SEEN, REAL_END
 from userlm.data_prep.format import END_MARKER, flip
 from userlm.data_prep.templates import CHATML, USERLM_LLAMA3, attach_template, render
 from userlm.evaluation.end_probability import end_probabilities, end_probability_metrics, end_rows, end_tokens
 from userlm.evaluation.roc import roc_auc, roc_curve
 from userlm.evaluation.termination import decision_points
 from userlm.infer.simulator import UserSimulator
-from tests.test_eval_termination import HELD_OUT, PHRASE, PHRASE_SEEN, REAL_END
 
 
 def read(path):
@@ -40,7 +40,12 @@ def test_roc_auc_against_known_orderings():
 
 def test_roc_curve_has_one_point_per_distinct_threshold():
     assert roc_curve([0.9, 0.8, 0.7, 0.6, 0.5], [True, False, True, False, False]) == [
-        (0.0, 0.0), (0.0, 0.5), (1 / 3, 0.5), (1 / 3, 1.0), (2 / 3, 1.0), (1.0, 1.0),
+        (0.0, 0.0),
+        (0.0, 0.5),
+        (1 / 3, 0.5),
+        (1 / 3, 1.0),
+        (2 / 3, 1.0),
+        (1.0, 1.0),
     ]
     # Tied scores move together.
     assert roc_curve([0.5, 0.5, 0.2], [True, False, False]) == [(0.0, 0.0), (0.5, 1.0), (1.0, 1.0)]
@@ -54,7 +59,9 @@ def test_end_probability_metrics_summarise_both_kinds_of_point():
     # Every resample that holds both kinds ranks them perfectly, and so does Hanley-McNeil's standard error.
     assert result["ci"] == result["ci_hanley_mcneil"] == [1.0, 1.0]
     # Resampled by conversation when each point's is given: two conversations of two points.
-    clustered = end_probability_metrics([0.9, 0.1, 0.3, 0.2], [True, False, True, False], conversations=["a", "a", "b", "b"])
+    clustered = end_probability_metrics(
+        [0.9, 0.1, 0.3, 0.2], [True, False, True, False], conversations=["a", "a", "b", "b"]
+    )
     assert (clustered["unit"], clustered["units"], clustered["n"]) == ("conversation", 2, 4)
     # No real end among the points: nothing to rank against.
     assert end_probability_metrics([0.2, 0.3], [False, False])["value"] is None
@@ -72,7 +79,12 @@ def softmax_share(logits: dict, target: str, vocabulary: int) -> float:
 @pytest.fixture(scope="module")
 def bigram(tmp_path_factory, llama3_style_tokenizer):
     folder = tmp_path_factory.mktemp("bigram")
-    make_bigram_model(folder, llama3_style_tokenizer, USERLM_LLAMA3, transitions={"<|end_header_id|>": NEWLINE_LOGITS, "\n": END_LOGITS})
+    make_bigram_model(
+        folder,
+        llama3_style_tokenizer,
+        USERLM_LLAMA3,
+        transitions={"<|end_header_id|>": NEWLINE_LOGITS, "\n": END_LOGITS},
+    )
     return UserSimulator.load(folder)
 
 
@@ -83,10 +95,14 @@ def test_with_the_llama3_opening_p_end_is_p_newline_times_p_end_after_it(bigram,
     assert bigram.tokenizer.convert_ids_to_tokens(end_tokens(bigram.tokenizer, USERLM_LLAMA3)) == ["Ċ", END_MARKER]
     expected = softmax_share(NEWLINE_LOGITS, "\n", vocabulary) * softmax_share(END_LOGITS, END_MARKER, vocabulary)
     # rel 1e-3: torch's float32 log-softmax over 49,156 logits is good to about 1e-4.
-    assert end_probabilities(bigram, points, batch_size=3, progress=False) == pytest.approx([expected] * len(points), rel=1e-3)
+    assert end_probabilities(bigram, points, batch_size=3, progress=False) == pytest.approx(
+        [expected] * len(points), rel=1e-3
+    )
     # Through chatml the prompt already ends with "user\n": P(end) is the marker's share after "\n".
     chatml = UserSimulator(bigram.model, bigram.tokenizer, CHATML)
-    assert end_probabilities(chatml, points, progress=False) == pytest.approx([softmax_share(END_LOGITS, END_MARKER, vocabulary)] * len(points), rel=1e-3)
+    assert end_probabilities(chatml, points, progress=False) == pytest.approx(
+        [softmax_share(END_LOGITS, END_MARKER, vocabulary)] * len(points), rel=1e-3
+    )
 
 
 def one_pass_per_point(simulator, points):
@@ -94,7 +110,9 @@ def one_pass_per_point(simulator, points):
     ends = end_tokens(simulator.tokenizer, simulator.template)
     result = []
     for point in points:
-        ids = simulator.tokenizer(render(simulator.tokenizer, simulator.template, point["prompt"]), add_special_tokens=False)["input_ids"]
+        ids = simulator.tokenizer(
+            render(simulator.tokenizer, simulator.template, point["prompt"]), add_special_tokens=False
+        )["input_ids"]
         with torch.no_grad():
             logits = simulator.model(input_ids=torch.tensor([ids + ends[:-1]])).logits[0]
         log_p = torch.log_softmax(logits[len(ids) - 1 :], dim=-1)
@@ -103,7 +121,9 @@ def one_pass_per_point(simulator, points):
 
 
 @pytest.mark.parametrize("template", [USERLM_LLAMA3, CHATML], ids=lambda t: t.name)
-def test_shared_rows_give_what_one_pass_per_point_gives(tiny_llama_for, llama3_style_tokenizer, eval_test_file, template):
+def test_shared_rows_give_what_one_pass_per_point_gives(
+    tiny_llama_for, llama3_style_tokenizer, eval_test_file, template
+):
     tokenizer = copy.deepcopy(llama3_style_tokenizer)
     tokenizer.add_tokens([END_MARKER], special_tokens=True)
     attach_template(tokenizer, template)
@@ -118,7 +138,9 @@ def test_shared_rows_give_what_one_pass_per_point_gives(tiny_llama_for, llama3_s
     assert len(set(round(p, 12) for p in shared)) == 7  # random weights: every point differs
 
 
-def test_models_that_always_never_or_only_after_a_phrase_end(forced_simulator, eval_test_file, tmp_path, default_tokenizer):
+def test_models_that_always_never_or_only_after_a_phrase_end(
+    forced_simulator, eval_test_file, tmp_path, default_tokenizer
+):
     points = decision_points(read(eval_test_file))
     always = end_probabilities(UserSimulator.load(forced_simulator(always_end=True)), points, progress=False)
     never = end_probabilities(UserSimulator.load(forced_simulator(always_end=False)), points, progress=False)
@@ -126,7 +148,11 @@ def test_models_that_always_never_or_only_after_a_phrase_end(forced_simulator, e
     # A constant answer ranks nothing: chance.
     assert end_probability_metrics([round(p, 3) for p in always], [p["is_end"] for p in points])["value"] == 0.5
 
-    phrase = UserSimulator.load(make_trigger_model(tmp_path / "phrase", default_tokenizer, trigger=PHRASE, when_present=END_MARKER, otherwise="ok"))
+    phrase = UserSimulator.load(
+        make_trigger_model(
+            tmp_path / "phrase", default_tokenizer, trigger=PHRASE, when_present=END_MARKER, otherwise="ok"
+        )
+    )
     held_out = decision_points([s for record in HELD_OUT for s in flip(record, "test")])
     probabilities = end_probabilities(phrase, held_out, batch_size=4, progress=False)
     assert [p > 0.99 for p in probabilities] == PHRASE_SEEN and all(p > 0.99 or p < 0.01 for p in probabilities)

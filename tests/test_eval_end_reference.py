@@ -15,10 +15,20 @@ SINGLE, ONCE = SCOPES[0], SCOPES[1]
 
 
 def point(user_turns: int, is_end: bool, scope: str = "", conversation: str = "c") -> dict:
-    system = {"role": "system", "content": f"You are a user chatting with an assistant language model to cook. {scope}".strip()}
-    history = [m for _ in range(user_turns) for m in ({"role": "user", "content": "q"}, {"role": "assistant", "content": "a"})]
-    return {"prompt": [system, *history], "completion": [{"role": "user", "content": "<|endconversation|>" if is_end else "more"}],
-            "conversation_id": conversation, "turn_index": user_turns, "is_end": is_end}
+    system = {
+        "role": "system",
+        "content": f"You are a user chatting with an assistant language model to cook. {scope}".strip(),
+    }
+    history = [
+        m for _ in range(user_turns) for m in ({"role": "user", "content": "q"}, {"role": "assistant", "content": "a"})
+    ]
+    return {
+        "prompt": [system, *history],
+        "completion": [{"role": "user", "content": "<|endconversation|>" if is_end else "more"}],
+        "conversation_id": conversation,
+        "turn_index": user_turns,
+        "is_end": is_end,
+    }
 
 
 def write(path, samples, extra_lines=()):
@@ -26,8 +36,12 @@ def write(path, samples, extra_lines=()):
 
 
 # Held-out points, each its own conversation: (user turns so far, real end).
-HELD_OUT = [point(1, True, conversation="h1"), point(2, False, conversation="h2"), point(3, True, conversation="h3"),
-            point(1, False, conversation="h4")]
+HELD_OUT = [
+    point(1, True, conversation="h1"),
+    point(2, False, conversation="h2"),
+    point(3, True, conversation="h3"),
+    point(1, False, conversation="h4"),
+]
 
 
 @pytest.fixture
@@ -36,7 +50,14 @@ def test_file(tmp_path):
     # differ and must not matter. A first turn (nobody leaves before writing) is no decision point; a broken
     # line is counted.
     first_turn = {**point(0, False), "prompt": [point(0, False)["prompt"][0]]}
-    train = [point(1, True, SINGLE), point(1, True, ONCE), point(1, False, SINGLE), point(2, False, ONCE), point(2, False), first_turn]
+    train = [
+        point(1, True, SINGLE),
+        point(1, True, ONCE),
+        point(1, False, SINGLE),
+        point(2, False, ONCE),
+        point(2, False),
+        first_turn,
+    ]
     write(tmp_path / "train.jsonl", train, extra_lines=["{not json"])
     write(tmp_path / "test.jsonl", [])
     return tmp_path / "test.jsonl"
@@ -53,7 +74,11 @@ def test_the_turn_index_floor_on_a_hand_built_set(test_file):
     assert (floor["n"], floor["real_end_points"], floor["unit"], floor["units"]) == (4, 2, "conversation", 4)
     assert floor["ci"][0] <= floor["value"] <= floor["ci"][1] and floor["ci"][1] - floor["ci"][0] > 0
     assert (floor["train_decision_points"], floor["train_unusable_lines"]) == (5, 1)
-    assert floor["source"] == REFERENCES["turn_index"][1] and floor["roc"][0] == (0.0, 0.0) and floor["roc"][-1] == (1.0, 1.0)
+    assert (
+        floor["source"] == REFERENCES["turn_index"][1]
+        and floor["roc"][0] == (0.0, 0.0)
+        and floor["roc"][-1] == (1.0, 1.0)
+    )
     # Each point left with its rate: tp 29/28, fp 21/28, fn 27/28 -> F1 = 58 / (58 + 21 + 27).
     f1 = reference["termination_expected_f1"]["turn_index"]
     assert f1["value"] == pytest.approx(100 * 58 / 106) and f1["n"] == 4 and f1["ci"] is not None
@@ -75,8 +100,12 @@ def test_a_scope_sentence_at_the_held_out_points_changes_no_floor(test_file):
 
 def test_a_checkpoint_figure_carries_its_difference_from_each_floor(test_file):
     reference = end_reference(test_file, HELD_OUT, seed=0)
-    ranks_every_end = end_probability_metrics([0.9, 0.1, 0.8, 0.2], [p["is_end"] for p in HELD_OUT],
-                                              conversations=[p["conversation_id"] for p in HELD_OUT], seed=0)
+    ranks_every_end = end_probability_metrics(
+        [0.9, 0.1, 0.8, 0.2],
+        [p["is_end"] for p in HELD_OUT],
+        conversations=[p["conversation_id"] for p in HELD_OUT],
+        seed=0,
+    )
     checkpoint = {"termination_auc": ranks_every_end}
     add_floor_differences(checkpoint, reference, seed=0)
     over = checkpoint["termination_auc"]["minus_reference"]

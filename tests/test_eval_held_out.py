@@ -25,8 +25,17 @@ QUICKSTART_FILTER = "length=very_short,lowercase=often"  # recipes/quickstart.ya
 @pytest.fixture(scope="module")
 def prepped(sharegpt_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("sharegpt-held-out")
-    prep(PrepConfig(inputs=[sharegpt_file], out=out, languages=["en"], intents="heuristic", personas="style",
-                    split=[0.9, 0.05, 0.05], progress=False))
+    prep(
+        PrepConfig(
+            inputs=[sharegpt_file],
+            out=out,
+            languages=["en"],
+            intents="heuristic",
+            personas="style",
+            split=[0.9, 0.05, 0.05],
+            progress=False,
+        )
+    )
     return out
 
 
@@ -37,8 +46,15 @@ def test_split(prepped):
 
 
 def draw(samples, users, turns_per_user):
-    return held_out_users(samples, users, count=8, turns_per_user=turns_per_user, persona_filter=QUICKSTART_FILTER, seed=0,
-                          fits=lambda prompt: sum(len(m["content"]) for m in prompt) <= 1200)
+    return held_out_users(
+        samples,
+        users,
+        count=8,
+        turns_per_user=turns_per_user,
+        persona_filter=QUICKSTART_FILTER,
+        seed=0,
+        fits=lambda prompt: sum(len(m["content"]) for m in prompt) <= 1200,
+    )
 
 
 @pytest.mark.parametrize("turns_per_user", [1, 3])
@@ -84,8 +100,13 @@ def test_the_constructed_labels_are_what_they_say(test_split):
             assert a.reply in assistants and a.reply not in users  # an assistant's turn in the user slot
         else:
             # Another user's turn, in the conversation whose opening (its first words) the assistant proposed to talk about.
-            assert [cid for cid, opening in openings.items() if cid != a.conversation and a.reply == seconds.get(cid)
-                    and " ".join(opening.split()).startswith(a.probe.diversion)]
+            assert [
+                cid
+                for cid, opening in openings.items()
+                if cid != a.conversation
+                and a.reply == seconds.get(cid)
+                and " ".join(opening.split()).startswith(a.probe.diversion)
+            ]
             assert a.reply not in users and a.probe.diversion in a.probe.assistant
 
 
@@ -94,7 +115,9 @@ def test_the_judge_is_scored_out_of_sample_on_labels_disjoint_from_its_rule_writ
     answers = constructed_answers(test_split, conversations=100, seed=0)
     hand = labelled_answers()
     hand_texts = {r for _, r, _ in hand} | {p.first_turn for p, _, _ in hand} | {p.assistant for p, _, _ in hand}
-    assert not hand_texts & ({a.reply for a in answers} | {a.probe.first_turn for a in answers} | {a.probe.assistant for a in answers})
+    assert not hand_texts & (
+        {a.reply for a in answers} | {a.probe.first_turn for a in answers} | {a.probe.assistant for a in answers}
+    )
     # Drawn from the test split, none of it from the train split.
     train_ids = {json.loads(line)["conversation_id"] for _, line in open_lines(split_file(prepped, "train"))}
     assert not {a.conversation for a in answers} & train_ids
@@ -124,17 +147,27 @@ def test_the_naturalness_detector_is_scored_against_turns_the_real_smollm2_write
         scored.extend(texts)
         return setup.detector(texts)
 
-    config = EvalConfig(checkpoints=["base=default@chatml"], data=data, naturalness_model_turns=1, naturalness_fit_samples=40,
-                        max_new_tokens=6, progress=False)
+    config = EvalConfig(
+        checkpoints=["base=default@chatml"],
+        data=data,
+        naturalness_model_turns=1,
+        naturalness_fit_samples=40,
+        max_new_tokens=6,
+        progress=False,
+    )
     result = model_written_validation(detector, setup.held_out, config)
-    assert result["real_user_turns"] == 40 and result["model_turns"] == len(SETTINGS) and result["n"] == 40 + len(SETTINGS)
+    assert (
+        result["real_user_turns"] == 40 and result["model_turns"] == len(SETTINGS) and result["n"] == 40 + len(SETTINGS)
+    )
     # The model-written turns are the prompted SmolLM2's own, one per setting, regenerated here.
     written = scored[40 : 40 + len(SETTINGS)]
     real = scored[:40]
     intent = next(s for s in test_split if s["turn_index"] == 0 and s["completion"][0]["content"] == real[0])
     simulator = UserSimulator.load("default", template="chatml")
     for text, instruction in zip(written, SETTINGS.values()):
-        assert [text] == generate_texts(simulator, [setting_prompt(intent, instruction)], config, seed=config.seed + SEED_OFFSET, desc="")
+        assert [text] == generate_texts(
+            simulator, [setting_prompt(intent, instruction)], config, seed=config.seed + SEED_OFFSET, desc=""
+        )
     assert not set(written) & {s["completion"][0]["content"] for s in test_split}
     scores = setup.detector(real + written)
     assert result["value"] == pytest.approx(roc_auc(scores, [True] * 40 + [False] * len(SETTINGS)))
@@ -145,10 +178,21 @@ def test_the_naturalness_detector_is_scored_against_turns_the_real_smollm2_write
 def test_the_naturalness_row_is_called_uninformative_in_words_below_an_auc_of_0_8():
     from userlm.evaluation.report_details import model_written_note, row_flag
 
-    checked = {"value": 0.7, "n": 40, "ci": [0.6, 0.8], "real_user_turns": 30, "model_turns": 10, "model": "m", "by_setting": {},
-               "informative": False, "verdict": "uninformative: the detector cannot tell"}
+    checked = {
+        "value": 0.7,
+        "n": 40,
+        "ci": [0.6, 0.8],
+        "real_user_turns": 30,
+        "model_turns": 10,
+        "model": "m",
+        "by_setting": {},
+        "informative": False,
+        "verdict": "uninformative: the detector cannot tell",
+    }
     results = {"validation": {"naturalness_detector": {"model_written": checked}}}
     assert row_flag(results, "naturalness") == " (uninformative)" and row_flag(results, "persona_fidelity") == ""
-    assert model_written_note(checked).startswith("UNINFORMATIVE ROW. ") and "ROC AUC 0.70 [0.60, 0.80], n 40" in model_written_note(checked)
+    assert model_written_note(checked).startswith(
+        "UNINFORMATIVE ROW. "
+    ) and "ROC AUC 0.70 [0.60, 0.80], n 40" in model_written_note(checked)
     checked.update(value=0.9, informative=True)
     assert row_flag(results, "naturalness") == "" and not model_written_note(checked).startswith("UNINFORMATIVE")

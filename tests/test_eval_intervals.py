@@ -65,7 +65,9 @@ def test_each_statistic_on_all_items_is_the_metric_it_resamples():
     rng = random.Random(1)
     scores = [rng.choice([0.1, 0.2, 0.3, 0.5, 0.9]) for _ in range(40)]  # many ties
     labels = [rng.random() < 0.3 for _ in range(40)]
-    assert figure("auc", [[s, float(y)] for s, y in zip(scores, labels)], seed=0)["value"] == pytest.approx(roc_auc(scores, labels))
+    assert figure("auc", [[s, float(y)] for s, y in zip(scores, labels)], seed=0)["value"] == pytest.approx(
+        roc_auc(scores, labels)
+    )
     predicted = [rng.random() < 0.5 for _ in range(40)]
     f1 = figure("f1", [[float(p), float(y)] for p, y in zip(predicted, labels)], seed=0, scale=100)["value"]
     assert f1 == pytest.approx(100 * metrics.f1_for_end(predicted, labels)["f1"])
@@ -88,7 +90,9 @@ def test_hanley_mcneil_by_hand():
     # A = 0.8, 10 ends, 20 continues: Q1 = 0.8/1.2 = 0.6667, Q2 = 1.28/1.8 = 0.7111,
     # SE² = (0.16 + 9·0.02667 + 19·0.07111) / 200 = 1.75111 / 200, SE = 0.09357; 0.8 ± 1.96·SE.
     lo, hi = hanley_mcneil(0.8, 10, 20)
-    assert lo == pytest.approx(0.8 - 1.959964 * 0.093571, abs=1e-4) and hi == pytest.approx(0.8 + 1.959964 * 0.093571, abs=1e-4)
+    assert lo == pytest.approx(0.8 - 1.959964 * 0.093571, abs=1e-4) and hi == pytest.approx(
+        0.8 + 1.959964 * 0.093571, abs=1e-4
+    )
     assert hanley_mcneil(1.0, 5, 5) == [1.0, 1.0]
 
 
@@ -96,7 +100,9 @@ def test_the_paired_difference():
     rng = np.random.default_rng(0)
     users = [f"user {k}" for k in range(30)]
     base = list(rng.normal(0, 5, size=30))  # users differ a lot from each other
-    better = [b + 1.0 + e for b, e in zip(base, rng.normal(0, 0.3, size=30))]  # each a little better than under the base
+    better = [
+        b + 1.0 + e for b, e in zip(base, rng.normal(0, 0.3, size=30))
+    ]  # each a little better than under the base
     paired = difference(mean_figure(better, seed=0, ids=users), mean_figure(base, seed=0, ids=users), seed=0)
     assert paired["paired"] and paired["n"] == 30 and paired["shown"]
     assert paired["value"] == pytest.approx(np.mean(better) - np.mean(base))

@@ -12,13 +12,20 @@ from userlm.evaluation.judge import EndpointJudge, adherence
 from userlm.evaluation.probes import build_probes
 
 INTENT = "You are a user chatting with an assistant language model to fix a broken Python script."
-OPENING = {"prompt": [{"role": "system", "content": INTENT}], "completion": [{"role": "user", "content": "my python script crashes"}]}
+OPENING = {
+    "prompt": [{"role": "system", "content": INTENT}],
+    "completion": [{"role": "user", "content": "my python script crashes"}],
+}
 STAYS = "no idea, thats why im asking"
 ANSWERS = "Certainly! Here is the corrected script."
 
 
-def test_endpoint_judge_returns_what_the_served_model_answered_for_each_probe(tmp_path, default_tokenizer, serve_folder):
-    folder = make_trigger_model(tmp_path / "judge", default_tokenizer, trigger=" Certainly", when_present="No", otherwise="Yes", flipped=False)
+def test_endpoint_judge_returns_what_the_served_model_answered_for_each_probe(
+    tmp_path, default_tokenizer, serve_folder
+):
+    folder = make_trigger_model(
+        tmp_path / "judge", default_tokenizer, trigger=" Certainly", when_present="No", otherwise="Yes", flipped=False
+    )
     url = serve_folder(folder)
     probes = build_probes([OPENING], "role", 1, seed=0) * 3 + build_probes([OPENING], "intent", 1, seed=0) * 3
     replies = [STAYS, ANSWERS, STAYS, ANSWERS, ANSWERS, STAYS]

@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 
 from tests.eval_models import always_human
-from userlm.data_prep.format import END_MARKER
+from userlm.data_prep.format import END_MARKER, system_text
 from userlm.errors import UserError
-from userlm.data_prep.format import system_text
 from userlm.evaluation import metrics
 from userlm.evaluation.config import CheckpointSpec, EvalConfig, parse_checkpoint
 from userlm.evaluation.judge import HeuristicJudge, parse_verdict
@@ -41,7 +40,9 @@ def test_intent_decomposition_hand_computed():
     assert metrics.intent_overlap("which language model is this", INTENT) == 0.0
     # A turn without content words copies nothing.
     assert metrics.intent_overlap("is it?", INTENT) == 0.0
-    assert metrics.intent_decomposition(["Fix my Python script please", "hello there"], [INTENT, INTENT]) == pytest.approx(0.375)
+    assert metrics.intent_decomposition(
+        ["Fix my Python script please", "hello there"], [INTENT, INTENT]
+    ) == pytest.approx(0.375)
 
 
 def test_termination_f1_hand_computed():
@@ -60,12 +61,19 @@ def test_distinct_n_and_within_intent_diversity_hand_computed():
     assert metrics.distinct_n(["a b a", "a b"], 2) == pytest.approx(2 / 3)
     assert metrics.distinct_n(["a"], 2) == 0.0
     # Group 1: Jaccard({a,b},{a,c}) = 1/3 -> 2/3; group 2: identical -> 0; mean 1/3.
-    within = word_metrics(["a", "b"], [INTENT, INTENT + " twice"], [["a b", "a c"], ["x", "x"]], seed=0)["within_intent_diversity"]
+    within = word_metrics(["a", "b"], [INTENT, INTENT + " twice"], [["a b", "a c"], ["x", "x"]], seed=0)[
+        "within_intent_diversity"
+    ]
     assert within["value"] == pytest.approx(100 / 3) and within["n"] == 2 and within["unit"] == "intent"
 
 
 def test_word_metrics_leave_out_and_count_end_turns():
-    result = word_metrics(["a b c", END_MARKER, "a b d"], [INTENT, INTENT + " b", INTENT + " c"], [["a b", "a c", END_MARKER], [END_MARKER, "x"]], seed=0)
+    result = word_metrics(
+        ["a b c", END_MARKER, "a b d"],
+        [INTENT, INTENT + " b", INTENT + " c"],
+        [["a b", "a c", END_MARKER], [END_MARKER, "x"]],
+        seed=0,
+    )
     assert result["ended_at_first_turn"] == 1
     # Two turns, one pair: every resample of the two intents that keeps both draws that one pair.
     assert result["first_turn_diversity"]["value"] == pytest.approx(50.0) and result["first_turn_diversity"]["n"] == 2
@@ -95,7 +103,10 @@ def test_the_intent_is_read_without_the_persona():
 
 
 def probe(kind):
-    sample = {"prompt": [{"role": "system", "content": INTENT}], "completion": [{"role": "user", "content": "my python script crashes"}]}
+    sample = {
+        "prompt": [{"role": "system", "content": INTENT}],
+        "completion": [{"role": "user", "content": "my python script crashes"}],
+    }
     return build_probes([sample], kind, 1, seed=0)[0]
 
 
@@ -145,7 +156,12 @@ def test_offline_detector_separates_users_from_assistants():
     ]
     detector = OfflineDetector(users, assistants, "hand-written turns")
     assert human_share(detector, ["whats a good name for my cat", "ok thanks"]) == 1.0
-    assert human_share(detector, ["Certainly! Here are three options:\n\n1. Luna.\n2. Milo.\n3. Bella, a classic, elegant choice."]) == 0.0
+    assert (
+        human_share(
+            detector, ["Certainly! Here are three options:\n\n1. Luna.\n2. Milo.\n3. Bella, a classic, elegant choice."]
+        )
+        == 0.0
+    )
     # Only the opening words count: a turn cut at a token budget reads like its uncut self.
     long_answer = "Here is a corrected version of your query. " * 20
     assert detector([long_answer]) == pytest.approx(detector([" ".join(long_answer.split()[:30])]))
@@ -164,11 +180,16 @@ def test_without_a_train_split_the_detector_is_fitted_on_half_the_test_conversat
     # A named detector is validated the same way: one that calls everything human is right about half the time.
     named = naturalness_setup("tests.eval_models:always_human", eval_test_file, samples, fit_samples=100, seed=0)
     assert named.detector is always_human and named.label == "detector tests.eval_models:always_human"
-    assert named.validation["user_turns_rated_human"] == 100.0 and named.validation["assistant_turns_rated_machine"] == 0.0
+    assert (
+        named.validation["user_turns_rated_human"] == 100.0 and named.validation["assistant_turns_rated_machine"] == 0.0
+    )
     assert named.validation["accuracy"] == pytest.approx(100 * 6 / 11)
     # Too few conversations to hold half out: fitted and validated on all, and it says so.
     lone = [s for s in samples if s["conversation_id"] in ("e1", "e2")]
-    assert "validated on its own training turns" in naturalness_setup(None, eval_test_file, lone, fit_samples=100, seed=0).label
+    assert (
+        "validated on its own training turns"
+        in naturalness_setup(None, eval_test_file, lone, fit_samples=100, seed=0).label
+    )
 
 
 def test_load_detector_names_what_is_wrong():
@@ -203,7 +224,13 @@ def test_subsets_cut_conversations_for_termination_by_the_prompt_alone(eval_test
     e1 = sorted((p for p in points if p["conversation_id"] == "e1"), key=lambda p: p["turn_index"])
     limit = prompt_chars(e1[0])
     assert prompt_chars(e1[1]) > limit
-    config = EvalConfig(checkpoints=["m=default@chatml"], data=eval_test_file, max_sample_chars=limit, first_turn_intents=3, probes_per_kind=2)
+    config = EvalConfig(
+        checkpoints=["m=default@chatml"],
+        data=eval_test_file,
+        max_sample_chars=limit,
+        first_turn_intents=3,
+        probes_per_kind=2,
+    )
     subsets = draw_subsets(samples, config)
     kept = [(p["conversation_id"], p["turn_index"]) for p in subsets.termination_points]
     expected = [(p["conversation_id"], p["turn_index"]) for p in points if prompt_chars(p) <= limit]
@@ -222,8 +249,13 @@ def test_the_heuristic_judge_on_the_shipped_labelled_answers():
     items = labelled_answers()
     assert len(items) == 46 and sum(label for _, _, label in items) == 22
     judge = HeuristicJudge()
-    missed = [reply for (probe, reply, label), verdict in zip(items, judge.judge([p for p, _, _ in items], [r for _, r, _ in items]))
-              if verdict != label]
+    missed = [
+        reply
+        for (probe, reply, label), verdict in zip(
+            items, judge.judge([p for p, _, _ in items], [r for _, r, _ in items])
+        )
+        if verdict != label
+    ]
     # Its known blind spots: assistant-style answers without a telltale opening, diversions taken
     # up without naming the topic. Everything else it gets right: 40 of 46.
     assert missed == [
@@ -237,4 +269,7 @@ def test_the_heuristic_judge_on_the_shipped_labelled_answers():
     # The in-sample figure beside the out-of-sample one (no test conversation with a second turn here: none built).
     in_sample = judge_validation(judge, [], conversations=10, seed=0)["in_sample"]
     assert (in_sample["value"], in_sample["n"], in_sample["unjudged"]) == (pytest.approx(100 * 40 / 46), 46, 0)
-    assert {k: e["value"] for k, e in in_sample["by_kind"].items()} == {"role": pytest.approx(100 * 19 / 22), "intent": pytest.approx(100 * 21 / 24)}
+    assert {k: e["value"] for k, e in in_sample["by_kind"].items()} == {
+        "role": pytest.approx(100 * 19 / 22),
+        "intent": pytest.approx(100 * 21 / 24),
+    }

@@ -44,7 +44,9 @@ def test_perplexity_masking_equals_the_training_loss_masking(tiny_model, eval_te
         # The first trained token is predicted from the prompt's last token, so all of them are scored.
         assert tokens == trained
         assert nll / tokens == pytest.approx(loss, rel=1e-5)
-    assert completion_nll(model, tokenizer, CHATML, rows[:1], batch_size=1, progress=False)[0][0] == pytest.approx(batched[0][0], rel=1e-5)
+    assert completion_nll(model, tokenizer, CHATML, rows[:1], batch_size=1, progress=False)[0][0] == pytest.approx(
+        batched[0][0], rel=1e-5
+    )
 
 
 def test_perplexity_pools_tokens_and_without_intent_keeps_the_targets(tiny_model, eval_test_file):
@@ -55,7 +57,9 @@ def test_perplexity_pools_tokens_and_without_intent_keeps_the_targets(tiny_model
     assert stripped["prompt"][0] == {"role": "system", "content": ""}
     assert stripped["prompt"][1:] == sample["prompt"][1:]
     assert stripped["completion"] == sample["completion"]
-    (with_nll, with_tokens), (without_nll, without_tokens) = completion_nll(model, tokenizer, CHATML, [sample, stripped], progress=False)
+    (with_nll, with_tokens), (without_nll, without_tokens) = completion_nll(
+        model, tokenizer, CHATML, [sample, stripped], progress=False
+    )
     assert with_tokens == without_tokens
     assert with_nll != without_nll
 

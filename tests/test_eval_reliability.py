@@ -17,14 +17,47 @@ from userlm.evaluation import evaluate as evaluate_module
 from userlm.evaluation.config import EvalConfig
 from userlm.evaluation.evaluate import evaluate
 
-SMALL = dict(perplexity_samples=2, termination_conversations=2, probes_per_kind=1, diversity_intents=0, max_new_tokens=4,
-             termination_max_new_tokens=4, persona_users=2, contrast_intents=2, progress=False)
+SMALL = dict(
+    perplexity_samples=2,
+    termination_conversations=2,
+    probes_per_kind=1,
+    diversity_intents=0,
+    max_new_tokens=4,
+    termination_max_new_tokens=4,
+    persona_users=2,
+    contrast_intents=2,
+    progress=False,
+)
 
 WRONG_TYPES = [
-    {"prompt": "how do i sort a list", "completion": [{"role": "user", "content": "x"}], "conversation_id": "w1", "turn_index": 0, "is_end": False},
-    {"prompt": [{"role": "system", "content": 42}], "completion": [{"role": "user", "content": "x"}], "conversation_id": "w2", "turn_index": 0, "is_end": False},
-    {"prompt": [{"role": "system", "content": "intent"}], "completion": [{"role": "user", "content": ["x"]}], "conversation_id": "w3", "turn_index": 0, "is_end": False},
-    {"prompt": [{"role": "system", "content": "intent"}], "completion": [{"role": "user", "content": "x"}], "conversation_id": "w4", "turn_index": "0", "is_end": False},
+    {
+        "prompt": "how do i sort a list",
+        "completion": [{"role": "user", "content": "x"}],
+        "conversation_id": "w1",
+        "turn_index": 0,
+        "is_end": False,
+    },
+    {
+        "prompt": [{"role": "system", "content": 42}],
+        "completion": [{"role": "user", "content": "x"}],
+        "conversation_id": "w2",
+        "turn_index": 0,
+        "is_end": False,
+    },
+    {
+        "prompt": [{"role": "system", "content": "intent"}],
+        "completion": [{"role": "user", "content": ["x"]}],
+        "conversation_id": "w3",
+        "turn_index": 0,
+        "is_end": False,
+    },
+    {
+        "prompt": [{"role": "system", "content": "intent"}],
+        "completion": [{"role": "user", "content": "x"}],
+        "conversation_id": "w4",
+        "turn_index": "0",
+        "is_end": False,
+    },
     ["not", "an", "object"],
 ]
 
@@ -32,9 +65,15 @@ WRONG_TYPES = [
 def test_data_lines_of_the_wrong_types_are_counted_and_reported(tmp_path, eval_test_file, forced_simulator):
     data = tmp_path / "test.jsonl"
     data.write_text(eval_test_file.read_text() + "".join(json.dumps(line) + "\n" for line in WRONG_TYPES))
-    results = evaluate(EvalConfig(checkpoints=[f"talker={forced_simulator(always_end=False)}"], data=data, out=tmp_path / "report", **SMALL))
+    results = evaluate(
+        EvalConfig(
+            checkpoints=[f"talker={forced_simulator(always_end=False)}"], data=data, out=tmp_path / "report", **SMALL
+        )
+    )
     assert results["data"]["unusable_lines"] == 5
-    assert [(b["line"], b["reason"]) for b in results["data"]["unusable_examples"]] == [(n, "not_a_flipped_sample") for n in range(12, 17)]  # after the 11 good lines
+    assert [(b["line"], b["reason"]) for b in results["data"]["unusable_examples"]] == [
+        (n, "not_a_flipped_sample") for n in range(12, 17)
+    ]  # after the 11 good lines
     assert [b["detail"] for b in results["data"]["unusable_examples"]] == [
         "prompt is not a non-empty list of {role, content} messages with text contents",
         "prompt is not a non-empty list of {role, content} messages with text contents",
@@ -57,8 +96,14 @@ def short_context_model(tmp_path, folder, positions: int):
 
 def test_inputs_longer_than_a_checkpoints_context_are_left_out_and_counted(tmp_path, eval_test_file, forced_simulator):
     short = short_context_model(tmp_path, forced_simulator(always_end=False), 72)
-    results = evaluate(EvalConfig(checkpoints=[f"short={short}", f"full={forced_simulator(always_end=False)}"], data=eval_test_file,
-                                  out=tmp_path / "report", **SMALL))
+    results = evaluate(
+        EvalConfig(
+            checkpoints=[f"short={short}", f"full={forced_simulator(always_end=False)}"],
+            data=eval_test_file,
+            out=tmp_path / "report",
+            **SMALL,
+        )
+    )
     short_result, full = results["checkpoints"]["short"], results["checkpoints"]["full"]
     assert full["left_out_over_context"] == {}
     left_out = short_result["left_out_over_context"]
@@ -69,7 +114,9 @@ def test_inputs_longer_than_a_checkpoints_context_are_left_out_and_counted(tmp_p
 
 
 @pytest.mark.parametrize("where", ["data file", "data folder", "checkpoint", "someone else's folder", "a file"])
-def test_an_out_that_would_overwrite_an_input_or_other_files_is_refused_up_front(tmp_path, eval_test_file, forced_simulator, where, capsys):
+def test_an_out_that_would_overwrite_an_input_or_other_files_is_refused_up_front(
+    tmp_path, eval_test_file, forced_simulator, where, capsys
+):
     data = tmp_path / "prep" / "test.jsonl"
     data.parent.mkdir()
     shutil.copy(eval_test_file, data)
@@ -79,8 +126,13 @@ def test_an_out_that_would_overwrite_an_input_or_other_files_is_refused_up_front
     others.mkdir()
     (others / "todo.txt").write_text("mine")
     (tmp_path / "file.txt").write_text("mine")
-    out = {"data file": data, "data folder": data.parent, "checkpoint": checkpoint, "someone else's folder": others,
-           "a file": tmp_path / "file.txt"}[where]
+    out = {
+        "data file": data,
+        "data folder": data.parent,
+        "checkpoint": checkpoint,
+        "someone else's folder": others,
+        "a file": tmp_path / "file.txt",
+    }[where]
     with pytest.raises(UserError) as error:
         EvalConfig(checkpoints=[f"sim={checkpoint}"], data=data, out=out)
     assert str(error.value).count(".") >= 1 and "\n" not in str(error.value)
@@ -96,7 +148,9 @@ def test_the_output_folder_is_replaced_as_a_whole(tmp_path, eval_test_file, forc
     out.mkdir()
     (out / "metrics.json").write_text('{"old": true}\n')
     (out / "stale_metric.png").write_bytes(b"old plot")
-    config = EvalConfig(checkpoints=[f"talker={forced_simulator(always_end=False)}"], data=eval_test_file, out=out, **SMALL)
+    config = EvalConfig(
+        checkpoints=[f"talker={forced_simulator(always_end=False)}"], data=eval_test_file, out=out, **SMALL
+    )
 
     # Interrupted while writing the report: the earlier output stays whole, and nothing is left beside it.
     def interrupted(results, folder):

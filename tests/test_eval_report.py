@@ -90,7 +90,10 @@ def test_metrics_json_and_markdown(report_dir):
     assert prompted["perplexity_with_intent"]["n"] == 6
     assert results["human"]["first_turn_diversity"]["n"] == 4
     assert results["published"]["figures"]["termination_f1"]["UserLM-8b"] == 63.54
-    assert "heuristic" in results["settings"]["judge"] and "offline detector" in results["settings"]["naturalness_detector"]
+    assert (
+        "heuristic" in results["settings"]["judge"]
+        and "offline detector" in results["settings"]["naturalness_detector"]
+    )
     # Each model's P(end) is the same at every point (its logits ignore the context): it ranks nothing.
     for checkpoint in (ender, talker, prompted):
         assert checkpoint["termination_auc"]["value"] == 0.5 and checkpoint["termination_auc"]["n"] == 7
@@ -98,11 +101,18 @@ def test_metrics_json_and_markdown(report_dir):
     # The no-model floor at the same 7 points, from the train split beside the test file, and each checkpoint's lead over it.
     reference = results["reference"]["termination_auc"]["turn_index"]
     assert reference["n"] == 7 and reference["real_end_points"] == 3 and reference["train_decision_points"] == 7
-    assert talker["termination_auc"]["minus_reference"]["turn_index"]["value"] == pytest.approx(0.5 - reference["value"])
+    assert talker["termination_auc"]["minus_reference"]["turn_index"]["value"] == pytest.approx(
+        0.5 - reference["value"]
+    )
     # Obeys scope on the 3 conversations with two decision points: never leaving is on time only when told "a few times".
-    assert talker["termination_obeys_scope"]["value"] == pytest.approx(100 / 3, abs=0.01) and talker["termination_obeys_scope"]["n"] == 3
+    assert (
+        talker["termination_obeys_scope"]["value"] == pytest.approx(100 / 3, abs=0.01)
+        and talker["termination_obeys_scope"]["n"] == 3
+    )
     # Sampling always draws the ender's end marker and never the talker's: the expected F1 is the sampled one.
-    assert ender["termination_expected_f1"]["value"] == pytest.approx(60.0) and ender["termination_expected_f1"]["n"] == 7
+    assert (
+        ender["termination_expected_f1"]["value"] == pytest.approx(60.0) and ender["termination_expected_f1"]["n"] == 7
+    )
     assert talker["termination_expected_f1"]["value"] == 0.0
     # Persona fidelity on the three users with two turns (tests/test_eval_persona.py works the buckets out):
     # "ok" or "hello" at every scored point matches 4, 3 and 6 of the six buckets; the users themselves 3, 3 and 6.
@@ -124,38 +134,72 @@ def test_metrics_json_and_markdown(report_dir):
             if entry and entry["value"] is not None:
                 assert entry["n"] > 0 and entry["unit"], key
                 assert entry["ci"][0] <= entry["value"] + 1e-9 and entry["value"] <= entry["ci"][1] + 1e-9, key
-    assert talker["perplexity_with_intent"]["unit"] == "conversation" and talker["termination_auc"]["unit"] == "conversation"
+    assert (
+        talker["perplexity_with_intent"]["unit"] == "conversation"
+        and talker["termination_auc"]["unit"] == "conversation"
+    )
     assert talker["persona_fidelity"]["unit"] == "user" and talker["persona_fidelity"]["n"] == 3
     # Differences from the prompted base: "ok" and "hello" every time are equally undiverse, so that difference is zero and
     # not shown; the same points' perplexities are paired by conversation.
     differences = results["differences"]
     assert differences["base"] == "prompted" and set(differences["checkpoints"]) == {"ender", "talker"}
     diversity = differences["checkpoints"]["talker"]["first_turn_diversity"]
-    assert diversity["value"] == 0.0 and diversity["ci"] == [0.0, 0.0] and not diversity["shown"] and diversity["paired"]
+    assert (
+        diversity["value"] == 0.0 and diversity["ci"] == [0.0, 0.0] and not diversity["shown"] and diversity["paired"]
+    )
     perplexity = differences["checkpoints"]["talker"]["perplexity_with_intent"]
     assert perplexity["paired"] and perplexity["value"] == pytest.approx(
-        talker["perplexity_with_intent"]["value"] - prompted["perplexity_with_intent"]["value"])
+        talker["perplexity_with_intent"]["value"] - prompted["perplexity_with_intent"]["value"]
+    )
     markdown = (report_dir / "report.md").read_text()
-    for needed in ("Seeds:", "Word tokenisation:", "95% interval", "+0.00 [0.00, 0.00], n 4, not shown", "Hanley-McNeil", "Sample sizes", "UserLM-8b (published)", "human (this test set, measured)",
-                   "offline heuristic judge", "tokenizer TokenizersBackend, 49153 tokens", "| chance | 0.50 |", "real users, split-half (human reference)",
-                   "| no model: the train split's end rate at the same user turn |",
-                   "Detector validation against models writing as users: ROC AUC", "Against assistant turns, on held-out turns",
-                   "Judge validation out of sample", "in-sample: the hand-written answers"):
+    for needed in (
+        "Seeds:",
+        "Word tokenisation:",
+        "95% interval",
+        "+0.00 [0.00, 0.00], n 4, not shown",
+        "Hanley-McNeil",
+        "Sample sizes",
+        "UserLM-8b (published)",
+        "human (this test set, measured)",
+        "offline heuristic judge",
+        "tokenizer TokenizersBackend, 49153 tokens",
+        "| chance | 0.50 |",
+        "real users, split-half (human reference)",
+        "| no model: the train split's end rate at the same user turn |",
+        "Detector validation against models writing as users: ROC AUC",
+        "Against assistant turns, on held-out turns",
+        "Judge validation out of sample",
+        "in-sample: the hand-written answers",
+    ):
         assert needed in markdown
     for key, *_ in METRICS:
         assert (report_dir / f"{key}.png").read_bytes().startswith(b"\x89PNG")
         assert f"]({key}.png)" in markdown
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install -y chromium; .ci/run installs it)")
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install -y chromium; .ci/run installs it)"
+)
 def test_report_opens_in_headless_chromium(report_dir, tmp_path):
     dom = subprocess.run(
         [
-            CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            f"--user-data-dir={tmp_path / 'chromium-profile'}", "--dump-dom", (report_dir / "report.html").as_uri(),
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'chromium-profile'}",
+            "--dump-dom",
+            (report_dir / "report.html").as_uri(),
         ],
-        capture_output=True, text=True, timeout=120, check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     ).stdout
     page = TablesAndImages()
     page.feed(dom)
@@ -172,7 +216,9 @@ def test_report_opens_in_headless_chromium(report_dir, tmp_path):
     assert page.published_rows == 10
     # Intervals beside the values, and a difference the sample cannot tell from zero said in words.
     assert "minus prompted (95% interval)" in dom and "Every measured figure has its n and a 95% interval" in dom
-    assert page.cells.count("+0.00 [0.00, 0.00], n 4, not shown") >= 2  # the talker minus the base: diversity, distinct-1, distinct-2
+    assert (
+        page.cells.count("+0.00 [0.00, 0.00], n 4, not shown") >= 2
+    )  # the talker minus the base: diversity, distinct-1, distinct-2
     assert any(re.fullmatch(r"\[\d+\.\d\d, \d+\.\d\d\]", cell) for cell in page.cells)
 
 
@@ -182,25 +228,67 @@ def test_terminal_summary_names_every_checkpoint_and_the_output(report_dir, caps
     assert summary.columns == ("metric", "ender", "talker", "prompted", "human (measured)", "UserLM-8b (published)")
     termination = next(row for row in summary.rows if row[0] == "termination F1")
     assert termination == ("termination F1", "60.00", "0.00", "0.00", "n/a", "63.54")
-    assert next(row for row in summary.rows if row[0] == "termination AUC") == ("termination AUC", "0.50", "0.50", "0.50", "n/a", "n/a")
-    assert next(row for row in summary.rows if row[0] == "persona fidelity") == ("persona fidelity", "n/a", "72.22", "72.22", "66.67", "n/a")
+    assert next(row for row in summary.rows if row[0] == "termination AUC") == (
+        "termination AUC",
+        "0.50",
+        "0.50",
+        "0.50",
+        "n/a",
+        "n/a",
+    )
+    assert next(row for row in summary.rows if row[0] == "persona fidelity") == (
+        "persona fidelity",
+        "n/a",
+        "72.22",
+        "72.22",
+        "66.67",
+        "n/a",
+    )
     print_summary(summary)
     printed = capsys.readouterr().out
-    for needed in ("userlm eval", "ender", "talker", "prompted", "termination F1", "60.00", str(report_dir / "report.html")):
+    for needed in (
+        "userlm eval",
+        "ender",
+        "talker",
+        "prompted",
+        "termination F1",
+        "60.00",
+        str(report_dir / "report.html"),
+    ):
         assert needed in printed
 
 
 def test_sample_sizes_of_zero_skip_their_metrics(tmp_path, eval_test_file, forced_simulator, capsys):
     out = tmp_path / "report"
     config = EvalConfig(
-        checkpoints=[f"talker={forced_simulator(always_end=False)}"], data=eval_test_file, out=out, progress=False,
-        perplexity_samples=0, termination_conversations=0, probes_per_kind=0, diversity_intents=0, max_new_tokens=4,
-        end_probability_conversations=0, scope_conversations=0, persona_users=0, contrast_intents=0,
+        checkpoints=[f"talker={forced_simulator(always_end=False)}"],
+        data=eval_test_file,
+        out=out,
+        progress=False,
+        perplexity_samples=0,
+        termination_conversations=0,
+        probes_per_kind=0,
+        diversity_intents=0,
+        max_new_tokens=4,
+        end_probability_conversations=0,
+        scope_conversations=0,
+        persona_users=0,
+        contrast_intents=0,
     )
     talker = evaluate(config)["checkpoints"]["talker"]
-    skipped = ("perplexity_with_intent", "perplexity_without_intent", "termination_f1", "role_adherence", "intent_adherence",
-               "within_intent_diversity", "termination_auc", "termination_expected_f1", "termination_obeys_scope", "persona_fidelity",
-               "persona_contrast")
+    skipped = (
+        "perplexity_with_intent",
+        "perplexity_without_intent",
+        "termination_f1",
+        "role_adherence",
+        "intent_adherence",
+        "within_intent_diversity",
+        "termination_auc",
+        "termination_expected_f1",
+        "termination_obeys_scope",
+        "persona_fidelity",
+        "persona_contrast",
+    )
     assert not any(key in talker for key in skipped)
     assert talker["first_turn_diversity"]["value"] == 0.0 and talker["first_turn_diversity"]["n"] == 4
     assert "termination F1" in capsys.readouterr().out
@@ -212,7 +300,17 @@ def test_sample_sizes_of_zero_skip_their_metrics(tmp_path, eval_test_file, force
 def test_userlm_eval_is_registered_and_reports_a_missing_test_file(tmp_path, capsys):
     from userlm.cli import main
 
-    code = main(["eval", "--checkpoints", "base=default@chatml", "--data", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "out")])
+    code = main(
+        [
+            "eval",
+            "--checkpoints",
+            "base=default@chatml",
+            "--data",
+            str(tmp_path / "missing.jsonl"),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert code == 2
     assert "userlm eval: The test data" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -24,7 +24,11 @@ def scoped(text: str) -> bool:
 @pytest.fixture(scope="module")
 def prepped(sharegpt_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("sharegpt-scope-prep")
-    prep(PrepConfig(inputs=[sharegpt_file], out=out, intents="heuristic", personas="style", scope_dropout=0.5, progress=False))
+    prep(
+        PrepConfig(
+            inputs=[sharegpt_file], out=out, intents="heuristic", personas="style", scope_dropout=0.5, progress=False
+        )
+    )
     return out
 
 
@@ -52,8 +56,14 @@ def test_no_scope_sentence_reaches_the_points_where_eval_reads_when_users_leave(
     data = split_file(prepped, "test")
     samples, _ = read_samples(data)
     assert all(scoped(p["prompt"][0]["content"]) for p in decision_points(samples))  # every one states it before eval
-    config = EvalConfig(checkpoints=["m=default@chatml"], data=data, max_sample_chars=1200, end_probability_conversations=None,
-                        termination_conversations=50, scope_conversations=16)
+    config = EvalConfig(
+        checkpoints=["m=default@chatml"],
+        data=data,
+        max_sample_chars=1200,
+        end_probability_conversations=None,
+        termination_conversations=50,
+        scope_conversations=16,
+    )
     subsets = draw_subsets(samples, config)
     when = subsets.end_points + subsets.termination_points
     assert len(subsets.end_points) > 200 and sum(p["is_end"] for p in subsets.end_points) > 30

@@ -28,7 +28,9 @@ def test_human_intent_decomposition_of_the_test_split_is_at_most_8_percent(prepp
     samples, _ = read_samples(split_file(prepped, "test"))
     first_turns = [s for s in samples if s["turn_index"] == 0 and not s["is_end"]]
     assert len(first_turns) > 500
-    value = 100 * intent_decomposition([s["completion"][0]["content"] for s in first_turns], [intent_of(s) for s in first_turns])
+    value = 100 * intent_decomposition(
+        [s["completion"][0]["content"] for s in first_turns], [intent_of(s) for s in first_turns]
+    )
     assert value <= 8.0, value
     # Still specific enough to tell conversations apart: hundreds of distinct intents.
     assert len({intent_of(s) for s in first_turns}) > 300
@@ -42,4 +44,6 @@ def test_the_offline_detector_rates_held_out_real_users_human(prepped):
     validation = setup.validation
     assert validation["n_user_turns"] == 2000 and validation["n_assistant_turns"] > 1000
     assert validation["user_turns_rated_human"] >= 85.0, json.dumps(validation)
-    assert validation["accuracy"] >= 85.0 and validation["assistant_turns_rated_machine"] >= 85.0, json.dumps(validation)
+    assert validation["accuracy"] >= 85.0 and validation["assistant_turns_rated_machine"] >= 85.0, json.dumps(
+        validation
+    )

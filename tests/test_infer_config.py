@@ -43,37 +43,108 @@ def test_yaml_flags_and_words_give_the_same_simulate_config(tmp_path, files):
         "guardrails:\n  min_words: 5\n  min_turns_before_end: never\n  banned_first_words: [Hi, Hello]\n  fallback: keep\n"
     )
     from_yaml = simulate_config([str(yaml_file)])
-    from_flags = simulate_config([
-        "--simulator", "out/persona", "--assistant", "http://127.0.0.1:8000/v1", "--assistant-model", "my-bot",
-        "--intents", str(files["intents"]), "--personas", str(files["personas"]), "--out", str(files["out"]),
-        "--n-per-intent", "3", "--max_turns", "4", "--temperature", "0.7", "--top-p", "0.9", "--no-progress", "--no-retry-failed",
-        "--guardrails.min_words", "5", "--guardrails.min-turns-before-end", "never",
-        "--guardrails.banned_first_words", "Hi", "Hello", "--guardrails.fallback", "keep",
-    ])
-    from_words = simulate_config([
-        "simulator=out/persona", "assistant=http://127.0.0.1:8000/v1", "assistant_model=my-bot",
-        f"intents={files['intents']}", f"personas={files['personas']}", f"out={files['out']}",
-        "n_per_intent=3", "max_turns=4", "temperature=0.7", "top_p=0.9", "progress=false", "retry_failed=false",
-        "guardrails.min_words=5", "guardrails.min_turns_before_end=never", "guardrails.banned_first_words=[Hi, Hello]",
-        "guardrails.fallback=keep",
-    ])
+    from_flags = simulate_config(
+        [
+            "--simulator",
+            "out/persona",
+            "--assistant",
+            "http://127.0.0.1:8000/v1",
+            "--assistant-model",
+            "my-bot",
+            "--intents",
+            str(files["intents"]),
+            "--personas",
+            str(files["personas"]),
+            "--out",
+            str(files["out"]),
+            "--n-per-intent",
+            "3",
+            "--max_turns",
+            "4",
+            "--temperature",
+            "0.7",
+            "--top-p",
+            "0.9",
+            "--no-progress",
+            "--no-retry-failed",
+            "--guardrails.min_words",
+            "5",
+            "--guardrails.min-turns-before-end",
+            "never",
+            "--guardrails.banned_first_words",
+            "Hi",
+            "Hello",
+            "--guardrails.fallback",
+            "keep",
+        ]
+    )
+    from_words = simulate_config(
+        [
+            "simulator=out/persona",
+            "assistant=http://127.0.0.1:8000/v1",
+            "assistant_model=my-bot",
+            f"intents={files['intents']}",
+            f"personas={files['personas']}",
+            f"out={files['out']}",
+            "n_per_intent=3",
+            "max_turns=4",
+            "temperature=0.7",
+            "top_p=0.9",
+            "progress=false",
+            "retry_failed=false",
+            "guardrails.min_words=5",
+            "guardrails.min_turns_before_end=never",
+            "guardrails.banned_first_words=[Hi, Hello]",
+            "guardrails.fallback=keep",
+        ]
+    )
     from_python = SimulateConfig(
-        simulator="out/persona", assistant="http://127.0.0.1:8000/v1", assistant_model="my-bot",
-        intents=files["intents"], personas=files["personas"], out=files["out"], n_per_intent=3, max_turns=4,
-        temperature=0.7, top_p=0.9, progress=False, retry_failed=False,
-        guardrails=Guardrails(min_words=5, min_turns_before_end="never", banned_first_words=("Hi", "Hello"), fallback="keep"),
+        simulator="out/persona",
+        assistant="http://127.0.0.1:8000/v1",
+        assistant_model="my-bot",
+        intents=files["intents"],
+        personas=files["personas"],
+        out=files["out"],
+        n_per_intent=3,
+        max_turns=4,
+        temperature=0.7,
+        top_p=0.9,
+        progress=False,
+        retry_failed=False,
+        guardrails=Guardrails(
+            min_words=5, min_turns_before_end="never", banned_first_words=("Hi", "Hello"), fallback="keep"
+        ),
     )
     assert from_yaml == from_flags == from_words == from_python
     # Keys not given keep their defaults, the nested ones included.
-    assert (from_yaml.batch_size, from_yaml.seed, from_yaml.guardrails.max_words, from_yaml.guardrails.max_attempts) == (16, 0, 25, 4)
+    assert (
+        from_yaml.batch_size,
+        from_yaml.seed,
+        from_yaml.guardrails.max_words,
+        from_yaml.guardrails.max_attempts,
+    ) == (16, 0, 25, 4)
     assert to_dict(from_yaml)["guardrails"] == {
-        "banned_first_words": ["Hi", "Hello"], "min_turns_before_end": "never", "min_words": 5, "max_words": 25,
-        "filter_repetition": True, "max_attempts": 4, "fallback": "keep",
+        "banned_first_words": ["Hi", "Hello"],
+        "min_turns_before_end": "never",
+        "min_words": 5,
+        "max_words": 25,
+        "filter_repetition": True,
+        "max_attempts": 4,
+        "fallback": "keep",
     }
 
 
 def test_guardrails_off_and_nested_overrides(tmp_path, files):
-    required = ["--simulator", "default", "--assistant", "hf:default", "--intents", str(files["intents"]), "--out", str(files["out"])]
+    required = [
+        "--simulator",
+        "default",
+        "--assistant",
+        "hf:default",
+        "--intents",
+        str(files["intents"]),
+        "--out",
+        str(files["out"]),
+    ]
     yaml_off = tmp_path / "off.yaml"
     yaml_off.write_text("guardrails: null\n")
     assert simulate_config([*required, "--no-guardrails"]).guardrails is None
@@ -111,7 +182,9 @@ def test_intent_files_text_and_jsonl(tmp_path, files):
     assert read_inputs(samples, "intent") == INTENTS
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"intent": INTENTS[0]}) + "\n" + json.dumps({"text": "x"}) + "\n")
-    with pytest.raises(UserError, match=r"^Line 2 of .*bad.jsonl is not a JSON object with a 'intent' field; fix or remove it.$"):
+    with pytest.raises(
+        UserError, match=r"^Line 2 of .*bad.jsonl is not a JSON object with a 'intent' field; fix or remove it.$"
+    ):
         read_inputs(bad, "intent")
     with pytest.raises(UserError, match=r"^No intent file at .*missing.txt; check the path.$"):
         read_inputs(tmp_path / "missing.txt", "intent")
@@ -124,7 +197,10 @@ def test_intent_files_text_and_jsonl(tmp_path, files):
     [
         (["max_turn=3"], "Unknown key `max_turn` on the command line; did you mean `max_turns`?"),
         (["--n-per-intents", "2"], "Unknown key `--n-per-intents` on the command line; did you mean `--n-per-intent`?"),
-        (["--guardrails.min_wrds", "5"], "Unknown key `--guardrails.min_wrds` on the command line; did you mean `--guardrails.min_words`?"),
+        (
+            ["--guardrails.min_wrds", "5"],
+            "Unknown key `--guardrails.min_wrds` on the command line; did you mean `--guardrails.min_words`?",
+        ),
         (["n_per_intent=0"], "`n_per_intent` (n_per_intent=0) must be at least 1, not 0."),
         (["--max-turns", "0"], "`max_turns` * must be at least 1, not 0."),
         (["--batch-size", "0"], "`batch_size` * must be at least 1, not 0."),
@@ -135,17 +211,37 @@ def test_intent_files_text_and_jsonl(tmp_path, files):
         (["--max-new-tokens", "0"], "`max_new_tokens` * must be at least 1, not 0."),
         (["--timeout", "0"], "`timeout` * must be more than 0, not 0.0."),
         (["--template", "llama"], "`template` * must be one of userlm-llama3, chatml, not 'llama'."),
-        (["--simulator-server", "tgi"], "`simulator_server` * must be one of 'transformers', 'vllm', 'llamacpp', not 'tgi'."),
+        (
+            ["--simulator-server", "tgi"],
+            "`simulator_server` * must be one of 'transformers', 'vllm', 'llamacpp', not 'tgi'.",
+        ),
         (["--guardrails.max_attempts", "0"], "`max_attempts` * must be at least 1, not 0."),
-        (["--guardrails.min_turns_before_end", "soon"], "`min_turns_before_end` * must be a whole number or one of 'never', not 'soon'."),
-        (["--guardrails.min_words", "9", "--guardrails.max_words", "5"], "Set guardrails.min_words (9) no larger than guardrails.max_words (5)."),
-        (["--simulator-endpoint", "http://127.0.0.1:9/v1", "--adapter", "lora"],
-         "An adapter applies to a local simulator only; serve the merged model (`userlm merge`) behind simulator_endpoint instead."),
+        (
+            ["--guardrails.min_turns_before_end", "soon"],
+            "`min_turns_before_end` * must be a whole number or one of 'never', not 'soon'.",
+        ),
+        (
+            ["--guardrails.min_words", "9", "--guardrails.max_words", "5"],
+            "Set guardrails.min_words (9) no larger than guardrails.max_words (5).",
+        ),
+        (
+            ["--simulator-endpoint", "http://127.0.0.1:9/v1", "--adapter", "lora"],
+            "An adapter applies to a local simulator only; serve the merged model (`userlm merge`) behind simulator_endpoint instead.",
+        ),
     ],
 )
 def test_bad_keys_and_values_are_one_sentence_naming_the_key(files, words, message):
     """`message` is the whole sentence; ` * ` stands for where the value came from, if the sentence says it."""
-    required = ["--simulator", "default", "--assistant", "hf:default", "--intents", str(files["intents"]), "--out", str(files["out"])]
+    required = [
+        "--simulator",
+        "default",
+        "--assistant",
+        "hf:default",
+        "--intents",
+        str(files["intents"]),
+        "--out",
+        str(files["out"]),
+    ]
     with pytest.raises(UserError) as error:
         simulate_config([*required, *words])
     pattern = r"\s*(\([^)]*\)\s*)?".join(re.escape(part) for part in message.split(" * "))
@@ -154,10 +250,14 @@ def test_bad_keys_and_values_are_one_sentence_naming_the_key(files, words, messa
 
 def test_unknown_yaml_keys_name_the_key(tmp_path, files):
     yaml_file = tmp_path / "sim.yaml"
-    yaml_file.write_text(f"simulator: default\nassistant: hf:default\nintents: {files['intents']}\nout: o.jsonl\nmax_turn: 3\n")
+    yaml_file.write_text(
+        f"simulator: default\nassistant: hf:default\nintents: {files['intents']}\nout: o.jsonl\nmax_turn: 3\n"
+    )
     with pytest.raises(UserError, match=r"^Unknown key `max_turn` in sim.yaml; did you mean `max_turns`\?$"):
         simulate_config([str(yaml_file)])
-    yaml_file.write_text(f"simulator: default\nassistant: hf:default\nintents: {files['intents']}\nout: o.jsonl\nguardrails: {{min_wrds: 5}}\n")
+    yaml_file.write_text(
+        f"simulator: default\nassistant: hf:default\nintents: {files['intents']}\nout: o.jsonl\nguardrails: {{min_wrds: 5}}\n"
+    )
     with pytest.raises(UserError, match=r"^Unknown key `min_wrds`.*did you mean `min_words`\?$"):
         simulate_config([str(yaml_file)])
     with pytest.raises(UserError, match=r"^Set `intents`"):
@@ -171,16 +271,46 @@ def test_yaml_flags_and_words_give_the_same_chat_config(tmp_path):
         "guardrails:\n  max_words: 12\n  filter_repetition: false\n"
     )
     from_yaml = parse_config(ChatConfig, [str(yaml_file)], prog="userlm chat")
-    from_flags = parse_config(ChatConfig, [
-        "--simulator", "default", "--intent", INTENTS[0], "--persona", "Writes short.", "--max-turns", "3", "--seed", "7",
-        "--guardrails.max_words", "12", "--no-guardrails.filter_repetition",
-    ], prog="userlm chat")
-    from_words = parse_config(ChatConfig, [
-        "simulator=default", f"intent={INTENTS[0]}", "persona=Writes short.", "max_turns=3", "seed=7",
-        "guardrails.max_words=12", "guardrails.filter_repetition=false",
-    ], prog="userlm chat")
-    expected = ChatConfig(simulator="default", intent=INTENTS[0], persona="Writes short.", max_turns=3, seed=7,
-                          guardrails=Guardrails(max_words=12, filter_repetition=False))
+    from_flags = parse_config(
+        ChatConfig,
+        [
+            "--simulator",
+            "default",
+            "--intent",
+            INTENTS[0],
+            "--persona",
+            "Writes short.",
+            "--max-turns",
+            "3",
+            "--seed",
+            "7",
+            "--guardrails.max_words",
+            "12",
+            "--no-guardrails.filter_repetition",
+        ],
+        prog="userlm chat",
+    )
+    from_words = parse_config(
+        ChatConfig,
+        [
+            "simulator=default",
+            f"intent={INTENTS[0]}",
+            "persona=Writes short.",
+            "max_turns=3",
+            "seed=7",
+            "guardrails.max_words=12",
+            "guardrails.filter_repetition=false",
+        ],
+        prog="userlm chat",
+    )
+    expected = ChatConfig(
+        simulator="default",
+        intent=INTENTS[0],
+        persona="Writes short.",
+        max_turns=3,
+        seed=7,
+        guardrails=Guardrails(max_words=12, filter_repetition=False),
+    )
     assert from_yaml == from_flags == from_words == expected
     assert expected.out == Path("out/chat.jsonl")
     with pytest.raises(UserError, match="`intent` .*must not be empty"):
@@ -189,13 +319,29 @@ def test_yaml_flags_and_words_give_the_same_chat_config(tmp_path):
 
 def test_simulation_summary_table():
     summary = {
-        "conversations": 4, "skipped_already_done": 2, "retried_failed": 1, "turns": 14, "user_turns": 8,
-        "termination_reasons": {"user_ended": 1, "max_turns": 3, "assistant_error": 0, "simulator_error": 0, "guardrails_exhausted": 0},
-        "guardrail_events": {"length": 5, "repetition": 1}, "out": "runs/sim.jsonl",
+        "conversations": 4,
+        "skipped_already_done": 2,
+        "retried_failed": 1,
+        "turns": 14,
+        "user_turns": 8,
+        "termination_reasons": {
+            "user_ended": 1,
+            "max_turns": 3,
+            "assistant_error": 0,
+            "simulator_error": 0,
+            "guardrails_exhausted": 0,
+        },
+        "guardrail_events": {"length": 5, "repetition": 1},
+        "out": "runs/sim.jsonl",
     }
     table = simulation_summary(summary)
     rows = dict(table.rows)
-    assert (rows["conversations simulated"], rows["already done, skipped"], rows["turns"], rows["user turns"]) == (4, 2, 14, 8)
+    assert (rows["conversations simulated"], rows["already done, skipped"], rows["turns"], rows["user turns"]) == (
+        4,
+        2,
+        14,
+        8,
+    )
     assert rows["failed before, retried"] == 1
     assert (rows["ended: user_ended"], rows["ended: max_turns"], rows["ended: assistant_error"]) == (1, 3, 0)
     assert (rows["guardrail event: length"], rows["guardrail event: repetition"]) == (5, 1)
@@ -203,12 +349,15 @@ def test_simulation_summary_table():
     assert table.notes == []
     summary["termination_reasons"]["assistant_error"] = 2
     assert simulation_summary(summary).notes == [
-        "2 conversation(s) ended with assistant_error: see their records' error; a rerun of this command retries them."]
+        "2 conversation(s) ended with assistant_error: see their records' error; a rerun of this command retries them."
+    ]
 
 
 def test_relative_paths_in_a_config_file_are_read_beside_it(tmp_path, files, monkeypatch):
     yaml_file = tmp_path / "sim.yaml"
-    yaml_file.write_text("simulator: default\nassistant: hf:default\nintents: intents.txt\npersonas: personas.jsonl\nout: o.jsonl\n")
+    yaml_file.write_text(
+        "simulator: default\nassistant: hf:default\nintents: intents.txt\npersonas: personas.jsonl\nout: o.jsonl\n"
+    )
     monkeypatch.chdir(tmp_path.parent)
     config = simulate_config([str(yaml_file)])
     assert (config.intents, config.personas) == (files["intents"], files["personas"])

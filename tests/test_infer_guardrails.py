@@ -47,13 +47,17 @@ def test_end_marker_is_banned_before_the_minimum_turns_and_allowed_after(program
     sim = programmed({END_MARKER: 30, "Please": 25}, CHAIN)
     guardrails = Guardrails(**{**OFF, "min_turns_before_end": 2})
     early, one_turn, late = sim.generate(
-        [prompt(), prompt("hi there friend", "Hello!"), prompt("a b c", "x", "d e f", "y")], guardrails=guardrails, seed=3
+        [prompt(), prompt("hi there friend", "Hello!"), prompt("a b c", "x", "d e f", "y")],
+        guardrails=guardrails,
+        seed=3,
     )
     for turn in (early, one_turn):
         assert not turn.is_end and turn.text == "Please help me now"
         assert turn.events == [{"guardrail": "end_too_early", "action": "redrawn", "attempt": 1}]
     assert late.is_end and late.text == END_MARKER and late.events == []
-    [never] = sim.generate([prompt("a b c", "x", "d e f", "y")], guardrails=Guardrails(**{**OFF, "min_turns_before_end": "never"}))
+    [never] = sim.generate(
+        [prompt("a b c", "x", "d e f", "y")], guardrails=Guardrails(**{**OFF, "min_turns_before_end": "never"})
+    )
     assert not never.is_end and never.events[0]["guardrail"] == "end_too_early"
     [unguarded] = sim.generate([prompt()])
     assert unguarded.is_end
@@ -93,7 +97,11 @@ def test_verbatim_repeats_are_resampled(programmed):
     # An assistant turn and the intent count too.
     repeats_assistant = prompt("what now", "please help me now")
     repeats_intent = [{"role": "system", "content": "Please help me now\n\nWrites short."}]
-    sources = {e["repeats"] for t in sim.generate([repeats_assistant] * 6 + [repeats_intent] * 6, guardrails=guardrails, seed=10) for e in t.events}
+    sources = {
+        e["repeats"]
+        for t in sim.generate([repeats_assistant] * 6 + [repeats_intent] * 6, guardrails=guardrails, seed=10)
+        for e in t.events
+    }
     assert sources == {"assistant_turn", "intent"}
 
 
@@ -101,7 +109,12 @@ def test_repetition_of_the_intent_is_read_through_the_format():
     # An intent with a blank line of its own: the system message still parses back into it.
     intent = "You are a user chatting with an assistant language model to plan a trip.\n\nTo Rome, in May."
     system = [{"role": "system", "content": system_text(intent, "Writes short.")}]
-    assert repeated_source("you are a user chatting with an assistant language model to plan a trip. to rome, in may.", system) == "intent"
+    assert (
+        repeated_source(
+            "you are a user chatting with an assistant language model to plan a trip. to rome, in may.", system
+        )
+        == "intent"
+    )
     assert repeated_source("Writes short.", system) is None
     assert repeated_source("To Rome, in May.", system) is None
 
@@ -113,7 +126,9 @@ def test_fallback_after_the_cap_is_recorded(programmed):
     assert ended.exhausted and ended.attempts == 3
     assert [e["guardrail"] for e in ended.events] == ["repetition"] * 3 + ["fallback"]
     assert ended.events[-1]["action"] == "end"
-    [kept] = sim.generate([earlier], guardrails=Guardrails(**{**OFF, "filter_repetition": True, "max_attempts": 2, "fallback": "keep"}))
+    [kept] = sim.generate(
+        [earlier], guardrails=Guardrails(**{**OFF, "filter_repetition": True, "max_attempts": 2, "fallback": "keep"})
+    )
     assert not kept.exhausted and kept.text == "Please help me now" and kept.events[-1]["action"] == "keep"
 
 
@@ -126,7 +141,9 @@ def test_smollm2_first_word_filter(smollm2):
     [unguarded] = smollm2.generate([prompt()], seed=5, max_new_tokens=3)
     word = first_word(unguarded.text)
     assert word
-    [guarded] = smollm2.generate([prompt()], guardrails=Guardrails(**{**OFF, "banned_first_words": (word,)}), seed=5, max_new_tokens=3)
+    [guarded] = smollm2.generate(
+        [prompt()], guardrails=Guardrails(**{**OFF, "banned_first_words": (word,)}), seed=5, max_new_tokens=3
+    )
     assert first_word(guarded.text) != word
     assert guarded.events[0]["guardrail"] == "first_word" and first_word(guarded.events[0]["token"]) == word
 
@@ -145,7 +162,9 @@ def test_smollm2_with_an_eager_end_marker(default_model_dir, smollm2):
     sim = UserSimulator(model, tokenizer, CHATML)
     [eager] = sim.generate([prompt()], seed=1, max_new_tokens=4)
     assert eager.is_end and eager.text == END_MARKER
-    [held] = sim.generate([prompt()], guardrails=Guardrails(**{**OFF, "min_turns_before_end": 1}), seed=1, max_new_tokens=4)
+    [held] = sim.generate(
+        [prompt()], guardrails=Guardrails(**{**OFF, "min_turns_before_end": 1}), seed=1, max_new_tokens=4
+    )
     assert not held.is_end and END_MARKER not in held.text
     assert held.events[0] == {"guardrail": "end_too_early", "action": "redrawn", "attempt": 1}
 
@@ -155,7 +174,11 @@ def test_smollm2_length_bounds(smollm2):
     [turn] = smollm2.generate([prompt()], guardrails=guardrails, seed=2, max_new_tokens=8)
     # Prompted SmolLM2 writes long turns: each draft is stopped at its third word and rejected,
     # the second draws with its own seed, then the fallback ends the turn.
-    assert [(e["guardrail"], e.get("words"), e["attempt"]) for e in turn.events] == [("length", 3, 1), ("length", 3, 2), ("fallback", None, 2)]
+    assert [(e["guardrail"], e.get("words"), e["attempt"]) for e in turn.events] == [
+        ("length", 3, 1),
+        ("length", 3, 2),
+        ("fallback", None, 2),
+    ]
     assert turn.events[0]["draft"] != turn.events[1]["draft"]
     assert turn.exhausted and turn.text == turn.events[1]["draft"]
 
@@ -165,9 +188,18 @@ def test_smollm2_repetition(smollm2):
     repeats = prompt("Can you help me with a recipe?", "Hello")
     [unguarded] = smollm2.generate([repeats], seed=0, max_new_tokens=10)
     assert unguarded.text == "Can you help me with a recipe?"
-    [guarded] = smollm2.generate([repeats], guardrails=Guardrails(**{**OFF, "filter_repetition": True, "max_attempts": 4}), seed=0, max_new_tokens=10)
+    [guarded] = smollm2.generate(
+        [repeats],
+        guardrails=Guardrails(**{**OFF, "filter_repetition": True, "max_attempts": 4}),
+        seed=0,
+        max_new_tokens=10,
+    )
     assert guarded.events[0] == {
-        "guardrail": "repetition", "action": "rejected", "draft": unguarded.text, "repeats": "user_turn", "attempt": 1
+        "guardrail": "repetition",
+        "action": "rejected",
+        "draft": unguarded.text,
+        "repeats": "user_turn",
+        "attempt": 1,
     }
     # A later draft that repeats nothing is taken.
     assert not guarded.exhausted and guarded.attempts == len(guarded.events) + 1

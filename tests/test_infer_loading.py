@@ -29,7 +29,9 @@ def lora_output(tmp_path, tiny_llama, default_tokenizer):
     attach_template(tokenizer, CHATML)
     model = AutoModelForCausalLM.from_pretrained(base)
     model.resize_token_embeddings(len(tokenizer))
-    config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], modules_to_save=["embed_tokens", "lm_head"], init_lora_weights=False)
+    config = LoraConfig(
+        r=4, target_modules=["q_proj", "v_proj"], modules_to_save=["embed_tokens", "lm_head"], init_lora_weights=False
+    )
     peft_model = get_peft_model(model, config)
     with torch.no_grad():
         # The new END row is trained with the adapter: make the adapter's copy of it distinctive.
@@ -90,7 +92,10 @@ def test_full_and_merged_folders_and_missing_template(tmp_path, lora_output):
     merged.tokenizer.save_pretrained(folder)
     reloaded = UserSimulator.load(folder)
     assert reloaded.template is CHATML and reloaded.end_token_id == merged.end_token_id
-    assert reloaded.generate([PROMPT], seed=3, max_new_tokens=4)[0].text == merged.generate([PROMPT], seed=3, max_new_tokens=4)[0].text
+    assert (
+        reloaded.generate([PROMPT], seed=3, max_new_tokens=4)[0].text
+        == merged.generate([PROMPT], seed=3, max_new_tokens=4)[0].text
+    )
 
 
 def test_ordinary_instruct_model_needs_a_named_template(tiny_llama):
@@ -130,7 +135,9 @@ def test_a_userlm_8b_shaped_checkpoint_loads_as_it_is(userlm_8b_like):
     end = sim.tokenizer.convert_tokens_to_ids(END_MARKER)
     assert sim.end_token_id == end and sim.tokenizer.decode([end], skip_special_tokens=True) == END_MARKER
     # The two configs name different end tokens; both end a turn.
-    assert config["eos_token_id"] == sim.tokenizer.convert_tokens_to_ids("<|end_of_text|>") != generation["eos_token_id"]
+    assert (
+        config["eos_token_id"] == sim.tokenizer.convert_tokens_to_ids("<|end_of_text|>") != generation["eos_token_id"]
+    )
     assert {config["eos_token_id"], generation["eos_token_id"]} <= set(sim.stop_token_ids)
     [turn] = sim.generate([PROMPT], max_new_tokens=12)
     assert (turn.text, turn.is_end, turn.finish_reason) == ("Hello there", False, "stop")
@@ -147,13 +154,36 @@ def test_a_turn_stops_at_whichever_end_token_the_checkpoint_writes(userlm_8b_lik
 def test_simulate_runs_on_a_userlm_8b_shaped_checkpoint(userlm_8b_like, tmp_path, monkeypatch):
     from userlm.cli import main
 
-    folder = userlm_8b_like({"Hello": 30, "Please": 29}, {"Hello": {" there": 30}, " there": {" friend": 30}, " friend": {EOT_ID: 30},
-                                                         "Please": {" help": 30}, " help": {" me": 30}, " me": {EOT_ID: 30}})
+    folder = userlm_8b_like(
+        {"Hello": 30, "Please": 29},
+        {
+            "Hello": {" there": 30},
+            " there": {" friend": 30},
+            " friend": {EOT_ID: 30},
+            "Please": {" help": 30},
+            " help": {" me": 30},
+            " me": {EOT_ID: 30},
+        },
+    )
     (tmp_path / "echo_assistant.py").write_text("def reply(messages):\n    return 'Sure, tell me more.'\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     out = tmp_path / "sim.jsonl"
-    argv = ["simulate", "--simulator", str(folder), "--assistant", "python:echo_assistant:reply", "--intents", str(tmp_path / "i.txt"),
-            "--n-per-intent", "2", "--max-turns", "2", "--out", str(out), "--no-progress"]
+    argv = [
+        "simulate",
+        "--simulator",
+        str(folder),
+        "--assistant",
+        "python:echo_assistant:reply",
+        "--intents",
+        str(tmp_path / "i.txt"),
+        "--n-per-intent",
+        "2",
+        "--max-turns",
+        "2",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     (tmp_path / "i.txt").write_text("You are a user chatting with an assistant language model to plan a trip.\n")
     assert main(argv) == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
@@ -163,7 +193,9 @@ def test_simulate_runs_on_a_userlm_8b_shaped_checkpoint(userlm_8b_like, tmp_path
     assert set(user_turns) <= {"Hello there friend", "Please help me"} and len(user_turns) == 4
 
 
-def test_a_lora_persona_on_a_userlm_8b_shaped_base_adds_no_second_end_marker(userlm_8b_like, flipped_samples_dir, tmp_path):
+def test_a_lora_persona_on_a_userlm_8b_shaped_base_adds_no_second_end_marker(
+    userlm_8b_like, flipped_samples_dir, tmp_path
+):
     from transformers import AutoTokenizer
 
     from userlm.cli import main
@@ -172,11 +204,24 @@ def test_a_lora_persona_on_a_userlm_8b_shaped_base_adds_no_second_end_marker(use
     before = AutoTokenizer.from_pretrained(base)
     out = tmp_path / "persona"
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(json.dumps({
-        "model_name_or_path": str(base), "dataset_path": str(flipped_samples_dir), "output_dir": str(out), "template": "userlm-llama3",
-        "method": "lora", "max_length": 256, "per_device_train_batch_size": 4, "max_steps": 2, "report_to": "none",
-        "activation_checkpointing": False, "eval_strategy": "no", "seed": 0,
-    }))
+    recipe.write_text(
+        json.dumps(
+            {
+                "model_name_or_path": str(base),
+                "dataset_path": str(flipped_samples_dir),
+                "output_dir": str(out),
+                "template": "userlm-llama3",
+                "method": "lora",
+                "max_length": 256,
+                "per_device_train_batch_size": 4,
+                "max_steps": 2,
+                "report_to": "none",
+                "activation_checkpointing": False,
+                "eval_strategy": "no",
+                "seed": 0,
+            }
+        )
+    )
     assert main(["train", str(recipe)]) == 0
     assert json.loads((out / "train_summary.json").read_text())["added_tokens"] == []
     after = AutoTokenizer.from_pretrained(out)
@@ -196,7 +241,10 @@ def test_a_lora_persona_on_a_userlm_8b_shaped_base_adds_no_second_end_marker(use
 def test_a_model_folder_without_weights_is_one_sentence(tiny_llama):
     folder = tiny_llama("no-weights")
     (folder / "model.safetensors").unlink()
-    with pytest.raises(UserError, match=r"^The model folder .* has no weights \(no model.safetensors\); point to a folder that was saved in full\.$"):
+    with pytest.raises(
+        UserError,
+        match=r"^The model folder .* has no weights \(no model.safetensors\); point to a folder that was saved in full\.$",
+    ):
         UserSimulator.load(folder)
 
 
@@ -215,7 +263,12 @@ def test_an_unfinished_train_output_is_refused(lora_output, tmp_path):
 
 
 def test_a_prompt_longer_than_the_context_is_one_sentence_before_any_generation(tiny_llama):
-    sim = UserSimulator.load(tiny_llama("short", ), template="chatml")
+    sim = UserSimulator.load(
+        tiny_llama(
+            "short",
+        ),
+        template="chatml",
+    )
     assert sim.context_length == 2048
     long = [{"role": "system", "content": "word " * 3000}]
     with pytest.raises(UserError, match=r"^The conversation is 3,\d{3} tokens and the simulator's context is 2,048"):
@@ -226,7 +279,9 @@ def test_a_prompt_longer_than_the_context_is_one_sentence_before_any_generation(
     assert sim.prompt_error(PROMPT, max_new_tokens=2048) is not None and sim.prompt_error(PROMPT) is None
 
 
-def test_simulate_and_chat_refuse_an_intent_longer_than_the_context_before_running(tiny_llama, tmp_path, monkeypatch, capsys):
+def test_simulate_and_chat_refuse_an_intent_longer_than_the_context_before_running(
+    tiny_llama, tmp_path, monkeypatch, capsys
+):
     from userlm.cli import main
 
     folder = tiny_llama("short")  # 2,048 positions
@@ -234,11 +289,35 @@ def test_simulate_and_chat_refuse_an_intent_longer_than_the_context_before_runni
     monkeypatch.syspath_prepend(str(tmp_path))
     (tmp_path / "i.txt").write_text("plan a trip\n" + "plan a very long trip " + "word " * 3000 + "\n")
     out = tmp_path / "sim.jsonl"
-    simulate = ["simulate", "--simulator", str(folder), "--template", "chatml", "--assistant", "python:echo_assistant:reply",
-                "--intents", str(tmp_path / "i.txt"), "--out", str(out), "--no-progress"]
-    chat = ["chat", "--simulator", str(folder), "--template", "chatml", "--intent", "word " * 3000, "--out", str(tmp_path / "chat.jsonl")]
-    for argv, named in ((simulate, "The intent 'plan a very long trip word ...' does not fit: the conversation is 3,0"),
-                        (chat, "The intent 'word word word word word word ...' does not fit: the conversation is 3,0")):
+    simulate = [
+        "simulate",
+        "--simulator",
+        str(folder),
+        "--template",
+        "chatml",
+        "--assistant",
+        "python:echo_assistant:reply",
+        "--intents",
+        str(tmp_path / "i.txt"),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    chat = [
+        "chat",
+        "--simulator",
+        str(folder),
+        "--template",
+        "chatml",
+        "--intent",
+        "word " * 3000,
+        "--out",
+        str(tmp_path / "chat.jsonl"),
+    ]
+    for argv, named in (
+        (simulate, "The intent 'plan a very long trip word ...' does not fit: the conversation is 3,0"),
+        (chat, "The intent 'word word word word word word ...' does not fit: the conversation is 3,0"),
+    ):
         assert main(argv) == 2
         message = capsys.readouterr().err
         assert named in message and "context is 2,048" in message and message.count(". ") == 0

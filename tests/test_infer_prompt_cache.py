@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from userlm.data_prep.format import system_text
 from userlm.data_prep.templates import render
 from userlm.infer.guardrails import Guardrails
@@ -45,8 +46,13 @@ def cached_logits(sim, cache: PromptCache, prompts, rows) -> torch.Tensor:
     ids, mask, kv = batch.inputs([row_of[r] for r in rows])
     positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -1:]
     with torch.no_grad():
-        out = sim.model(input_ids=ids[:, -1:], attention_mask=mask, position_ids=positions, use_cache=True,
-                        **{cache.cache_keyword: kv})
+        out = sim.model(
+            input_ids=ids[:, -1:],
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            **{cache.cache_keyword: kv},
+        )
     return out.logits[:, -1]
 
 
@@ -77,9 +83,15 @@ def test_greedy_turns_from_the_cache_are_those_of_plain_generate(smollm2):
         turns = smollm2.generate(prompts, temperature=0, max_new_tokens=16)
         for prompt, turn in zip(prompts, turns):
             ids = torch.tensor([tokens(smollm2, prompt)])
-            out = smollm2.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=16,
-                                         eos_token_id=smollm2.stop_token_ids, pad_token_id=smollm2.tokenizer.pad_token_id)
-            text = smollm2.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+            out = smollm2.model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=False,
+                max_new_tokens=16,
+                eos_token_id=smollm2.stop_token_ids,
+                pad_token_id=smollm2.tokenizer.pad_token_id,
+            )
+            text = smollm2.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
             assert turn.text.strip() == text.strip()
     assert smollm2.prompt_cache.stats["reused_tokens"] > 0
 
@@ -92,10 +104,15 @@ def test_sampled_drafts_and_redraws_do_not_depend_on_the_kept_cache(smollm2):
     seeds = [11, 12, 13]
 
     def run(sim):
-        return [(t.text, t.events, t.attempts) for t in sim.generate(prompts, guardrails=guardrails, seed=seeds, max_new_tokens=24)]
+        return [
+            (t.text, t.events, t.attempts)
+            for t in sim.generate(prompts, guardrails=guardrails, seed=seeds, max_new_tokens=24)
+        ]
 
     smollm2.prompt_cache.clear()
-    smollm2.generate([conversation(goal) for goal in GOALS], seed=1, max_new_tokens=2)  # stores the first turns' prompts
+    smollm2.generate(
+        [conversation(goal) for goal in GOALS], seed=1, max_new_tokens=2
+    )  # stores the first turns' prompts
     warm = run(smollm2)
     smollm2.prompt_cache.clear()
     cold = run(smollm2)
@@ -103,7 +120,9 @@ def test_sampled_drafts_and_redraws_do_not_depend_on_the_kept_cache(smollm2):
     try:
         smollm2.prompt_cache.clear()
         off = run(smollm2)
-        alone = [smollm2.generate([p], guardrails=guardrails, seed=[s], max_new_tokens=24)[0] for p, s in zip(prompts, seeds)]
+        alone = [
+            smollm2.generate([p], guardrails=guardrails, seed=[s], max_new_tokens=24)[0] for p, s in zip(prompts, seeds)
+        ]
     finally:
         smollm2.prompt_cache.budget_bytes = budget
     assert warm == cold == off == [(t.text, t.events, t.attempts) for t in alone]
@@ -121,7 +140,11 @@ def test_the_store_keeps_the_longest_prompts_within_its_budget(smollm2):
     per_token = cache._bytes / (len(tokens(smollm2, second)) - 1)
     prompts = [tokens(smollm2, conversation(goal)) for goal in GOALS]
     # Room for all the prompts' prefixes but one token: the least recently used goes.
-    small = PromptCache(smollm2.model, smollm2.tokenizer.pad_token_id, budget_bytes=int(per_token * (sum(len(p) - 1 for p in prompts) - 1)))
+    small = PromptCache(
+        smollm2.model,
+        smollm2.tokenizer.pad_token_id,
+        budget_bytes=int(per_token * (sum(len(p) - 1 for p in prompts) - 1)),
+    )
     small.prefill(prompts)
     assert 0 < small._bytes <= small.budget_bytes and len(small._store) < len(GOALS)
     # Reading through an evicted prompt still works: it is prefilled again.

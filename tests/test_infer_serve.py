@@ -23,7 +23,9 @@ KEY = "test-key-123"
 
 @pytest.fixture(scope="module")
 def server(userlm_server, served_persona):
-    return userlm_server(served_persona, "--api-key-env", "USERLM_TEST_KEY", "--max-request-mb", "2", env={"USERLM_TEST_KEY": KEY})
+    return userlm_server(
+        served_persona, "--api-key-env", "USERLM_TEST_KEY", "--max-request-mb", "2", env={"USERLM_TEST_KEY": KEY}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -59,28 +61,43 @@ def test_the_reply_is_the_next_user_turn_and_leaving_is_explicit(client):
     assert (left.message.content, left.finish_reason) == (END_MARKER, "stop")
     assert extra(left) == {**extra(left), "ended": True, "reason": "user_ended"}
     # The end text harnesses listen for, per request (the server's --end-text sets the default).
-    [stop] = client.chat.completions.create(model="persona", messages=later, extra_body={"end_text": "###STOP###"}).choices
+    [stop] = client.chat.completions.create(
+        model="persona", messages=later, extra_body={"end_text": "###STOP###"}
+    ).choices
     assert stop.message.content == "###STOP###"
 
 
 def test_guardrails_can_be_changed_per_request(client):
     for override in (False, {"min_turns_before_end": 0}):
-        [choice] = client.chat.completions.create(model="persona", messages=conversation(), extra_body={"guardrails": override}).choices
+        [choice] = client.chat.completions.create(
+            model="persona", messages=conversation(), extra_body={"guardrails": override}
+        ).choices
         assert choice.message.content == END_MARKER and extra(choice)["ended"]
-    with pytest.raises(openai.BadRequestError, match="Unknown key `min_wrds` in the request's guardrails; did you mean `min_words`"):
-        client.chat.completions.create(model="persona", messages=conversation(), extra_body={"guardrails": {"min_wrds": 3}})
+    with pytest.raises(
+        openai.BadRequestError, match="Unknown key `min_wrds` in the request's guardrails; did you mean `min_words`"
+    ):
+        client.chat.completions.create(
+            model="persona", messages=conversation(), extra_body={"guardrails": {"min_wrds": 3}}
+        )
 
 
 def test_flipped_roles_are_swapped_back(client):
     # As prompted user simulators are called: the agent speaks as "user", the simulated user as "assistant".
     flipped = [{"role": "system", "content": INTENT}, {"role": "user", "content": "Hi! How can I help you today?"}]
-    [choice] = client.chat.completions.create(model="persona", messages=flipped, seed=2, extra_body={"roles": "flipped"}).choices
+    [choice] = client.chat.completions.create(
+        model="persona", messages=flipped, seed=2, extra_body={"roles": "flipped"}
+    ).choices
     assert choice.message.content in OPENINGS
     with pytest.raises(openai.BadRequestError, match="ends with a user turn.*send roles=flipped"):
         client.chat.completions.create(model="persona", messages=flipped)
     # Two turns of the simulated user already (as "assistant"): it may leave now.
-    history = [*flipped, {"role": "assistant", "content": "Please help me now"}, {"role": "user", "content": "Sure."},
-               {"role": "assistant", "content": "Hello there now"}, {"role": "user", "content": "Anything else?"}]
+    history = [
+        *flipped,
+        {"role": "assistant", "content": "Please help me now"},
+        {"role": "user", "content": "Sure."},
+        {"role": "assistant", "content": "Hello there now"},
+        {"role": "user", "content": "Anything else?"},
+    ]
     [left] = client.chat.completions.create(model="persona", messages=history, extra_body={"roles": "flipped"}).choices
     assert extra(left)["ended"]
 
@@ -93,17 +110,25 @@ def test_n_seed_temperature_top_p_max_tokens_and_stop(client):
     drawn = contents(n=6, seed=7)
     assert len(drawn) == 6 and set(drawn) == OPENINGS and contents(n=6, seed=7) == drawn
     # Greedy, or a nucleus of one token: the same turn whatever the seed.
-    assert len(set(contents(n=3, temperature=0))) == 1 and contents(temperature=0, seed=1) == contents(temperature=0, seed=2)
+    assert len(set(contents(n=3, temperature=0))) == 1 and contents(temperature=0, seed=1) == contents(
+        temperature=0, seed=2
+    )
     assert len(set(contents(n=4, top_p=0.01, seed=3))) == 1
     no_end = {"guardrails": {"min_turns_before_end": "never", "min_words": None}}
-    [short] = client.chat.completions.create(model="persona", messages=conversation(), max_tokens=2, seed=1, extra_body=no_end).choices
+    [short] = client.chat.completions.create(
+        model="persona", messages=conversation(), max_tokens=2, seed=1, extra_body=no_end
+    ).choices
     assert short.message.content in {"Please help", "Hello there"} and short.finish_reason == "length"
-    [cut] = client.chat.completions.create(model="persona", messages=conversation(), stop=[" me", " there"], seed=1, extra_body=no_end).choices
+    [cut] = client.chat.completions.create(
+        model="persona", messages=conversation(), stop=[" me", " there"], seed=1, extra_body=no_end
+    ).choices
     assert cut.message.content in {"Please help", "Hello"} and cut.finish_reason == "stop"
 
 
 def test_streaming(client):
-    stream = client.chat.completions.create(model="persona", messages=conversation(), seed=4, stream=True, stream_options={"include_usage": True})
+    stream = client.chat.completions.create(
+        model="persona", messages=conversation(), seed=4, stream=True, stream_options={"include_usage": True}
+    )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text in OPENINGS
@@ -114,7 +139,10 @@ def test_streaming(client):
 
 
 def test_completions_take_the_rendered_flipped_prompt(client, default_tokenizer):
-    prompts = [render(default_tokenizer, CHATML, conversation()), render(default_tokenizer, CHATML, conversation("a b c", "x", "d e f", "y"))]
+    prompts = [
+        render(default_tokenizer, CHATML, conversation()),
+        render(default_tokenizer, CHATML, conversation("a b c", "x", "d e f", "y")),
+    ]
     response = client.completions.create(model="persona", prompt=prompts, n=2, seed=5)
     texts = [c.text for c in response.choices]
     assert len(texts) == 4 and set(texts[:2]) <= OPENINGS and texts[2:] == [END_MARKER] * 2
@@ -132,14 +160,22 @@ def test_errors_are_openai_errors_and_the_server_keeps_serving(server, client):
         (post(None, content=b"{not json"), 400, "not valid JSON"),
         (post({"model": "persona"}), 400, "`messages`: Field required"),
         (post({**good, "n": 0}), 400, "`n`: Input should be greater than or equal to 1"),
-        (post({**good, "model": "gpt-4o"}), 404, "The model 'gpt-4o' is not served here; this server serves 'persona'."),
+        (
+            post({**good, "model": "gpt-4o"}),
+            404,
+            "The model 'gpt-4o' is not served here; this server serves 'persona'.",
+        ),
         (post(good, key="wrong"), 401, "The API key is missing or wrong"),
         (post(good, key=None), 401, "The API key is missing or wrong"),
         # The key is checked before the body is read: without it, not even a malformed body gets looked at.
         (post(None, key="wrong", content=b"{not json"), 401, "The API key is missing or wrong"),
         (post({**good, "messages": conversation("word " * 5000, "ok")}), 400, "The conversation is 5,0"),
         # 1 MB of content: refused up front, with the sentence, before any generation.
-        (post({**good, "messages": conversation("x " * 500_000, "ok")}), 400, "tokens and the simulator's context is 4,096"),
+        (
+            post({**good, "messages": conversation("x " * 500_000, "ok")}),
+            400,
+            "tokens and the simulator's context is 4,096",
+        ),
         # Over the server's --max-request-mb, declared or sent in chunks without a length: refused before it is read whole.
         (oversized(server, declared=True), 413, "The request is larger than 2 MB"),
         (oversized(server, declared=False), 413, "The request is larger than 2 MB"),
@@ -151,7 +187,9 @@ def test_errors_are_openai_errors_and_the_server_keeps_serving(server, client):
         assert error["message"].count(". ") == 0  # one sentence
     assert cases[3][0].json()["error"]["code"] == "model_not_found"
     assert cases[7][0].json()["error"]["code"] == "context_length_exceeded"
-    assert client.chat.completions.create(model="persona", messages=conversation()).choices[0].message.content in OPENINGS
+    assert (
+        client.chat.completions.create(model="persona", messages=conversation()).choices[0].message.content in OPENINGS
+    )
 
 
 def oversized(server: str, *, declared: bool) -> httpx.Response:
@@ -181,7 +219,9 @@ def test_concurrent_requests_share_generate_calls(server):
 
     async def many() -> list[str]:
         async with openai.AsyncOpenAI(base_url=server, api_key=KEY, max_retries=0) as aclient:
-            calls = [aclient.chat.completions.create(model="persona", messages=conversation(), seed=i) for i in range(16)]
+            calls = [
+                aclient.chat.completions.create(model="persona", messages=conversation(), seed=i) for i in range(16)
+            ]
             return [r.choices[0].message.content for r in await asyncio.gather(*calls)]
 
     assert set(asyncio.run(many())) <= OPENINGS
@@ -197,13 +237,34 @@ def test_the_serve_config_is_the_same_from_yaml_flags_and_key_value(tmp_path):
     from userlm.infer.serve.server import ServeConfig
 
     (tmp_path / "serve.yaml").write_text(
-        "simulator: out/persona\nport: 9000\nend_text: '###STOP###'\nroles: flipped\nguardrails:\n  min_words: 2\n")
+        "simulator: out/persona\nport: 9000\nend_text: '###STOP###'\nroles: flipped\nguardrails:\n  min_words: 2\n"
+    )
     from_yaml = parse_config(ServeConfig, [str(tmp_path / "serve.yaml")], prog="userlm serve")
-    from_flags = parse_config(ServeConfig, ["out/persona", "--port", "9000", "--end-text", "###STOP###", "--roles", "flipped",
-                                            "--guardrails.min_words", "2"], prog="userlm serve")
-    from_words = parse_config(ServeConfig, ["out/persona", "port=9000", "end_text=###STOP###", "roles=flipped", "guardrails.min_words=2"],
-                              prog="userlm serve")
+    from_flags = parse_config(
+        ServeConfig,
+        [
+            "out/persona",
+            "--port",
+            "9000",
+            "--end-text",
+            "###STOP###",
+            "--roles",
+            "flipped",
+            "--guardrails.min_words",
+            "2",
+        ],
+        prog="userlm serve",
+    )
+    from_words = parse_config(
+        ServeConfig,
+        ["out/persona", "port=9000", "end_text=###STOP###", "roles=flipped", "guardrails.min_words=2"],
+        prog="userlm serve",
+    )
     assert from_yaml == from_flags == from_words
-    assert from_flags.host == "127.0.0.1" and from_flags.served_name() == "persona" and from_flags.guardrails.min_words == 2
+    assert (
+        from_flags.host == "127.0.0.1"
+        and from_flags.served_name() == "persona"
+        and from_flags.guardrails.min_words == 2
+    )
     with pytest.raises(UserError, match="`roles`"):
         parse_config(ServeConfig, ["out/persona", "--roles", "swapped"], prog="userlm serve")

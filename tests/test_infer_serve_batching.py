@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import asyncio
 
+from tests.conftest import SERVED_INTENT
 from userlm.infer.guardrails import Guardrails
 from userlm.infer.serve.engine import BatchingEngine, Sampling
 from userlm.infer.simulator import UserSimulator
-
-from tests.conftest import SERVED_INTENT
 
 # "Please help me now" (4 words) passes min_words 4; "Hello there now" (3) is rejected and redrawn.
 GUARDRAILS = Guardrails(min_words=4, max_attempts=6)

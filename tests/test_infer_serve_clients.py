@@ -39,7 +39,9 @@ def test_openai_sdk_sync_and_async_with_n_and_seed(server):
 
     async def twice() -> list[list[str]]:
         async with openai.AsyncOpenAI(base_url=server, api_key="unused", max_retries=0) as client:
-            responses = await asyncio.gather(*(client.chat.completions.create(model="persona", messages=messages, n=4, seed=s) for s in (11, 12)))
+            responses = await asyncio.gather(
+                *(client.chat.completions.create(model="persona", messages=messages, n=4, seed=s) for s in (11, 12))
+            )
             return [[c.message.content for c in r.choices] for r in responses]
 
     same_seed, other_seed = asyncio.run(twice())
@@ -52,10 +54,16 @@ def test_litellm_openai_route_as_tau2_bench_calls_it(tau2_server):
 
     # tau2-bench's user simulator: its own system prompt, the roles flipped (the agent is "user").
     messages = [{"role": "system", "content": INTENT}, {"role": "user", "content": "Hi! How can I help you today?"}]
-    response = litellm.completion(model="openai/persona", api_base=tau2_server, api_key="unused", messages=messages, seed=3)
+    response = litellm.completion(
+        model="openai/persona", api_base=tau2_server, api_key="unused", messages=messages, seed=3
+    )
     assert response.choices[0].message.content in OPENINGS and response.choices[0].finish_reason == "stop"
-    messages += [{"role": "assistant", "content": "Please help me now"}, {"role": "user", "content": "Sure, with what?"},
-                 {"role": "assistant", "content": "Hello there now"}, {"role": "user", "content": "Anything else?"}]
+    messages += [
+        {"role": "assistant", "content": "Please help me now"},
+        {"role": "user", "content": "Sure, with what?"},
+        {"role": "assistant", "content": "Hello there now"},
+        {"role": "user", "content": "Anything else?"},
+    ]
     left = litellm.completion(model="openai/persona", api_base=tau2_server, api_key="unused", messages=messages)
     # tau2-bench ends the conversation when "###STOP###" is in the user's message.
     assert "###STOP###" in left.choices[0].message.content and left.choices[0].finish_reason == "stop"

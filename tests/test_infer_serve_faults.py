@@ -55,7 +55,9 @@ def test_sixty_four_requests_at_once(server):
         limits = httpx.Limits(max_connections=64)
         async with httpx.AsyncClient(timeout=300, limits=limits) as client:
             body = {"model": "default", "messages": [{"role": "system", "content": INTENT}], "max_tokens": 8}
-            return await asyncio.gather(*(client.post(f"{server}/chat/completions", json={**body, "seed": i}) for i in range(64)))
+            return await asyncio.gather(
+                *(client.post(f"{server}/chat/completions", json={**body, "seed": i}) for i in range(64))
+            )
 
     health = server.replace("/v1", "/health")
     before = httpx.get(health).json()

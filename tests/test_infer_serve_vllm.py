@@ -18,7 +18,12 @@ EOT_ID = "<|eot_id|>"
 INTENT = "You are a user chatting with an assistant language model to plan a trip."
 # Says one of two greetings and then, unless the end marker is banned, leaves after its words.
 START = {"Hello": 30, "Hi": 30}
-TRANSITIONS = {"Hello": {" there": 30}, "Hi": {" there": 30}, " there": {" friend": 30}, " friend": {END_MARKER: 30, EOT_ID: 25}}
+TRANSITIONS = {
+    "Hello": {" there": 30},
+    "Hi": {" there": 30},
+    " there": {" friend": 30},
+    " friend": {END_MARKER: 30, EOT_ID: 25},
+}
 TURNS = {"Hello there friend", "Hi there friend"}
 # Repeating its one sentence is what this model does; only the repetition filter is off.
 GUARDRAILS = Guardrails(filter_repetition=False)
@@ -28,7 +33,9 @@ GUARDRAILS = Guardrails(filter_repetition=False)
 def folder(tmp_path_factory, default_tokenizer):
     from tests.conftest import make_userlm_8b_like
 
-    return make_userlm_8b_like(tmp_path_factory.mktemp("vllm-model") / "userlm-8b-like", default_tokenizer, START, TRANSITIONS)
+    return make_userlm_8b_like(
+        tmp_path_factory.mktemp("vllm-model") / "userlm-8b-like", default_tokenizer, START, TRANSITIONS
+    )
 
 
 @pytest.fixture(scope="module")
@@ -66,15 +73,30 @@ def test_the_completions_backend_against_vllm(upstream, folder):
 
 
 def test_userlm_serve_in_front_of_vllm(userlm_server, upstream, folder):
-    server = userlm_server(folder, "--simulator-endpoint", upstream, "--simulator-model", "userlm-8b-like",
-                           "--simulator-server", "vllm", "guardrails.filter_repetition=false", "--model-name", "persona")
+    server = userlm_server(
+        folder,
+        "--simulator-endpoint",
+        upstream,
+        "--simulator-model",
+        "userlm-8b-like",
+        "--simulator-server",
+        "vllm",
+        "guardrails.filter_repetition=false",
+        "--model-name",
+        "persona",
+    )
     client = openai.OpenAI(base_url=server, api_key="unused", max_retries=0)
     first = client.chat.completions.create(model="persona", messages=prompt(), n=4, seed=5)
     texts = [c.message.content for c in first.choices]
     assert set(texts) <= TURNS and not any(c.model_extra["userlm"]["ended"] for c in first.choices)
-    assert [c.message.content for c in client.chat.completions.create(model="persona", messages=prompt(), n=4, seed=5).choices] == texts
+    assert [
+        c.message.content
+        for c in client.chat.completions.create(model="persona", messages=prompt(), n=4, seed=5).choices
+    ] == texts
     [left] = client.chat.completions.create(
-        model="persona", messages=prompt("Hello there friend", "Sure.", "Hi there friend", "Anything else?"), extra_body={"end_text": "###STOP###"}
+        model="persona",
+        messages=prompt("Hello there friend", "Sure.", "Hi there friend", "Anything else?"),
+        extra_body={"end_text": "###STOP###"},
     ).choices
     assert left.model_extra["userlm"]["ended"] and left.finish_reason == "stop"
     words, _, end = left.message.content.rpartition(" ")

@@ -37,7 +37,20 @@ INTENTS = [
     "You are a user chatting with an assistant language model to cook dinner.",
     "You are a user chatting with an assistant language model to fix a bug.",
 ]
-RECORD_KEYS = {"conversation_id", "intent", "persona", "trial", "seed", "simulator", "assistant", "turns", "termination_reason", "error", "exhausted_events", "seconds"}
+RECORD_KEYS = {
+    "conversation_id",
+    "intent",
+    "persona",
+    "trial",
+    "seed",
+    "simulator",
+    "assistant",
+    "turns",
+    "termination_reason",
+    "error",
+    "exhausted_events",
+    "seconds",
+}
 
 
 def read_records(path: Path) -> list[dict]:
@@ -51,16 +64,36 @@ def intents_file(tmp_path) -> Path:
     return path
 
 
-def test_simulate_against_a_served_assistant(tmp_path, intents_file, programmed_simulator, transformers_server, default_model_dir, capsys):
+def test_simulate_against_a_served_assistant(
+    tmp_path, intents_file, programmed_simulator, transformers_server, default_model_dir, capsys
+):
     simulator = programmed_simulator(*TWO_OPENINGS)
     personas = tmp_path / "personas.jsonl"
     personas.write_text(json.dumps({"persona": "Writes short, lowercase."}) + "\n")
     out = tmp_path / "sim.jsonl"
     argv = [
-        "simulate", "--simulator", str(simulator), "--assistant", transformers_server, "--assistant-model",
-        str(default_model_dir), "--assistant-max-tokens", "6",
-        "--intents", str(intents_file), "--personas", str(personas), "--n-per-intent", "2", "--max-turns", "2",
-        "--out", str(out), "--guardrails.max_attempts", "6", "--no-progress",
+        "simulate",
+        "--simulator",
+        str(simulator),
+        "--assistant",
+        transformers_server,
+        "--assistant-model",
+        str(default_model_dir),
+        "--assistant-max-tokens",
+        "6",
+        "--intents",
+        str(intents_file),
+        "--personas",
+        str(personas),
+        "--n-per-intent",
+        "2",
+        "--max-turns",
+        "2",
+        "--out",
+        str(out),
+        "--guardrails.max_attempts",
+        "6",
+        "--no-progress",
     ]
     assert main(argv) == 0
     records = read_records(out)
@@ -86,7 +119,9 @@ def test_simulate_against_a_served_assistant(tmp_path, intents_file, programmed_
     assert re.search(r"conversations simulated\W+0\b", summary) and re.search(r"already done, skipped\W+4\b", summary)
 
 
-def test_simulator_behind_the_completions_backend(tmp_path, intents_file, programmed_simulator, serve_folder, transformers_server, default_model_dir):
+def test_simulator_behind_the_completions_backend(
+    tmp_path, intents_file, programmed_simulator, serve_folder, transformers_server, default_model_dir
+):
     # Opens with the end marker most of the time; the end marker is banned before 1 user turn.
     simulator = programmed_simulator({END_MARKER: 30, "Please": 29.5}, {END_MARKER: {EOT: 30}, **CHAIN})
     simulator_url = serve_folder(simulator)
@@ -131,8 +166,13 @@ class FaultyAssistant(BaseHTTPRequestHandler):
                 return
             time.sleep(3)  # past the client's timeout
         answer = {
-            "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Tell me more."}}],
+            "id": "x",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body["model"],
+            "choices": [
+                {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Tell me more."}}
+            ],
         }
         payload = json.dumps(answer).encode()
         try:
@@ -169,8 +209,16 @@ def faulty_server():
 def test_assistant_faults_break_only_their_conversations(tmp_path, mode, faulty_server, programmed_simulator):
     out = tmp_path / "sim.jsonl"
     config = SimulateConfig(
-        simulator=str(programmed_simulator(*TWO_OPENINGS)), assistant=faulty_server(mode), assistant_model="m",
-        timeout=1.0, max_retries=1, intents=INTENTS, n_per_intent=4, max_turns=1, out=out, progress=False,
+        simulator=str(programmed_simulator(*TWO_OPENINGS)),
+        assistant=faulty_server(mode),
+        assistant_model="m",
+        timeout=1.0,
+        max_retries=1,
+        intents=INTENTS,
+        n_per_intent=4,
+        max_turns=1,
+        out=out,
+        progress=False,
     )
     summary = run_simulation(config)
     records = read_records(out)
@@ -244,14 +292,31 @@ def test_chat_with_a_person_playing_the_assistant(tmp_path, programmed_simulator
             raise EOFError from None
 
     # The end marker is held back for the first turn, then the simulator leaves.
-    record = chat(simulator, INTENTS[0], out, guardrails=Guardrails(min_turns_before_end=1), read=read, show=lambda _: None)
+    record = chat(
+        simulator, INTENTS[0], out, guardrails=Guardrails(min_turns_before_end=1), read=read, show=lambda _: None
+    )
     assert record["termination_reason"] == "user_ended"
     assert [t["content"] for t in record["turns"]] == ["Please help me now", "Sure, what with?", END_MARKER]
     assert record["turns"][0]["events"][0]["guardrail"] == "end_too_early"
     # Ctrl-D from the keyboard ends it too, through the real CLI; the transcript is appended.
     monkeypatch.setattr("sys.stdin", io.StringIO("Hello! How can I help?\n"))
-    assert main(["chat", "--simulator", str(folder), "--intent", INTENTS[1], "--guardrails.min_turns_before_end", "never",
-                 "guardrails.filter_repetition=false", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "chat",
+                "--simulator",
+                str(folder),
+                "--intent",
+                INTENTS[1],
+                "--guardrails.min_turns_before_end",
+                "never",
+                "guardrails.filter_repetition=false",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     records = read_records(out)
     assert len(records) == 2 and records[1]["termination_reason"] == "assistant_ended"
     guardrails = records[1]["simulator"]["guardrails"]
@@ -269,21 +334,47 @@ def summary_row(printed: str, name: str) -> int:
     return int(re.search(rf"{name}\W+(\d+)", printed).group(1))
 
 
-def test_another_configuration_into_the_same_file_is_never_taken_for_this_one(tmp_path, intents_file, programmed_simulator, monkeypatch, capsys):
+def test_another_configuration_into_the_same_file_is_never_taken_for_this_one(
+    tmp_path, intents_file, programmed_simulator, monkeypatch, capsys
+):
     (tmp_path / "sim_bots.py").write_text(BOTS)
     monkeypatch.syspath_prepend(str(tmp_path))
     out = tmp_path / "sim.jsonl"
-    base = ["simulate", "--simulator", str(programmed_simulator(*TWO_OPENINGS)), "--intents", str(intents_file),
-            "--n-per-intent", "2", "--max-turns", "2", "--out", str(out), "--no-progress", "--assistant", "python:sim_bots:reply"]
+    base = [
+        "simulate",
+        "--simulator",
+        str(programmed_simulator(*TWO_OPENINGS)),
+        "--intents",
+        str(intents_file),
+        "--n-per-intent",
+        "2",
+        "--max-turns",
+        "2",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--assistant",
+        "python:sim_bots:reply",
+    ]
     other_simulator = str(programmed_simulator({"Please": 30}, CHAIN, name="other"))
     # The hash covers every setting alike; these are the ones the issue names.
-    changes = [[], ["--seed", "1"], ["--assistant", "python:sim_bots:terse"], ["--simulator", other_simulator],
-               ["--max-turns", "1"], ["--guardrails.max_words", "20"], ["--assistant-system", "Be brief."]]
+    changes = [
+        [],
+        ["--seed", "1"],
+        ["--assistant", "python:sim_bots:terse"],
+        ["--simulator", other_simulator],
+        ["--max-turns", "1"],
+        ["--guardrails.max_words", "20"],
+        ["--assistant-system", "Be brief."],
+    ]
     for number, change in enumerate(changes, 1):
         assert main([*base, *change]) == 0
         printed = capsys.readouterr().out
         # Every configuration simulates its own 4 conversations, never reporting another's as its own.
-        assert (summary_row(printed, "conversations simulated"), summary_row(printed, "already done, skipped")) == (4, 0), change
+        assert (summary_row(printed, "conversations simulated"), summary_row(printed, "already done, skipped")) == (
+            4,
+            0,
+        ), change
         assert len(read_records(out)) == 4 * number
     records = read_records(out)
     assert len({r["conversation_id"] for r in records}) == len(records)
@@ -300,8 +391,15 @@ def test_failed_conversations_are_retried_on_a_rerun_unless_asked_not_to(tmp_pat
     threading.Thread(target=server.serve_forever, daemon=True).start()
     out = tmp_path / "sim.jsonl"
     config = SimulateConfig(
-        simulator=str(programmed_simulator(*TWO_OPENINGS)), assistant=f"http://127.0.0.1:{server.server_address[1]}/v1",
-        assistant_model="m", max_retries=0, intents=INTENTS, n_per_intent=4, max_turns=1, out=out, progress=False,
+        simulator=str(programmed_simulator(*TWO_OPENINGS)),
+        assistant=f"http://127.0.0.1:{server.server_address[1]}/v1",
+        assistant_model="m",
+        max_retries=0,
+        intents=INTENTS,
+        n_per_intent=4,
+        max_turns=1,
+        out=out,
+        progress=False,
     )
     try:
         first = run_simulation(config)
@@ -315,7 +413,11 @@ def test_failed_conversations_are_retried_on_a_rerun_unless_asked_not_to(tmp_pat
     finally:
         server.shutdown()
         server.server_close()
-    assert (retried["conversations"], retried["skipped_already_done"], retried["retried_failed"]) == (failed, 8 - failed, failed)
+    assert (retried["conversations"], retried["skipped_already_done"], retried["retried_failed"]) == (
+        failed,
+        8 - failed,
+        failed,
+    )
     records = read_records(out)
     # The failed records are replaced, not kept beside their retries.
     assert len(records) == 8 == len({r["conversation_id"] for r in records})
@@ -330,12 +432,22 @@ def one_sentence_error(argv: list[str], capsys) -> str:
     return error
 
 
-def test_an_out_that_is_not_this_commands_output_is_refused_before_anything_changes(tmp_path, intents_file, programmed_simulator, monkeypatch, capsys):
+def test_an_out_that_is_not_this_commands_output_is_refused_before_anything_changes(
+    tmp_path, intents_file, programmed_simulator, monkeypatch, capsys
+):
     (tmp_path / "sim_bots.py").write_text(BOTS)
     monkeypatch.syspath_prepend(str(tmp_path))
     # A real run, had the output not been refused: it would have appended records to the file.
-    base = ["simulate", "--simulator", str(programmed_simulator(*TWO_OPENINGS)), "--assistant", "python:sim_bots:reply",
-            "--intents", str(intents_file), "--no-progress"]
+    base = [
+        "simulate",
+        "--simulator",
+        str(programmed_simulator(*TWO_OPENINGS)),
+        "--assistant",
+        "python:sim_bots:reply",
+        "--intents",
+        str(intents_file),
+        "--no-progress",
+    ]
     notes = tmp_path / "notes.jsonl"
     notes.write_text('{"note": "mine"}\n{"conversation_id": "x", "turns": []')  # not records, then a torn-looking tail
     others = tmp_path / "others.txt"
@@ -345,38 +457,71 @@ def test_an_out_that_is_not_this_commands_output_is_refused_before_anything_chan
         error = one_sentence_error([*base, "--out", str(path)], capsys)
         assert path.read_bytes() == before, error
         if path == intents_file:
-            assert error == f"userlm simulate: The output {path} is also an input of this run; write the conversations to another file."
+            assert (
+                error
+                == f"userlm simulate: The output {path} is also an input of this run; write the conversations to another file."
+            )
         else:
-            assert error.startswith(f"userlm simulate: {path} is not a conversations file of userlm (line 1 is not a conversation record)")
+            assert error.startswith(
+                f"userlm simulate: {path} is not a conversations file of userlm (line 1 is not a conversation record)"
+            )
     folder = tmp_path / "runs"
     folder.mkdir()
     assert one_sentence_error([*base, "--out", str(folder)], capsys) == (
-        f"userlm simulate: The output {folder} is a folder; give a file path for the conversations, such as {folder / 'conversations.jsonl'}.")
+        f"userlm simulate: The output {folder} is a folder; give a file path for the conversations, such as {folder / 'conversations.jsonl'}."
+    )
     assert one_sentence_error([*base, "--out", str(others / "sim.jsonl")], capsys) == (
-        f"userlm simulate: Cannot write {others / 'sim.jsonl'}: {others} is a file, not a folder; choose another output path.")
+        f"userlm simulate: Cannot write {others / 'sim.jsonl'}: {others} is a file, not a folder; choose another output path."
+    )
     unwritable = Path("/sys/userlm-test/sim.jsonl")  # read-only even for root
-    assert re.fullmatch(rf"userlm simulate: Cannot write {unwritable} \(.+\); choose another output path or fix its permissions\.",
-                        one_sentence_error([*base, "--out", str(unwritable)], capsys))
+    assert re.fullmatch(
+        rf"userlm simulate: Cannot write {unwritable} \(.+\); choose another output path or fix its permissions\.",
+        one_sentence_error([*base, "--out", str(unwritable)], capsys),
+    )
     # An empty file is an output it may write: the run goes on, here to the missing simulator.
     empty = tmp_path / "empty.jsonl"
     empty.touch()
-    missing = ["simulate", "--simulator", str(tmp_path / "no-model"), "--assistant", "hf:default", "--intents", str(intents_file)]
+    missing = [
+        "simulate",
+        "--simulator",
+        str(tmp_path / "no-model"),
+        "--assistant",
+        "hf:default",
+        "--intents",
+        str(intents_file),
+    ]
     assert str(tmp_path / "no-model") in one_sentence_error([*missing, "--out", str(empty)], capsys)
 
 
 def test_chat_with_standard_input_closed_keeps_the_transcript(tmp_path, programmed_simulator, intents_file, capsys):
     folder = programmed_simulator(*TWO_OPENINGS)
     out = tmp_path / "chat.jsonl"
-    command = [sys.executable, "-m", "userlm.cli", "chat", "--simulator", str(folder), "--intent", INTENTS[0], "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "userlm.cli",
+        "chat",
+        "--simulator",
+        str(folder),
+        "--intent",
+        INTENTS[0],
+        "--out",
+        str(out),
+    ]
     # fd 0 closed in the child: Python starts with sys.stdin None, and input() raises RuntimeError.
     finished = subprocess.run(command, preexec_fn=lambda: os.close(0), capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr[-2000:]
     assert "Traceback" not in finished.stderr and "Saved the transcript" in finished.stdout
     [record] = read_records(out)
     assert record["termination_reason"] == "assistant_ended"
-    assert [t["role"] for t in record["turns"]] == ["user"] and record["turns"][0]["content"] in ("Please help me now", "Hello there now")
+    assert [t["role"] for t in record["turns"]] == ["user"] and record["turns"][0]["content"] in (
+        "Please help me now",
+        "Hello there now",
+    )
     # Its --out is checked like simulate's, before the simulator loads.
-    error = one_sentence_error(["chat", "--simulator", str(tmp_path / "no-model"), "--intent", INTENTS[0], "--out", str(intents_file)], capsys)
+    error = one_sentence_error(
+        ["chat", "--simulator", str(tmp_path / "no-model"), "--intent", INTENTS[0], "--out", str(intents_file)], capsys
+    )
     assert error.startswith(f"userlm chat: {intents_file} is not a conversations file of userlm")
 
 

@@ -24,10 +24,14 @@ from userlm.cli import main
 from userlm.data_prep.format import END_MARKER
 from userlm.errors import UserError
 
-GOALS = {"book": "book a table for two", "refund": "get a refund for a broken kettle", "reset": "reset a forgotten password"}
+GOALS = {
+    "book": "book a table for two",
+    "refund": "get a refund for a broken kettle",
+    "reset": "reset a forgotten password",
+}
 INTENTS = {name: f"You are a user chatting with an assistant language model to {goal}." for name, goal in GOALS.items()}
 PERSONAS = {"terse": "Writes one word at a time.", "chatty": "Writes long, friendly messages."}
-BOTS = '''
+BOTS = """
 def helpful(messages):
     return "Done." if messages[-1]["content"] == "Hello" else "Tell me more."
 
@@ -41,7 +45,7 @@ def crashes_on_please(messages):
 
 def done_but_sorry(messages):
     return "Done." if messages[-1]["content"] == "Hello" else "Done. Unfortunately that is all."
-'''
+"""
 
 
 def make_reactive_simulator(folder: Path, tokenizer) -> Path:
@@ -137,7 +141,9 @@ def test_suite_outcomes_gate_junit_and_resume(tmp_path, simulator, bots, capsys)
     # The default gate allows no assistant error, so the suite fails, with one line per failed threshold.
     assert code == 1 and not results["passed"]
     suite_rate = errors / len(records)
-    assert results["failed"] == [f"suite: share of assistant errors {suite_rate:.2f} ({errors} of 12 conversations) is above max_assistant_errors 0"]
+    assert results["failed"] == [
+        f"suite: share of assistant errors {suite_rate:.2f} ({errors} of 12 conversations) is above max_assistant_errors 0"
+    ]
     assert printed.count("FAILED ") == 1 and f"FAILED {results['failed'][0]}" in printed
     for row in results["intents"]:
         mine = [r for r in records if r["intent"] == INTENTS[row["name"]]]
@@ -187,9 +193,16 @@ def test_gate_fails_and_passes_on_either_side_of_the_measured_values(tmp_path, s
     above = [f"thresholds.min_success={overall + 0.05}"]
     name = min(rates, key=rates.get)
     per_intent = tmp_path / "per_intent.yaml"
-    for side, min_success, max_turns in (("pass", rates[name], turns[name]), ("fail", rates[name] + 0.05, turns[name] - 0.25)):
-        per_intent.write_text(suite.read_text().replace(
-            f"  - name: {name}\n", f"  - name: {name}\n    thresholds: {{min_success: {min_success}, max_mean_user_turns: {max_turns}}}\n"))
+    for side, min_success, max_turns in (
+        ("pass", rates[name], turns[name]),
+        ("fail", rates[name] + 0.05, turns[name] - 0.25),
+    ):
+        per_intent.write_text(
+            suite.read_text().replace(
+                f"  - name: {name}\n",
+                f"  - name: {name}\n    thresholds: {{min_success: {min_success}, max_mean_user_turns: {max_turns}}}\n",
+            )
+        )
         code = main(["test", str(per_intent), "--out", str(out)])
         result = results_of(out)
         assert result["simulated"]["now"] == 0
@@ -197,7 +210,10 @@ def test_gate_fails_and_passes_on_either_side_of_the_measured_values(tmp_path, s
             assert code == 0 and result["passed"] and result["checks"] == 2
         else:
             assert code == 1 and len(result["failed"]) == 2
-            assert result["failed"][0].startswith(f"intent {name!r}: success rate {rates[name]:.2f}") and "is below min_success" in result["failed"][0]
+            assert (
+                result["failed"][0].startswith(f"intent {name!r}: success rate {rates[name]:.2f}")
+                and "is below min_success" in result["failed"][0]
+            )
             assert "mean user turns" in result["failed"][1] and "is above max_mean_user_turns" in result["failed"][1]
             junit = JUnitXml.fromfile(str(out / "junit.xml"))
             failing = [case.name for suite_ in junit for case in suite_ if not case.is_passed]
@@ -205,12 +221,18 @@ def test_gate_fails_and_passes_on_either_side_of_the_measured_values(tmp_path, s
     for words, code in ((below, 0), (above, 1)):
         assert main(["test", str(suite), "--out", str(out), *words]) == code
     printed = capsys.readouterr().out
-    assert re.search(rf"FAILED suite: success rate {overall:.2f} \(\d+ of 12 conversations\) is below min_success", printed)
+    assert re.search(
+        rf"FAILED suite: success rate {overall:.2f} \(\d+ of 12 conversations\) is below min_success", printed
+    )
     # intent_thresholds hold every intent to the same bound: the intents above it pass, the others fail.
     bound = max(rates.values())
-    assert main(["test", str(suite), "--out", str(out), f"intent_thresholds.min_success={bound}"]) == (0 if min(rates.values()) >= bound else 1)
+    assert main(["test", str(suite), "--out", str(out), f"intent_thresholds.min_success={bound}"]) == (
+        0 if min(rates.values()) >= bound else 1
+    )
     result = results_of(out)
-    assert {row["name"] for row in result["intents"] if not row["passed"]} == {n for n, rate in rates.items() if rate < bound}
+    assert {row["name"] for row in result["intents"] if not row["passed"]} == {
+        n for n, rate in rates.items() if rate < bound
+    }
 
 
 def test_a_changed_suite_never_reuses_conversations_and_compare_says_what_changed(tmp_path, simulator, bots, capsys):
@@ -235,14 +257,21 @@ def test_a_changed_suite_never_reuses_conversations_and_compare_says_what_change
     assert main(["test", str(suite), "--out", str(first)]) == 0
     before = {row["name"]: row["stats"]["success_rate"] for row in results_of(first)["intents"]}
     capsys.readouterr()
-    assert main(["test", str(suite), "--out", str(second), "assistant=python:suite_bots:other_way", "--compare", str(first)]) == 0
+    assert (
+        main(
+            ["test", str(suite), "--out", str(second), "assistant=python:suite_bots:other_way", "--compare", str(first)]
+        )
+        == 0
+    )
     result = results_of(second)
     after = {row["name"]: row["stats"]["success_rate"] for row in result["intents"]}
     changes = {row["name"]: row["change"] for row in result["comparison"]["intents"]}
     assert before != after, "the two bots should differ on some intent"
     for name in INTENTS:
         # Without a judge the success rate is the share the user ended, so the two move together.
-        assert changes[name] == ("same" if after[name] == before[name] else "better" if after[name] > before[name] else "worse")
+        assert changes[name] == (
+            "same" if after[name] == before[name] else "better" if after[name] > before[name] else "worse"
+        )
         row = next(row for row in result["comparison"]["intents"] if row["name"] == name)
         success = next(f for f in row["figures"] if f["figure"] == "success_rate")
         assert (success["before"], success["after"]) == (before[name], after[name])
@@ -255,7 +284,10 @@ def test_refusals_before_anything_runs(tmp_path, simulator, bots):
     foreign = tmp_path / "notes"
     foreign.mkdir()
     (foreign / "todo.txt").write_text("mine\n")
-    with pytest.raises(UserError, match=r"^The output folder .*notes holds files that are not a `userlm test` output \(todo.txt\); choose a new or empty folder.$"):
+    with pytest.raises(
+        UserError,
+        match=r"^The output folder .*notes holds files that are not a `userlm test` output \(todo.txt\); choose a new or empty folder.$",
+    ):
         run_words([str(suite), "--out", str(foreign)])
     assert sorted(p.name for p in foreign.iterdir()) == ["todo.txt"]
     # --compare with a folder that holds no finished run.
@@ -275,18 +307,30 @@ def test_refusals_before_anything_runs(tmp_path, simulator, bots):
 
 def run_words(words: list[str]):
     from userlm.config import parse_config
-    from userlm.infer.suite.run import run_suite
     from userlm.infer.suite.config import SuiteConfig
+    from userlm.infer.suite.run import run_suite
 
     return run_suite(parse_config(SuiteConfig, words, prog="userlm test"))
 
 
 def test_judge_verdicts_are_used_and_never_asked_twice(tmp_path, simulator, bots, default_tokenizer, serve_folder):
     # A judge that answers "No" when the transcript holds " Unfortunately", "Yes" otherwise.
-    judge = make_trigger_model(tmp_path / "judge", default_tokenizer, trigger=" Unfortunately", when_present="No", otherwise="Yes", flipped=False)
+    judge = make_trigger_model(
+        tmp_path / "judge",
+        default_tokenizer,
+        trigger=" Unfortunately",
+        when_present="No",
+        otherwise="Yes",
+        flipped=False,
+    )
     url = serve_folder(judge)
     out = tmp_path / "run"
-    suite = write_suite(tmp_path, simulator, "done_but_sorry", f"judge:\n  endpoint: {url}\n  model: {judge}\nthresholds: {{min_success: 0.5}}\n")
+    suite = write_suite(
+        tmp_path,
+        simulator,
+        "done_but_sorry",
+        f"judge:\n  endpoint: {url}\n  model: {judge}\nthresholds: {{min_success: 0.5}}\n",
+    )
     code = main(["test", str(suite), "--out", str(out)])
     result = results_of(out)
     records = {r["conversation_id"]: r for r in conversations(out)}
@@ -318,14 +362,23 @@ def closed_port() -> int:
 
 def test_a_failing_judge_says_why_in_one_line_with_its_own_retries(tmp_path, simulator, bots, capsys):
     port = closed_port()
-    suite = write_suite(tmp_path, simulator, "helpful", f"judge: {{endpoint: 'http://127.0.0.1:{port}/v1', model: m}}\n"
-                                                        "thresholds: {min_success: 0.5}\n")
-    assert main(["test", str(suite), "--out", str(tmp_path / "run"), "--judge.max-retries", "1", "--judge.timeout", "5"]) == 1
+    suite = write_suite(
+        tmp_path,
+        simulator,
+        "helpful",
+        f"judge: {{endpoint: 'http://127.0.0.1:{port}/v1', model: m}}\nthresholds: {{min_success: 0.5}}\n",
+    )
+    assert (
+        main(["test", str(suite), "--out", str(tmp_path / "run"), "--judge.max-retries", "1", "--judge.timeout", "5"])
+        == 1
+    )
     printed = capsys.readouterr().out
     [line] = [line for line in printed.splitlines() if line.startswith("The judge gave no verdict")]
     # The judge's own retry key, not the library default of 4; the cause on the terminal, not only in the report.
-    assert line.startswith(f"The judge gave no verdict for 12 of 12 conversations; its last error: Could not connect to the "
-                           f"endpoint at 127.0.0.1:{port} after 1 retry (")
+    assert line.startswith(
+        f"The judge gave no verdict for 12 of 12 conversations; its last error: Could not connect to the "
+        f"endpoint at 127.0.0.1:{port} after 1 retry ("
+    )
     assert "FAILED suite: the success rate cannot be measured" in printed
 
 
@@ -335,10 +388,16 @@ def test_a_long_auto_named_intent_keeps_to_one_line_of_an_80_column_table(monkey
     monkeypatch.setenv("COLUMNS", "80")
     name = INTENTS["refund"]  # what an intent without a name is called: its first words, which can be many
     columns = ("intent", "conv.", "success", "user ended", "assistant errors", "mean user turns", "gate")
-    print_summary(Summary(title="userlm test: bots", columns=columns, rows=[
-        (name, 4, "50% (2/4)", "50% (2/4)", "0% (0/4)", "1.5", "pass"),
-        ("all intents", 12, "50% (6/12)", "50% (6/12)", "0% (0/12)", "1.5", "pass"),
-    ]))
+    print_summary(
+        Summary(
+            title="userlm test: bots",
+            columns=columns,
+            rows=[
+                (name, 4, "50% (2/4)", "50% (2/4)", "0% (0/4)", "1.5", "pass"),
+                ("all intents", 12, "50% (6/12)", "50% (6/12)", "0% (0/12)", "1.5", "pass"),
+            ],
+        )
+    )
     lines = capsys.readouterr().out.splitlines()
     assert max(map(len, lines)) <= 80
     [row] = [line for line in lines if line.startswith("│ You are a user")]

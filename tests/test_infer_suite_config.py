@@ -34,35 +34,106 @@ def test_yaml_flags_and_words_give_the_same_suite_config(tmp_path):
     )
     (tmp_path / "intents.txt").write_text(f"{BOOKING}\n")
     from_yaml = suite_config([str(suite)])
-    from_flags = suite_config([
-        "--name", "support", "--simulator", "default", "--assistant", "http://127.0.0.1:8000/v1", "--assistant-model", "bot",
-        "--intents", str(tmp_path / "intents.txt"), "personas=[Terse.]", "--n-per-intent", "2", "--max-turns", "5", "--seed", "3",
-        "--out", "runs/today", "--judge.endpoint", "http://127.0.0.1:8001/v1", "--judge.model", "judge", "--judge.rubric", "Solved it.",
-        "--thresholds.min_success", "0.7", "--thresholds.max_assistant_errors", "0.1", "--intent-thresholds.min-user-ended", "0.5",
-        "--guardrails.min_words", "2", "--compare", "runs/yesterday", "--no-retry-failed",
-    ])
-    from_words = suite_config([
-        "name=support", "simulator=default", "assistant=http://127.0.0.1:8000/v1", "assistant_model=bot",
-        f"intents={tmp_path / 'intents.txt'}", "personas=[Terse.]", "n_per_intent=2", "max_turns=5", "seed=3", "out=runs/today",
-        "judge.endpoint=http://127.0.0.1:8001/v1", "judge.model=judge", "judge.rubric=Solved it.", "thresholds.min_success=0.7",
-        "thresholds.max_assistant_errors=0.1", "intent_thresholds.min_user_ended=0.5", "guardrails.min_words=2",
-        "compare=runs/yesterday", "retry_failed=false",
-    ])
+    from_flags = suite_config(
+        [
+            "--name",
+            "support",
+            "--simulator",
+            "default",
+            "--assistant",
+            "http://127.0.0.1:8000/v1",
+            "--assistant-model",
+            "bot",
+            "--intents",
+            str(tmp_path / "intents.txt"),
+            "personas=[Terse.]",
+            "--n-per-intent",
+            "2",
+            "--max-turns",
+            "5",
+            "--seed",
+            "3",
+            "--out",
+            "runs/today",
+            "--judge.endpoint",
+            "http://127.0.0.1:8001/v1",
+            "--judge.model",
+            "judge",
+            "--judge.rubric",
+            "Solved it.",
+            "--thresholds.min_success",
+            "0.7",
+            "--thresholds.max_assistant_errors",
+            "0.1",
+            "--intent-thresholds.min-user-ended",
+            "0.5",
+            "--guardrails.min_words",
+            "2",
+            "--compare",
+            "runs/yesterday",
+            "--no-retry-failed",
+        ]
+    )
+    from_words = suite_config(
+        [
+            "name=support",
+            "simulator=default",
+            "assistant=http://127.0.0.1:8000/v1",
+            "assistant_model=bot",
+            f"intents={tmp_path / 'intents.txt'}",
+            "personas=[Terse.]",
+            "n_per_intent=2",
+            "max_turns=5",
+            "seed=3",
+            "out=runs/today",
+            "judge.endpoint=http://127.0.0.1:8001/v1",
+            "judge.model=judge",
+            "judge.rubric=Solved it.",
+            "thresholds.min_success=0.7",
+            "thresholds.max_assistant_errors=0.1",
+            "intent_thresholds.min_user_ended=0.5",
+            "guardrails.min_words=2",
+            "compare=runs/yesterday",
+            "retry_failed=false",
+        ]
+    )
     from_python = SuiteConfig(
-        name="support", simulator="default", assistant="http://127.0.0.1:8000/v1", assistant_model="bot",
-        intents=tmp_path / "intents.txt", personas=["Terse."], n_per_intent=2, max_turns=5, seed=3, out=Path("runs/today"),
+        name="support",
+        simulator="default",
+        assistant="http://127.0.0.1:8000/v1",
+        assistant_model="bot",
+        intents=tmp_path / "intents.txt",
+        personas=["Terse."],
+        n_per_intent=2,
+        max_turns=5,
+        seed=3,
+        out=Path("runs/today"),
         judge=Judge(endpoint="http://127.0.0.1:8001/v1", model="judge", rubric="Solved it."),
-        thresholds=Thresholds(min_success=0.7, max_assistant_errors=0.1), intent_thresholds=Thresholds(min_user_ended=0.5),
-        guardrails=Guardrails(min_words=2), compare=Path("runs/yesterday"), retry_failed=False,
+        thresholds=Thresholds(min_success=0.7, max_assistant_errors=0.1),
+        intent_thresholds=Thresholds(min_user_ended=0.5),
+        guardrails=Guardrails(min_words=2),
+        compare=Path("runs/yesterday"),
+        retry_failed=False,
     )
     assert from_yaml == from_flags == from_words == from_python
-    assert to_dict(from_yaml)["thresholds"] == {"min_success": 0.7, "min_user_ended": None, "max_assistant_errors": 0.1, "max_mean_user_turns": None}
+    assert to_dict(from_yaml)["thresholds"] == {
+        "min_success": 0.7,
+        "min_user_ended": None,
+        "max_assistant_errors": 0.1,
+        "max_mean_user_turns": None,
+    }
 
 
 def test_defaults_gate_on_assistant_errors_only(tmp_path):
     config = suite_config(["simulator=default", "assistant=hf:default", f"intents=[{BOOKING}]"])
     assert config.thresholds == Thresholds(max_assistant_errors=0.0) and config.intent_thresholds == Thresholds()
-    assert (config.judge, config.out, config.compare, config.fresh, config.retry_failed) == (None, Path("out/test"), None, False, True)
+    assert (config.judge, config.out, config.compare, config.fresh, config.retry_failed) == (
+        None,
+        Path("out/test"),
+        None,
+        False,
+        True,
+    )
 
 
 def test_intents_and_personas_inline_named_and_thresholds_per_intent(tmp_path):
@@ -85,8 +156,10 @@ def test_intents_and_personas_inline_named_and_thresholds_per_intent(tmp_path):
     assert cases[1].thresholds == Thresholds(min_success=0.9, max_mean_user_turns=4)
     assert [p.name for p in persona_cases(config)] == ["Writes short messages, all lowercase, no greetings", "formal"]
     long = SuiteConfig(simulator="default", assistant="hf:default", intents=[REFUND, REFUND.replace("water", "tea")])
-    assert [c.name for c in intent_cases(long)] == ["get a refund for a kettle that arrived …",
-                                                    "get a refund for a kettle that arrived … (2)"]
+    assert [c.name for c in intent_cases(long)] == [
+        "get a refund for a kettle that arrived …",
+        "get a refund for a kettle that arrived … (2)",
+    ]
     assert persona_cases(long)[0].name == "no persona" and persona_cases(long)[0].persona is None
 
 
@@ -94,10 +167,19 @@ def test_intents_and_personas_inline_named_and_thresholds_per_intent(tmp_path):
     "words, message",
     [
         (["thresholds.min_success=1.5"], r"`min_success`.* must be at most 1, not 1.5."),
-        (["--intent-thresholds.max-assistant-errors", "-0.1"], r"`max_assistant_errors`.* must be at least 0, not -0.1."),
-        (["thresholds.min_sucess=0.5"], r"Unknown key `thresholds.min_sucess` on the command line; did you mean `thresholds.min_success`\?"),
+        (
+            ["--intent-thresholds.max-assistant-errors", "-0.1"],
+            r"`max_assistant_errors`.* must be at least 0, not -0.1.",
+        ),
+        (
+            ["thresholds.min_sucess=0.5"],
+            r"Unknown key `thresholds.min_sucess` on the command line; did you mean `thresholds.min_success`\?",
+        ),
         (["--judge.model", "m"], r"Set both judge.endpoint and judge.model, or leave the judge out \(--no-judge\)."),
-        (["--judge.max_tokens", "0", "--judge.endpoint", "http://x/v1", "--judge.model", "m"], r"`max_tokens`.* must be at least 1, not 0."),
+        (
+            ["--judge.max_tokens", "0", "--judge.endpoint", "http://x/v1", "--judge.model", "m"],
+            r"`max_tokens`.* must be at least 1, not 0.",
+        ),
         (["intents=[{name: a}]"], r"`intent`.* must not be empty."),
         (["intents=[{intent: x, nme: a}]"], r"Unknown key `nme` under `intents`.*did you mean `name`\?"),
         (["--n-per-intent", "0"], r"`n_per_intent`.* must be at least 1, not 0."),
@@ -120,14 +202,21 @@ def test_the_documented_ci_example_is_a_valid_suite_and_workflow():
     # The workflow's command line, with the served model's folder for $MODEL_DIR, is a valid suite.
     words = shlex.split(command.replace("$MODEL_DIR", "/models/smollm2"))[2:]
     config = suite_config([str(Path(__file__).parents[1] / w) if w.endswith(".yaml") else w for w in words])
-    assert (config.assistant_model, config.judge.model, config.progress) == ("/models/smollm2", "/models/smollm2", False)
+    assert (config.assistant_model, config.judge.model, config.progress) == (
+        "/models/smollm2",
+        "/models/smollm2",
+        False,
+    )
     assert [c.name for c in intent_cases(config)] == ["recipe", "python-bug", "trip", "email"]
     assert [p.name for p in persona_cases(config)] == ["terse", "detailed"] and config.n_per_intent == 2
     # The assistant the job starts is the one the suite talks to.
     [start] = [step["run"] for step in steps if "transformers serve" in step.get("run", "")]
     assert "--port 8000" in start and config.assistant == "http://127.0.0.1:8000/v1" == config.judge.endpoint
-    assert any(step.get("uses", "").startswith("mikepenz/action-junit-report") and step["with"]["report_paths"] == "out/suite/junit.xml"
-               for step in steps)
+    assert any(
+        step.get("uses", "").startswith("mikepenz/action-junit-report")
+        and step["with"]["report_paths"] == "out/suite/junit.xml"
+        for step in steps
+    )
 
 
 @pytest.mark.parametrize(
@@ -137,8 +226,11 @@ def test_the_documented_ci_example_is_a_valid_suite_and_workflow():
         ("YES: the assistant gave a full recipe with steps.", True, "the assistant gave a full recipe with steps."),
         ("No, the conversation did not succeed. The assistant rambled.", False, "the conversation did not succeed."),
         ("No", False, ""),
-        ("The conversation failed because it ended in a non-answer. It went on.", False,
-         "The conversation failed because it ended in a non-answer."),
+        (
+            "The conversation failed because it ended in a non-answer. It went on.",
+            False,
+            "The conversation failed because it ended in a non-answer.",
+        ),
         ("The conversation succeeded.", True, "The conversation succeeded."),
         ("The conversation has not succeeded.", None, None),
         ("The user's goal: You are a user chatting with an assistant", None, None),

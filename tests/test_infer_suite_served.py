@@ -22,11 +22,18 @@ EOT = "<|im_end|>"
 # Opens with "Please help me now" or "Hello there now"; afterwards leaves now and then.
 START = {"Please": 30, "Hello": 30, END_MARKER: 30}  # even odds: top_p 0.8 keeps all three
 CHAINS = {
-    "Please": {" help": 30}, " help": {" me": 30}, " me": {" now": 30}, " now": {EOT: 30},
-    "Hello": {" there": 30}, " there": {" now": 30}, END_MARKER: {EOT: 30},
+    "Please": {" help": 30},
+    " help": {" me": 30},
+    " me": {" now": 30},
+    " now": {EOT: 30},
+    "Hello": {" there": 30},
+    " there": {" now": 30},
+    END_MARKER: {EOT: 30},
 }
-INTENTS = ["You are a user chatting with an assistant language model to plan a picnic.",
-           "You are a user chatting with an assistant language model to learn a card trick."]
+INTENTS = [
+    "You are a user chatting with an assistant language model to plan a picnic.",
+    "You are a user chatting with an assistant language model to learn a card trick.",
+]
 
 
 @pytest.fixture
@@ -55,22 +62,28 @@ def test_suite_against_a_served_assistant_and_its_report(tmp_path, suite_file):
     assert all(t["content"] for r in records for t in r["turns"] if t["role"] == "assistant")
     reasons = {r["termination_reason"] for r in records}
     assert reasons <= {"user_ended", "max_turns", "guardrails_exhausted"} and "max_turns" in reasons
-    events = sum(len(t.get("events", [])) for r in records for t in r["turns"]) + sum(len(r["exhausted_events"]) for r in records)
+    events = sum(len(t.get("events", [])) for r in records for t in r["turns"]) + sum(
+        len(r["exhausted_events"]) for r in records
+    )
     assert events > 0, "the early end marker is banned at least once"
 
     # The gate on either side of every measured mean of user turns (suite and each intent); nothing is simulated again.
     suite_turns = result["stats"]["mean_user_turns"]
     turns = {row["name"]: row["stats"]["mean_user_turns"] for row in result["intents"]}
     for offset, code in ((0.0, 0), (0.25, 1)):
-        words = [f"thresholds.max_mean_user_turns={suite_turns - offset}", f"thresholds.min_user_ended={result['stats']['user_ended_rate']}"]
+        words = [
+            f"thresholds.max_mean_user_turns={suite_turns - offset}",
+            f"thresholds.min_user_ended={result['stats']['user_ended_rate']}",
+        ]
         assert main(["test", str(suite_file), "--out", str(first), *words]) == code
         gated = results_of(first)
         assert gated["simulated"]["now"] == 0 and gated["checks"] == 2
         assert len(gated["failed"]) == (0 if code == 0 else 1)
     name = next(iter(turns))
     for bound, code in ((turns[name], 0), (turns[name] - 0.25, 1)):
-        assert main(["test", str(suite_file), "--out", str(first), f"intent_thresholds.max_mean_user_turns={bound}"]) == (
-            1 if any(t > bound for t in turns.values()) else 0)
+        assert main(
+            ["test", str(suite_file), "--out", str(first), f"intent_thresholds.max_mean_user_turns={bound}"]
+        ) == (1 if any(t > bound for t in turns.values()) else 0)
         failing = {row["name"] for row in results_of(first)["intents"] if not row["passed"]}
         assert failing == {n for n, t in turns.items() if t > bound + 1e-9} and (code == 0) == (name not in failing)
 
@@ -126,10 +139,24 @@ class Report(HTMLParser):
 
 def dump_dom(page: Path, fragment: str, profile: Path) -> Report:
     dom = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={profile}", "--dump-dom", page.as_uri() + fragment],
-        capture_output=True, text=True, timeout=120, check=True,
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            "--dump-dom",
+            page.as_uri() + fragment,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     ).stdout
     report = Report()
     report.feed(dom)
@@ -137,12 +164,18 @@ def dump_dom(page: Path, fragment: str, profile: Path) -> Report:
 
 
 def check_report_in_chromium(out: Path, result: dict, tmp_path: Path) -> None:
-    records = {json.loads(line)["conversation_id"]: json.loads(line) for line in (out / "conversations.jsonl").read_text().splitlines()}
+    records = {
+        json.loads(line)["conversation_id"]: json.loads(line)
+        for line in (out / "conversations.jsonl").read_text().splitlines()
+    }
     page = out / "report.html"
     report = dump_dom(page, "", tmp_path / "profile")
     assert "the user leaving before the turn limit" in report.signal
     assert [row["data-name"] for row in report.tables["intent-table"]] == [row["name"] for row in result["intents"]]
-    assert [row["data-name"] for row in report.tables["persona-table"]] == ["Writes in lowercase", "Asks short questions"]
+    assert [row["data-name"] for row in report.tables["persona-table"]] == [
+        "Writes in lowercase",
+        "Asks short questions",
+    ]
     changes = {row["name"]: row["change"] for row in result["comparison"]["intents"]}
     assert {row["data-name"]: row["data-change"] for row in report.tables["comparison-table"]} == changes
     # Every transcript, readable as a chat: its turns, its guardrail events and how it ended.
@@ -152,14 +185,25 @@ def check_report_in_chromium(out: Path, result: dict, tmp_path: Path) -> None:
         conversation_id = shown["id"].removeprefix("c-")
         record = records[conversation_id]
         assert shown["turns"] == [t["role"] for t in record["turns"]] and shown["ended"]
-        assert shown["events"] == sum(len(t.get("events", [])) for t in record["turns"]) + len(record["exhausted_events"])
+        assert shown["events"] == sum(len(t.get("events", [])) for t in record["turns"]) + len(
+            record["exhausted_events"]
+        )
         assert shown["data-reason"] == record["termination_reason"]
-        assert shown["data-outcome"] == ("success" if outcomes[conversation_id]["success"] else
-                                         "not counted" if not outcomes[conversation_id]["counted"] else "failure")
+        assert shown["data-outcome"] == (
+            "success"
+            if outcomes[conversation_id]["success"]
+            else "not counted"
+            if not outcomes[conversation_id]["counted"]
+            else "failure"
+        )
     # The filters, set from the address: only the matching transcripts stay visible.
-    for fragment, wanted in (("#outcome=failure", lambda o: o["success"] is False),
-                             ("#reason=max_turns&persona=Asks+short+questions",
-                              lambda o: o["termination_reason"] == "max_turns" and o["persona"] == "Asks short questions")):
+    for fragment, wanted in (
+        ("#outcome=failure", lambda o: o["success"] is False),
+        (
+            "#reason=max_turns&persona=Asks+short+questions",
+            lambda o: o["termination_reason"] == "max_turns" and o["persona"] == "Asks short questions",
+        ),
+    ):
         filtered = dump_dom(page, fragment, tmp_path / "profile")
         visible = {c["id"].removeprefix("c-") for c in filtered.conversations if "hidden" not in c}
         assert visible == {i for i, o in outcomes.items() if wanted(o)}

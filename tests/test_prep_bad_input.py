@@ -15,7 +15,13 @@ from userlm.errors import UserError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "prep"
 
-GOOD = {"id": "good-1", "messages": [{"role": "user", "content": "Can you help me plan a picnic?"}, {"role": "assistant", "content": "Sure, where?"}]}
+GOOD = {
+    "id": "good-1",
+    "messages": [
+        {"role": "user", "content": "Can you help me plan a picnic?"},
+        {"role": "assistant", "content": "Sure, where?"},
+    ],
+}
 
 # (line text or bytes, expected reason); line numbers are 1-based positions in this list.
 BAD_LINES = [
@@ -44,7 +50,19 @@ BAD_LINES = [
     ),
     (json.dumps({"id": "assistant-only", "messages": [{"role": "assistant", "content": "Hello?"}]}), "non_alternating"),
     (b'{"id": "latin1", "messages": [{"role": "user", "content": "caf\xe9 au lait"}]}', "non_utf8"),
-    (json.dumps({**GOOD, "id": "good-2", "messages": [{"role": "user", "content": "What should I cook tonight?"}, {"role": "assistant", "content": "Pasta."}]}), None),
+    (
+        json.dumps(
+            {
+                **GOOD,
+                "id": "good-2",
+                "messages": [
+                    {"role": "user", "content": "What should I cook tonight?"},
+                    {"role": "assistant", "content": "Pasta."},
+                ],
+            }
+        ),
+        None,
+    ),
 ]
 
 
@@ -108,7 +126,12 @@ def test_json_array_cut_off_and_non_utf8(tmp_path):
 
 
 def test_cut_off_gzip_keeps_what_was_complete(tmp_path):
-    lines = [json.dumps({**GOOD, "id": f"g{i}", "messages": [{"role": "user", "content": f"question number {i} about gardens"}]}) for i in range(200)]
+    lines = [
+        json.dumps(
+            {**GOOD, "id": f"g{i}", "messages": [{"role": "user", "content": f"question number {i} about gardens"}]}
+        )
+        for i in range(200)
+    ]
     whole = gzip.compress(("\n".join(lines) + "\n").encode())
     path = tmp_path / "cut.jsonl.gz"
     path.write_bytes(whole[: len(whole) * 2 // 3])
@@ -170,7 +193,13 @@ def test_nonsensical_options_stop_before_any_work(tmp_path, options, match):
 
 
 def test_repeated_ids_are_renamed_not_merged(tmp_path):
-    second = {**GOOD, "messages": [{"role": "user", "content": "Another question entirely about taxes"}, {"role": "assistant", "content": "OK"}]}
+    second = {
+        **GOOD,
+        "messages": [
+            {"role": "user", "content": "Another question entirely about taxes"},
+            {"role": "assistant", "content": "OK"},
+        ],
+    }
     path = write_lines(tmp_path / "dup_ids.jsonl", [json.dumps(GOOD), json.dumps(second)])
     result = run(tmp_path, [path])
     ids = [json.loads(line)["conversation_id"] for line in result.written["conversations"].read_text().splitlines()]

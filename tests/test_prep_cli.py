@@ -22,11 +22,26 @@ def userlm(*args: str) -> subprocess.CompletedProcess:
 def test_prep_writes_everything_and_prints_a_summary(tmp_path):
     out = tmp_path / "out"
     done = userlm(
-        "prep", str(FIXTURES / "wildchat.jsonl"), str(FIXTURES / "openai.jsonl"),
-        "--out", str(out), "--languages", "en", "--split", "0.5,0.25,0.25", "--no-progress",
+        "prep",
+        str(FIXTURES / "wildchat.jsonl"),
+        str(FIXTURES / "openai.jsonl"),
+        "--out",
+        str(out),
+        "--languages",
+        "en",
+        "--split",
+        "0.5,0.25,0.25",
+        "--no-progress",
     )
     assert done.returncode == 0, done.stderr
-    for name in ("train.jsonl.gz", "validation.jsonl.gz", "test.jsonl.gz", "conversations.jsonl", "rejected.jsonl", "stats.json"):
+    for name in (
+        "train.jsonl.gz",
+        "validation.jsonl.gz",
+        "test.jsonl.gz",
+        "conversations.jsonl",
+        "rejected.jsonl",
+        "stats.json",
+    ):
         assert (out / name).is_file(), name
     assert not (out / "hf").exists()  # only with --hf
     stats = json.loads((out / "stats.json").read_text())
@@ -44,7 +59,10 @@ def test_prep_writes_everything_and_prints_a_summary(tmp_path):
         (["--min-user-turns", "4", "--max-user-turns", "2"], "bounds make no sense"),
         (["--split", "0.7,0.2,0.2"], "must sum to 1"),
         (["--split", "a,b"], "`split` (--split) must be 3 values, each a number"),
-        (["--min-user-turn", "2"], "Unknown key `--min-user-turn` on the command line; did you mean `--min-user-turns`?"),
+        (
+            ["--min-user-turn", "2"],
+            "Unknown key `--min-user-turn` on the command line; did you mean `--min-user-turns`?",
+        ),
     ],
 )
 def test_nonsensical_options_exit_2_with_one_sentence(tmp_path, args, words):

@@ -52,27 +52,105 @@ def test_yaml_flags_and_key_value_words_give_the_same_config(tmp_path):
         "progress: false\n"
     )
     from_yaml = parse([str(yaml_file)])
-    from_flags = parse([
-        str(OPENAI), str(WILDCHAT), "--out", "runs/prep", "--format", "openai", "--languages", "en", "FR",
-        "--keep-toxic", "--min-user-turns", "2", "--max-user-turns", "9", "--min-chars", "5", "--max-chars", "5000",
-        "--no-exact-dedup", "--near-dup-threshold", "0", "--split", "0.8,0.1,0.1", "--intents", "llm",
-        "--intent-endpoint", "http://127.0.0.1:8000/v1", "--intent-model", "qwen", "--personas", "style",
-        "--persona-filter", "words_per_turn<=12,politeness=rare", "--endpoint-timeout", "30",
-        "--endpoint-concurrency", "2", "--no-hf", "--num-proc", "2", "--chunk-mb", "0.5", "--no-progress",
-    ])
-    from_words = parse([
-        str(OPENAI), str(WILDCHAT), "out=runs/prep", "format=openai", "languages=en,FR", "keep_toxic=true",
-        "min_user_turns=2", "max_user_turns=9", "min_chars=5", "max_chars=5000", "exact_dedup=false",
-        "near_dup_threshold=0", "split=[0.8, 0.1, 0.1]", "intents=llm", "intent_endpoint=http://127.0.0.1:8000/v1",
-        "intent_model=qwen", "personas=style", "persona_filter=words_per_turn<=12,politeness=rare",
-        "endpoint_timeout=30", "endpoint_concurrency=2", "hf=false", "num_proc=2", "chunk_mb=0.5", "progress=false",
-    ])
+    from_flags = parse(
+        [
+            str(OPENAI),
+            str(WILDCHAT),
+            "--out",
+            "runs/prep",
+            "--format",
+            "openai",
+            "--languages",
+            "en",
+            "FR",
+            "--keep-toxic",
+            "--min-user-turns",
+            "2",
+            "--max-user-turns",
+            "9",
+            "--min-chars",
+            "5",
+            "--max-chars",
+            "5000",
+            "--no-exact-dedup",
+            "--near-dup-threshold",
+            "0",
+            "--split",
+            "0.8,0.1,0.1",
+            "--intents",
+            "llm",
+            "--intent-endpoint",
+            "http://127.0.0.1:8000/v1",
+            "--intent-model",
+            "qwen",
+            "--personas",
+            "style",
+            "--persona-filter",
+            "words_per_turn<=12,politeness=rare",
+            "--endpoint-timeout",
+            "30",
+            "--endpoint-concurrency",
+            "2",
+            "--no-hf",
+            "--num-proc",
+            "2",
+            "--chunk-mb",
+            "0.5",
+            "--no-progress",
+        ]
+    )
+    from_words = parse(
+        [
+            str(OPENAI),
+            str(WILDCHAT),
+            "out=runs/prep",
+            "format=openai",
+            "languages=en,FR",
+            "keep_toxic=true",
+            "min_user_turns=2",
+            "max_user_turns=9",
+            "min_chars=5",
+            "max_chars=5000",
+            "exact_dedup=false",
+            "near_dup_threshold=0",
+            "split=[0.8, 0.1, 0.1]",
+            "intents=llm",
+            "intent_endpoint=http://127.0.0.1:8000/v1",
+            "intent_model=qwen",
+            "personas=style",
+            "persona_filter=words_per_turn<=12,politeness=rare",
+            "endpoint_timeout=30",
+            "endpoint_concurrency=2",
+            "hf=false",
+            "num_proc=2",
+            "chunk_mb=0.5",
+            "progress=false",
+        ]
+    )
     from_python = PrepConfig(
-        inputs=[OPENAI, WILDCHAT], out=Path("runs/prep"), format="openai", languages=["en", "fr"], keep_toxic=True,
-        min_user_turns=2, max_user_turns=9, min_chars=5, max_chars=5000, exact_dedup=False, near_dup_threshold=0.0,
-        split=(0.8, 0.1, 0.1), intents="llm", intent_endpoint="http://127.0.0.1:8000/v1", intent_model="qwen",
-        personas="style", persona_filter="words_per_turn<=12,politeness=rare", endpoint_timeout=30.0,
-        endpoint_concurrency=2, hf=False, num_proc=2, chunk_mb=0.5, progress=False,
+        inputs=[OPENAI, WILDCHAT],
+        out=Path("runs/prep"),
+        format="openai",
+        languages=["en", "fr"],
+        keep_toxic=True,
+        min_user_turns=2,
+        max_user_turns=9,
+        min_chars=5,
+        max_chars=5000,
+        exact_dedup=False,
+        near_dup_threshold=0.0,
+        split=(0.8, 0.1, 0.1),
+        intents="llm",
+        intent_endpoint="http://127.0.0.1:8000/v1",
+        intent_model="qwen",
+        personas="style",
+        persona_filter="words_per_turn<=12,politeness=rare",
+        endpoint_timeout=30.0,
+        endpoint_concurrency=2,
+        hf=False,
+        num_proc=2,
+        chunk_mb=0.5,
+        progress=False,
     )
     assert from_yaml == from_flags == from_words == from_python
     assert from_yaml.languages == ["en", "fr"] and from_yaml.split == (0.8, 0.1, 0.1)
@@ -99,7 +177,9 @@ def test_quickstart_preps_with_the_defaults_plus_style_personas_and_scope_dropou
     """The shipped quickstart's prep section is the default prep with measured-style personas, so its counts
     are the ones the README gives, and half the train split's scope sentences dropped (docs/evaluation.md)."""
     section = read_yaml(shipped_config("quickstart"))["prep"]
-    assert from_dict(PrepConfig, {**section, "inputs": [str(OPENAI)]}) == PrepConfig(inputs=[OPENAI], personas="style", scope_dropout=0.5)
+    assert from_dict(PrepConfig, {**section, "inputs": [str(OPENAI)]}) == PrepConfig(
+        inputs=[OPENAI], personas="style", scope_dropout=0.5
+    )
 
 
 def userlm_prep(words: list[str], capsys) -> tuple[int, str, str]:
@@ -114,7 +194,11 @@ def userlm_prep(words: list[str], capsys) -> tuple[int, str, str]:
         ("out_dir: out\n", [], "Unknown key `out_dir` in prep.yaml"),
         ("lanugages: [en]\n", [], "Unknown key `lanugages` in prep.yaml; did you mean `languages`?"),
         ("", ["--drop-toxic"], "Unknown key `--drop-toxic` on the command line"),
-        ("", ["--near-dup-threshhold", "0.5"], "Unknown key `--near-dup-threshhold` on the command line; did you mean `--near-dup-threshold`?"),
+        (
+            "",
+            ["--near-dup-threshhold", "0.5"],
+            "Unknown key `--near-dup-threshhold` on the command line; did you mean `--near-dup-threshold`?",
+        ),
         ("", ["split_shares=1,0,0"], "Unknown key `split_shares` on the command line"),
     ],
 )

@@ -39,7 +39,9 @@ def test_empty_text_from_a_server_that_strips_special_tokens_means_the_user_left
 
 @pytest.mark.parametrize("template, run_on", [(USERLM_LLAMA3, LLAMA_NEXT), (CHATML, CHATML_NEXT)])
 def test_a_draft_that_runs_into_the_next_header_is_cut_at_the_boundary(template, run_on):
-    assert parse_draft(f"{template.turn_opening}can you fix it{run_on}", template) == ParsedDraft("can you fix it", ended=False, cut=True)
+    assert parse_draft(f"{template.turn_opening}can you fix it{run_on}", template) == ParsedDraft(
+        "can you fix it", ended=False, cut=True
+    )
     # A header without the end-of-turn token before it is a boundary too.
     header_only = run_on.replace(template.eot_token, "")
     assert parse_draft(f"can you fix it{header_only}", template).words == "can you fix it"
@@ -47,7 +49,9 @@ def test_a_draft_that_runs_into_the_next_header_is_cut_at_the_boundary(template,
 
 def test_stripped_boundaries_look_like_each_templates_turn_change():
     # userlm-llama3 without its special tokens glues the role name to the last word.
-    llama = parse_draft("\nthanks, that worksassistant\nSure, anything else?", USERLM_LLAMA3, special_tokens_stripped=True)
+    llama = parse_draft(
+        "\nthanks, that worksassistant\nSure, anything else?", USERLM_LLAMA3, special_tokens_stripped=True
+    )
     assert llama == ParsedDraft("thanks, that works", ended=False, cut=True)
     chatml = parse_draft("thanks, that works\nassistant\nSure, anything else?", CHATML, special_tokens_stripped=True)
     assert chatml == ParsedDraft("thanks, that works", ended=False, cut=True)
@@ -63,19 +67,27 @@ EOT = "<|im_end|>"
 
 def test_the_local_backend_reads_its_drafts_through_the_parser(programmed_simulator):
     # A real Llama programmed to say goodbye and leave in one turn, and one that writes past its turn.
-    leaver = UserSimulator.load(programmed_simulator({"ok": 30}, {"ok": {" thanks": 30}, " thanks": {END_MARKER: 30}}, name="leaver"))
+    leaver = UserSimulator.load(
+        programmed_simulator({"ok": 30}, {"ok": {" thanks": 30}, " thanks": {END_MARKER: 30}}, name="leaver")
+    )
     [turn] = leaver.generate([[{"role": "system", "content": "intent"}]], seed=0)
     assert (turn.text, turn.is_end, turn.finish_reason) == ("ok thanks", True, "stop")
     # The farewell is judged by the termination rule alone (two words pass though min_words is 3).
     guardrails = Guardrails(min_turns_before_end=1)
-    [late] = leaver.generate([[{"role": "system", "content": "intent"}, {"role": "user", "content": "a b c"}]], guardrails=guardrails)
+    [late] = leaver.generate(
+        [[{"role": "system", "content": "intent"}, {"role": "user", "content": "a b c"}]], guardrails=guardrails
+    )
     assert (late.text, late.is_end, late.events) == ("ok thanks", True, [])
-    assert check_draft(parse_draft(f"ok thanks{END_MARKER}", CHATML), [{"role": "system", "content": "intent"}], guardrails) == {
-        "guardrail": "end_too_early", "action": "rejected"}
-    runner = UserSimulator.load(programmed_simulator(
-        {"Please": 30}, {"Please": {" help": 30}, " help": {"<|im_start|>": 30}, "<|im_start|>": {"Sure": 30}, "Sure": {EOT: 30}},
-        name="runner",
-    ))
+    assert check_draft(
+        parse_draft(f"ok thanks{END_MARKER}", CHATML), [{"role": "system", "content": "intent"}], guardrails
+    ) == {"guardrail": "end_too_early", "action": "rejected"}
+    runner = UserSimulator.load(
+        programmed_simulator(
+            {"Please": 30},
+            {"Please": {" help": 30}, " help": {"<|im_start|>": 30}, "<|im_start|>": {"Sure": 30}, "Sure": {EOT: 30}},
+            name="runner",
+        )
+    )
     [cut] = runner.generate([[{"role": "system", "content": "intent"}]], seed=0)
     assert (cut.text, cut.is_end) == ("Please help", False)
 

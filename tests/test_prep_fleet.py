@@ -27,9 +27,21 @@ def start_server(model_dir: Path, log: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     with open(log, "wb") as sink:
         process = subprocess.Popen(
-            [Path(sys.executable).parent / "transformers", "serve", str(model_dir), "--host", "127.0.0.1",
-             "--port", str(port), "--device", "cpu", "--default-seed", "0"],
-            stdout=sink, stderr=subprocess.STDOUT,
+            [
+                Path(sys.executable).parent / "transformers",
+                "serve",
+                str(model_dir),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--device",
+                "cpu",
+                "--default-seed",
+                "0",
+            ],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
         )
     return process, f"http://127.0.0.1:{port}"
 
@@ -55,17 +67,28 @@ def two_servers(default_model_dir, tmp_path_factory):
 @pytest.fixture
 def logs(tmp_path) -> Path:
     path = tmp_path / "logs.jsonl"
-    rows = [{"id": f"c{i}", "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
-            for i, (q, a) in enumerate(TOPICS[:4])]
+    rows = [
+        {"id": f"c{i}", "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+        for i, (q, a) in enumerate(TOPICS[:4])
+    ]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
 
 
 def run(logs: Path, out: Path, endpoints: list[str], model: Path):
-    return prep(PrepConfig(
-        inputs=[logs], out=out, languages=None, intents="llm", intent_endpoint=endpoints, intent_model=str(model),
-        endpoint_timeout=600.0, endpoint_concurrency=1, progress=False,
-    ))
+    return prep(
+        PrepConfig(
+            inputs=[logs],
+            out=out,
+            languages=None,
+            intents="llm",
+            intent_endpoint=endpoints,
+            intent_model=str(model),
+            endpoint_timeout=600.0,
+            endpoint_concurrency=1,
+            progress=False,
+        )
+    )
 
 
 def test_requests_spread_over_both_servers(two_servers, logs, tmp_path, default_model_dir):

@@ -216,7 +216,9 @@ def test_language_detector_runs_offline_and_writes_nothing(tmp_path):
         "print(' '.join(r['language'] for r in records))\n"
     )
     env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "FTLANG_CACHE": str(cache), "HOME": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["fr", "en"]
     assert not cache.exists() and sorted(p.name for p in tmp_path.iterdir()) == []

@@ -36,8 +36,14 @@ def test_llm_intents_through_prep_and_resume_from_cache(tmp_path, transformers_s
     model = str(default_model_dir)
     # A generous timeout: CPU generation on a busy 2-core machine can take a minute a request.
     config = dict(
-        inputs=[FIXTURES / "lmsys.jsonl"], out=tmp_path, intents="llm", intent_model=model,
-        endpoint_timeout=600.0, endpoint_concurrency=2, progress=False, hf=False,
+        inputs=[FIXTURES / "lmsys.jsonl"],
+        out=tmp_path,
+        intents="llm",
+        intent_model=model,
+        endpoint_timeout=600.0,
+        endpoint_concurrency=2,
+        progress=False,
+        hf=False,
     )
     first = prep(PrepConfig(intent_endpoint=transformers_server, **config))
     assert first.stats["kept"] == 2 and first.stats["rejected"] == {}
@@ -57,8 +63,13 @@ def test_llm_intents_with_a_dead_endpoint_reject_instead_of_stopping(tmp_path, d
     dead = f"http://127.0.0.1:{free_port()}/v1"
     result = prep(
         PrepConfig(
-            inputs=[FIXTURES / "lmsys.jsonl"], out=tmp_path, intents="llm", intent_endpoint=dead,
-            intent_model="m", progress=False, hf=False,
+            inputs=[FIXTURES / "lmsys.jsonl"],
+            out=tmp_path,
+            intents="llm",
+            intent_endpoint=dead,
+            intent_model="m",
+            progress=False,
+            hf=False,
         )
     )
     assert result.stats["kept"] == 0 and result.stats["rejected"] == {"intent_failed": 2}

@@ -6,13 +6,13 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from userlm.data_prep.config import PrepConfig
 from userlm.data_prep.format import INTENT_PREFIX
 from userlm.data_prep.intents import assign_intents, heuristic_intent, task_of, topics_of
-from userlm.data_prep.words import content_words
-from userlm.evaluation.metrics import intent_without_prefix
-from userlm.data_prep.config import PrepConfig
 from userlm.data_prep.pipeline import prep
 from userlm.data_prep.split import split_of
+from userlm.data_prep.words import content_words
+from userlm.evaluation.metrics import intent_without_prefix
 
 FIXTURES = Path(__file__).parent / "fixtures" / "prep"
 
@@ -46,21 +46,30 @@ def test_topics_are_subject_areas_voted_by_the_users_words():
 def test_heuristic_intent_is_high_level_and_copies_no_first_turn_word():
     turns = ("Write a blog post about composting in small apartments", "Make it funnier")
     intent = heuristic_intent(record(*turns))
-    assert intent == f"{INTENT_PREFIX} get a piece of prose drafted, in the area of home and property. You follow up once."
+    assert (
+        intent == f"{INTENT_PREFIX} get a piece of prose drafted, in the area of home and property. You follow up once."
+    )
     assert not content_words(intent_without_prefix(intent)) & content_words(turns[0])
-    assert heuristic_intent(record("how do I deploy my flask app to aws", "it fails with a 502 error", "still 502", "works")) == (
+    assert heuristic_intent(
+        record("how do I deploy my flask app to aws", "it fails with a 502 error", "still 502", "works")
+    ) == (
         f"{INTENT_PREFIX} get programming assistance, in the area of cloud and operations, with a bearing on software and computing."
         " You follow up a few times."
     )
     # Non-Latin text has no words the rules know, so it gets the generic task alone.
-    assert heuristic_intent(record("光合作用是什么？")) == f"{INTENT_PREFIX} get something done. A single answer is all you are after."
+    assert (
+        heuristic_intent(record("光合作用是什么？"))
+        == f"{INTENT_PREFIX} get something done. A single answer is all you are after."
+    )
 
 
 def test_heuristic_intent_says_how_far_the_user_went():
     assert heuristic_intent(record("what is rust?")).endswith(" A single answer is all you are after.")
     assert heuristic_intent(record(*["more"] * 5)).endswith(" You keep following up for a long while.")
     # A log cut for its length (a ShareGPT part followed by another) went on past its last turn.
-    assert heuristic_intent(record("what is rust?", meta={"ends": False})).endswith(" You keep following up for a long while.")
+    assert heuristic_intent(record("what is rust?", meta={"ends": False})).endswith(
+        " You keep following up for a long while."
+    )
 
 
 def test_column_intents_and_missing_column(tmp_path):

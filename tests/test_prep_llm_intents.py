@@ -106,7 +106,10 @@ def cached_answers(path: Path) -> dict[str, str]:
 
 def test_prompt_has_the_papers_structure():
     long_turn = "word " * 1000
-    record = {"conversation_id": "x", "messages": [{"role": "user", "content": long_turn}, {"role": "assistant", "content": "ok"}]}
+    record = {
+        "conversation_id": "x",
+        "messages": [{"role": "user", "content": long_turn}, {"role": "assistant", "content": "ok"}],
+    }
     prompt = intent_messages(record)[0]["content"]
     assert f'begin with exactly: "{INTENT_PREFIX}"' in prompt
     assert prompt.count("Example ") == 3 and prompt.count(f"Intent: {INTENT_PREFIX}") == 3
@@ -121,7 +124,11 @@ def test_prompt_has_the_papers_structure():
     [
         (f"{INTENT_PREFIX} plan a trip.", f"{INTENT_PREFIX} plan a trip.", False),
         (f"Sure! Here it is: {INTENT_PREFIX} plan a trip\nmore chatter", f"{INTENT_PREFIX} plan a trip.", False),
-        (f"Intent: {INTENT_PREFIX} plan a trip. Then book it. Then pack.", f"{INTENT_PREFIX} plan a trip. Then book it.", False),
+        (
+            f"Intent: {INTENT_PREFIX} plan a trip. Then book it. Then pack.",
+            f"{INTENT_PREFIX} plan a trip. Then book it.",
+            False,
+        ),
         ("The user wants to plan a trip.", f"{INTENT_PREFIX} plan a trip.", True),
         ("Plan a trip to the sea", f"{INTENT_PREFIX} plan a trip to the sea.", True),
         ("SQL help for a report.", f"{INTENT_PREFIX} SQL help for a report.", True),
@@ -159,7 +166,15 @@ def test_killed_run_resumes_asking_only_for_uncached(tmp_path, transformers_serv
     cache = tmp_path / "intents.sqlite"
     # The killed run talks to the server directly; only the resumed run goes through the proxy.
     driver = subprocess.Popen(
-        [sys.executable, "-c", DRIVER, str(tmp_path / "records.json"), str(cache), transformers_server, str(default_model_dir)],
+        [
+            sys.executable,
+            "-c",
+            DRIVER,
+            str(tmp_path / "records.json"),
+            str(cache),
+            transformers_server,
+            str(default_model_dir),
+        ],
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
     deadline = time.monotonic() + 480

@@ -55,12 +55,20 @@ def long_corpus(path: Path, count: int) -> Path:
 def test_a_corpus_larger_than_the_memory_cap_prepares(tmp_path):
     corpus = long_corpus(tmp_path / "long.jsonl", 5_000)
     assert corpus.stat().st_size > 1.2 * MARGIN
-    done = subprocess.run([sys.executable, "-c", CAPPED, str(corpus), str(tmp_path / "out"), str(MARGIN), "prep"],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", CAPPED, str(corpus), str(tmp_path / "out"), str(MARGIN), "prep"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["read"] == 5_000 and result["kept"] > 4_800
     # The cap is real: under it, merely holding the corpus's lines fails.
-    held = subprocess.run([sys.executable, "-c", CAPPED, str(corpus), str(tmp_path / "held"), str(MARGIN), "hold"],
-                          capture_output=True, text=True, timeout=300)
+    held = subprocess.run(
+        [sys.executable, "-c", CAPPED, str(corpus), str(tmp_path / "held"), str(MARGIN), "hold"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert held.returncode != 0 and "MemoryError" in held.stderr

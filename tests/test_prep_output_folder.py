@@ -34,8 +34,9 @@ pipeline.prep(PrepConfig(inputs=[Path(sys.argv[1])], out=Path(sys.argv[2]), lang
 
 
 def userlm(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(USERLM), *args], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    return subprocess.run(
+        [str(USERLM), *args], capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -50,8 +51,12 @@ def test_a_re_prep_killed_mid_write_leaves_the_previous_output_whole(tmp_path):
     out = tmp_path / "out"
     run([FIXTURES / "wildchat.jsonl"], out)
     before = snapshot(out)
-    killed = subprocess.run([sys.executable, "-c", KILL_DURING_WRITE, str(FIXTURES / "openai.jsonl"), str(out)],
-                            capture_output=True, text=True, timeout=300)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_DURING_WRITE, str(FIXTURES / "openai.jsonl"), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     # Nothing of the new run is in OUT: every file is the previous run's, none is missing or added.
     assert snapshot(out) == before
@@ -128,18 +133,29 @@ def test_an_empty_input_is_a_clear_outcome(tmp_path):
     assert done.returncode == 2 and "The inputs hold no records" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
     # Beside a non-empty input, it is a warning in the summary.
-    done = userlm("prep", str(empty), str(FIXTURES / "openai.jsonl"), "--out", str(tmp_path / "out"),
-                  "--languages", "any", "--no-progress")
+    done = userlm(
+        "prep",
+        str(empty),
+        str(FIXTURES / "openai.jsonl"),
+        "--out",
+        str(tmp_path / "out"),
+        "--languages",
+        "any",
+        "--no-progress",
+    )
     assert done.returncode == 0, done.stderr
     assert f"warning: {empty} holds no records" in done.stdout
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--split", "nan,0,0"], "`split` (--split) must be 3 values, each a number"),
-    (["--near-dup-threshold", "nan"], "near_dup_threshold"),
-    (["--num-proc", "0"], "`num_proc` (--num-proc) must be at least 1"),
-    (["--chunk-mb", "0"], "`chunk_mb` (--chunk-mb) must be more than 0"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--split", "nan,0,0"], "`split` (--split) must be 3 values, each a number"),
+        (["--near-dup-threshold", "nan"], "near_dup_threshold"),
+        (["--num-proc", "0"], "`num_proc` (--num-proc) must be at least 1"),
+        (["--chunk-mb", "0"], "`chunk_mb` (--chunk-mb) must be more than 0"),
+    ],
+)
 def test_nonsense_options_stop_before_any_work(tmp_path, args, words):
     done = userlm("prep", str(FIXTURES / "openai.jsonl"), "--out", str(tmp_path / "out"), "--no-progress", *args)
     assert done.returncode == 2 and words in done.stderr, done.stderr

@@ -60,8 +60,14 @@ def test_style_measures_are_exact():
     formal = measure_style([FORMAL_TURN])
     assert (formal["words_per_turn"], formal["lowercase_start_rate"], formal["punctuation_rate"]) == (18.0, 0.0, 1.0)
     assert (formal["typo_rate"], formal["question_rate"], formal["politeness_rate"]) == (0.0, 0.0, 0.0)
-    assert formal["buckets"] == {"length": "short", "lowercase": "rare", "punctuation": "often", "typos": "rare",
-                                 "questions": "rare", "politeness": "rare"}
+    assert formal["buckets"] == {
+        "length": "short",
+        "lowercase": "rare",
+        "punctuation": "often",
+        "typos": "rare",
+        "questions": "rare",
+        "politeness": "rare",
+    }
 
 
 def test_vowelless_abbreviations_are_not_typos():
@@ -167,12 +173,16 @@ def test_llm_profiles_from_real_server_are_cached(tmp_path, transformers_server,
     assert records[0]["persona"] == records[1]["persona"]
     assert sorted([records[0]["persona"], records[2]["persona"]]) == sorted(clean_profile(answer) for answer in answers)
     assert all(r["persona"] for r in records)
-    assert records[0]["persona_attrs"]["source"] == "llm" and records[0]["persona_attrs"]["model"] == str(default_model_dir)
+    assert records[0]["persona_attrs"]["source"] == "llm" and records[0]["persona_attrs"]["model"] == str(
+        default_model_dir
+    )
     # Everything is cached now, so a dead endpoint (nothing listens on port 9) is never asked.
     dead = Endpoint(base_url="http://127.0.0.1:9/v1", model=str(default_model_dir), max_retries=0, timeout=5)
     again = corpus()
     assert assign_personas(again, "llm", endpoint=dead, cache_path=cache, progress=False, max_tokens=16) == {}
     assert [r["persona"] for r in again] == [r["persona"] for r in records]
     # ...and an uncached user on the dead endpoint fails with a reason code, not an exception.
-    failures = assign_personas([record("d", "u9", ["hello there"])], "llm", endpoint=dead, cache_path=cache, progress=False, max_tokens=16)
+    failures = assign_personas(
+        [record("d", "u9", ["hello there"])], "llm", endpoint=dead, cache_path=cache, progress=False, max_tokens=16
+    )
     assert failures == {"d": "persona_failed"}

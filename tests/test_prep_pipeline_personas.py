@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from userlm.data_prep.format import system_text
 from userlm.data_prep.config import PrepConfig
+from userlm.data_prep.format import system_text
 from userlm.data_prep.pipeline import prep
 from userlm.data_prep.samples import open_lines
 from userlm.errors import UserError

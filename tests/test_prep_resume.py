@@ -67,8 +67,16 @@ def corpus(tmp_path_factory) -> Path:
 
 def options(corpus: Path, out: Path, **extra) -> dict:
     # Small chunks so that a small corpus has many; personas so that their stages run too.
-    return {"inputs": [str(corpus)], "out": str(out), "chunk_mb": 0.2, "num_proc": 1, "progress": False,
-            "personas": "style", "persona_filter": "words_per_turn>=10", **extra}
+    return {
+        "inputs": [str(corpus)],
+        "out": str(out),
+        "chunk_mb": 0.2,
+        "num_proc": 1,
+        "progress": False,
+        "personas": "style",
+        "persona_filter": "words_per_turn>=10",
+        **extra,
+    }
 
 
 def outputs(out: Path) -> dict:
@@ -97,8 +105,12 @@ def count_calls(monkeypatch, name: str) -> list:
 @pytest.mark.parametrize("module, name, nth, when", KILL_POINTS, ids=[f"{n}-{i}-{w}" for _, n, i, w in KILL_POINTS])
 def test_killed_anywhere_resumes_to_the_same_output(corpus, reference, tmp_path, monkeypatch, module, name, nth, when):
     out = tmp_path / "out"
-    killed = subprocess.run([sys.executable, "-c", KILLER, module, name, str(nth), when,
-                             json.dumps(options(corpus, out))], capture_output=True, text=True, timeout=300)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLER, module, name, str(nth), when, json.dumps(options(corpus, out))],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     work = tmp_path / ".out.prep-work"
     assert work.is_dir()
@@ -127,8 +139,21 @@ def test_two_workers_write_what_one_writes(corpus, reference, tmp_path):
 
 def test_other_options_start_over_and_keep_nothing_stale(corpus, reference, tmp_path):
     out = tmp_path / "out"
-    killed = subprocess.run([sys.executable, "-c", KILLER, "userlm.data_prep.pipeline", "emit_job", "3", "before",
-                             json.dumps(options(corpus, out, split=[0.5, 0.25, 0.25]))], capture_output=True, text=True, timeout=300)
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            KILLER,
+            "userlm.data_prep.pipeline",
+            "emit_job",
+            "3",
+            "before",
+            json.dumps(options(corpus, out, split=[0.5, 0.25, 0.25])),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     result = prep(PrepConfig(**options(corpus, out)))
     assert result.stats["run"]["resumed"] is False

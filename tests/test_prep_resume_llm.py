@@ -59,16 +59,28 @@ def proxy(transformers_server):
 @pytest.fixture(scope="module")
 def logs(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("logs") / "logs.jsonl"
-    rows = [{"id": f"c{i}", "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
-            for i, (q, a) in enumerate(TOPICS[:CONVERSATIONS])]
+    rows = [
+        {"id": f"c{i}", "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+        for i, (q, a) in enumerate(TOPICS[:CONVERSATIONS])
+    ]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
 
 
 def options(logs: Path, out: Path, proxy: CountingProxy, model: Path) -> dict:
-    return {"inputs": [str(logs)], "out": str(out), "languages": None, "intents": "llm", "personas": "llm",
-            "intent_endpoint": [proxy.url], "intent_model": str(model), "endpoint_concurrency": 1,
-            "endpoint_timeout": 600.0, "num_proc": 1, "progress": False}
+    return {
+        "inputs": [str(logs)],
+        "out": str(out),
+        "languages": None,
+        "intents": "llm",
+        "personas": "llm",
+        "intent_endpoint": [proxy.url],
+        "intent_model": str(model),
+        "endpoint_concurrency": 1,
+        "endpoint_timeout": 600.0,
+        "num_proc": 1,
+        "progress": False,
+    }
 
 
 def outputs(out: Path) -> dict:
@@ -93,8 +105,12 @@ def test_killed_while_asking_for_intents_resumes_from_both_caches(logs, proxy, d
     answers_before_the_kill = CONVERSATIONS + 1  # every profile and the first intent
     out = tmp_path / "out"
     config = options(logs, out, proxy, default_model_dir)
-    killed = subprocess.run([sys.executable, "-c", KILLER, str(answers_before_the_kill), json.dumps(config)],
-                            capture_output=True, text=True, timeout=600)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLER, str(answers_before_the_kill), json.dumps(config)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert not out.exists()
 

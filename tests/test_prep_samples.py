@@ -17,19 +17,29 @@ def test_samples_open_with_datasets_and_the_samples_module(tmp_path):
     from datasets import load_dataset
 
     out = tmp_path / "out"
-    result = prep(PrepConfig(inputs=[FIXTURES / "openai.jsonl", FIXTURES / "wildchat.jsonl"], out=out,
-                             languages=None, split=(0.7, 0.3, 0.0), progress=False))
+    result = prep(
+        PrepConfig(
+            inputs=[FIXTURES / "openai.jsonl", FIXTURES / "wildchat.jsonl"],
+            out=out,
+            languages=None,
+            split=(0.7, 0.3, 0.0),
+            progress=False,
+        )
+    )
     counts = result.stats["splits"]
     raw = load_dataset("json", data_files={"train": str(out / "train.jsonl.gz")}, split="train")
     assert len(raw) == counts["train"]["samples"] > 0
     first = raw[0]
     assert first["prompt"][0]["role"] == "system" and first["completion"] == [
-        {"role": "user", "content": first["completion"][0]["content"]}]
+        {"role": "user", "content": first["completion"][0]["content"]}
+    ]
     assert split_file(out, "validation") == out / "validation.jsonl.gz"
     loaded = load_samples(out)
     assert counts["test"]["samples"] == 0  # no user fell into it: left out, not an error
-    assert {split: len(loaded[split]) for split in loaded} == {"train": counts["train"]["samples"],
-                                                               "validation": counts["validation"]["samples"]}
+    assert {split: len(loaded[split]) for split in loaded} == {
+        "train": counts["train"]["samples"],
+        "validation": counts["validation"]["samples"],
+    }
     # The conversation records, e.g. the held-out users' turns for persona fidelity.
     records = list(iter_conversations(out))
     assert len(records) == result.stats["kept"]

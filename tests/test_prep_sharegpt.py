@@ -41,12 +41,21 @@ def test_counts_close_and_the_cut_off_tail_is_rejected(prepped):
     tail = [r for r in rejected if r["reason"] == "truncated_record"]
     assert tail[0]["location"]["record"] == 17_671
     # The language and duplicate filters remove something real from these logs; the others find nothing.
-    assert stats["filtered"] == {"user_turns": 0, "chars": 0, "toxic": 0, "language": 435, "exact_duplicate": 1096,
-                                 "near_duplicate": 157}
+    assert stats["filtered"] == {
+        "user_turns": 0,
+        "chars": 0,
+        "toxic": 0,
+        "language": 435,
+        "exact_duplicate": 1096,
+        "near_duplicate": 157,
+    }
     assert stats["kept"] == 15_707
     # The user split of the whole-corpus prep before it streamed, to the conversation.
     assert {split: (counts["users"], counts["conversations"]) for split, counts in stats["splits"].items()} == {
-        "train": (8_049, 14_166), "validation": (437, 809), "test": (430, 732)}
+        "train": (8_049, 14_166),
+        "validation": (437, 809),
+        "test": (430, 732),
+    }
 
 
 def test_no_user_in_two_splits_and_records_are_complete(prepped):

@@ -16,8 +16,9 @@ from userlm.quickstart import QuickstartConfig, quickstart, stages
 
 
 def planned(tmp_path, *words):
-    config = parse_config(QuickstartConfig, [f"out={tmp_path / 'work'}", *words], prog="userlm quickstart",
-                          find_config=shipped_config)
+    config = parse_config(
+        QuickstartConfig, [f"out={tmp_path / 'work'}", *words], prog="userlm quickstart", find_config=shipped_config
+    )
     return {stage.name: stage for stage in stages(config)}, tmp_path / "work"
 
 
@@ -40,8 +41,11 @@ def test_each_stage_reads_the_outputs_of_the_stages_before_it(tmp_path):
     assert plan["simulate"].values["simulator"] == str(work / "simulator")
     evaluation = plan["eval"].values
     assert evaluation["data"] == str(work / "prep")  # eval reads the prep folder's test split
-    assert evaluation["checkpoints"] == ["prompted-base=default@chatml", f"simulator={work / 'simulator'}",
-                                         f"persona-simulator={work / 'persona-simulator'}"]
+    assert evaluation["checkpoints"] == [
+        "prompted-base=default@chatml",
+        f"simulator={work / 'simulator'}",
+        f"persona-simulator={work / 'persona-simulator'}",
+    ]
     assert evaluation["persona_filter"] == persona_prep["persona_filter"]
 
 
@@ -50,14 +54,18 @@ def test_a_section_key_overrides_the_recipe_and_the_plan_keeps_it(tmp_path):
     assert plan["train"].values["max_steps"] == 3 and plan["train"].values["learning_rate"] == 5e-4
 
 
-@pytest.mark.parametrize("words, message", [
-    (['train={"recipe": "smollm2-cpu-quickstart", "learning_rate": "fast"}'], "must be a number, not 'fast'"),
-    (['persona_prep={"persona_filter": ""}'], "The quickstart's persona_prep section needs a persona_filter"),
-    (['eval={"batch_size": 0}'], "`batch_size` must be at least 1, not 0."),
-])
+@pytest.mark.parametrize(
+    "words, message",
+    [
+        (['train={"recipe": "smollm2-cpu-quickstart", "learning_rate": "fast"}'], "must be a number, not 'fast'"),
+        (['persona_prep={"persona_filter": ""}'], "The quickstart's persona_prep section needs a persona_filter"),
+        (['eval={"batch_size": 0}'], "`batch_size` must be at least 1, not 0."),
+    ],
+)
 def test_a_bad_value_in_any_stage_stops_the_quickstart_before_its_work_folder_exists(words, message, tmp_path):
-    config = parse_config(QuickstartConfig, [f"out={tmp_path / 'work'}", *words], prog="userlm quickstart",
-                          find_config=shipped_config)
+    config = parse_config(
+        QuickstartConfig, [f"out={tmp_path / 'work'}", *words], prog="userlm quickstart", find_config=shipped_config
+    )
     with pytest.raises(UserError) as error:
         quickstart(config)
     assert message in str(error.value)

@@ -41,12 +41,45 @@ def run(tmp_path_factory, default_tokenizer):
         patch.setenv("USERLM_CACHE", str(cache))
         previous = os.umask(0o022)
         try:
-            inputs = [str(FIXTURES / name) for name in ("sharegpt.json", "wildchat.jsonl", "lmsys.jsonl", "openai.jsonl")]
-            assert main(["prep", *inputs, "--out", str(root / "prep"), "--personas", "style", "--split", "0.5,0.5,0",
-                         "--num_proc", "1", "--no-progress"]) == 0
-            assert main(["train", "smollm2-cpu-quickstart", f"dataset_path={root / 'prep'}", f"output_dir={out}",
-                         "max_steps=2", "max_train_samples=4", "max_eval_samples=4", "max_length=128",
-                         "per_device_train_batch_size=2", "gradient_accumulation_steps=1", "bf16=false"]) == 0
+            inputs = [
+                str(FIXTURES / name) for name in ("sharegpt.json", "wildchat.jsonl", "lmsys.jsonl", "openai.jsonl")
+            ]
+            assert (
+                main(
+                    [
+                        "prep",
+                        *inputs,
+                        "--out",
+                        str(root / "prep"),
+                        "--personas",
+                        "style",
+                        "--split",
+                        "0.5,0.5,0",
+                        "--num_proc",
+                        "1",
+                        "--no-progress",
+                    ]
+                )
+                == 0
+            )
+            assert (
+                main(
+                    [
+                        "train",
+                        "smollm2-cpu-quickstart",
+                        f"dataset_path={root / 'prep'}",
+                        f"output_dir={out}",
+                        "max_steps=2",
+                        "max_train_samples=4",
+                        "max_eval_samples=4",
+                        "max_length=128",
+                        "per_device_train_batch_size=2",
+                        "gradient_accumulation_steps=1",
+                        "bf16=false",
+                    ]
+                )
+                == 0
+            )
         finally:
             os.umask(previous)
     return out, json.loads((out / "train_summary.json").read_text()), cache
@@ -63,15 +96,31 @@ def test_the_card_parses_and_says_what_was_trained_on_what_and_how(run):
     text = card.text
     assert "This model is a fine-tuned version of" not in text  # TRL's generic card is gone
     for needed in (
-        f"writes `{END_MARKER}` as its whole turn", "`<|im_start|>user\\n`", "a turn ends at `<|im_end|>`",  # what and template
-        "| sharegpt.json | sharegpt | 5 |", "| wildchat.jsonl | wildchat | 4 |", "Of 15 records read, 11 conversations",
-        "| train | 3 | 2 | 6 | 1 |", "Intents: heuristic", "Personas: style", "languages en",  # data, from prep's stats
-        "| method | lora |", "| LoRA r / alpha / dropout | 16 / 32 / 0.0 |", "| max_steps | 2 |", "| learning_rate | 0.0005 |",
+        f"writes `{END_MARKER}` as its whole turn",
+        "`<|im_start|>user\\n`",
+        "a turn ends at `<|im_end|>`",  # what and template
+        "| sharegpt.json | sharegpt | 5 |",
+        "| wildchat.jsonl | wildchat | 4 |",
+        "Of 15 records read, 11 conversations",
+        "| train | 3 | 2 | 6 | 1 |",
+        "Intents: heuristic",
+        "Personas: style",
+        "languages en",  # data, from prep's stats
+        "| method | lora |",
+        "| LoRA r / alpha / dropout | 16 / 32 / 0.0 |",
+        "| max_steps | 2 |",
+        "| learning_rate | 0.0005 |",
         f"| held-out user-turn loss before | {summary['eval_loss_before']:.4f} |",
         f"| held-out user-turn loss after | {summary['eval_loss_after']:.4f} |",
-        "not in the intent", "English conversations only", "sensitive to the prompt",  # the paper's limitations
-        "userlm simulate --simulator sim", "userlm serve sim", "tokenizer.apply_chat_template(messages",
-        "eos_token_id=stop", f"if turn == '{END_MARKER}':", f'from_pretrained("{SMOLLM2_ID}")',
+        "not in the intent",
+        "English conversations only",
+        "sensitive to the prompt",  # the paper's limitations
+        "userlm simulate --simulator sim",
+        "userlm serve sim",
+        "tokenizer.apply_chat_template(messages",
+        "eos_token_id=stop",
+        f"if turn == '{END_MARKER}':",
+        f'from_pretrained("{SMOLLM2_ID}")',
     ):
         assert needed in text, needed
 
@@ -115,7 +164,9 @@ def test_every_file_is_shared_as_the_umask_says(run, tmp_path):
     from userlm.atomic import atomic_write
 
     out, _, _ = run
-    modes = {path.relative_to(out).as_posix(): oct(path.stat().st_mode & 0o777) for path in out.rglob("*") if path.is_file()}
+    modes = {
+        path.relative_to(out).as_posix(): oct(path.stat().st_mode & 0o777) for path in out.rglob("*") if path.is_file()
+    }
     assert "adapter_model.safetensors" in modes  # safetensors 0.8 writes it 0600 through a temporary file
     assert {name: mode for name, mode in modes.items() if mode != "0o644"} == {}
     previous = os.umask(0o002)
@@ -143,10 +194,20 @@ def test_eval_adds_its_section_once_and_replaces_it(run, tmp_path):
         return {
             "settings": {"data": "/data/prep/test.jsonl.gz", "seed": 0},
             "data": {"samples": 40},
-            "checkpoints": {"sim": {"path": str(folder), "prompted": False, "role_adherence": figure,
-                                    "group": {"early": figure}, "persona_fidelity": {"value": None, "n": 0, "ci": None}},
-                            "base": {"path": "default", "prompted": True, "role_adherence": base}},
-            "differences": {"base": "base", "checkpoints": {"sim": {"role_adherence": {"value": 12.5, "n": 8, "ci": [1.0, 20.0]}}}},
+            "checkpoints": {
+                "sim": {
+                    "path": str(folder),
+                    "prompted": False,
+                    "role_adherence": figure,
+                    "group": {"early": figure},
+                    "persona_fidelity": {"value": None, "n": 0, "ci": None},
+                },
+                "base": {"path": "default", "prompted": True, "role_adherence": base},
+            },
+            "differences": {
+                "base": "base",
+                "checkpoints": {"sim": {"role_adherence": {"value": 12.5, "n": 8, "ci": [1.0, 20.0]}}},
+            },
         }
 
     assert add_card_results(results([1, 0, 1, 1, 0, 1, 1, 1]), folder / "eval") == [folder / "README.md"]

@@ -48,7 +48,10 @@ def test_two_rank_zero3_run_completes_loss_falls_and_checkpoint_loads(flipped_sa
     launcher = Path(sys.executable).parent / "deepspeed"
     result = subprocess.run(
         [str(launcher), "--num_gpus", "2", "--master_port", str(free_port()), "--module", "userlm.train", str(recipe)],
-        env=env, capture_output=True, text=True, timeout=600,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 

@@ -14,8 +14,15 @@ from userlm.data_prep.format import END_MARKER
 from userlm.train.config import TrainConfig
 from userlm.train.sft import build_trainer
 
-RUN = {"template": "chatml", "max_length": 256, "per_device_train_batch_size": 4, "max_steps": 1,
-       "activation_checkpointing": False, "report_to": "none", "seed": 0}
+RUN = {
+    "template": "chatml",
+    "max_length": 256,
+    "per_device_train_batch_size": 4,
+    "max_steps": 1,
+    "activation_checkpointing": False,
+    "report_to": "none",
+    "seed": 0,
+}
 DELTA = "base_model.model.model.{}.token_adapter.trainable_tokens_delta"
 
 
@@ -24,9 +31,18 @@ def untied_llama(folder, tokenizer):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(1)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     config.architectures = ["LlamaForCausalLM"]
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -35,15 +51,21 @@ def untied_llama(folder, tokenizer):
 
 def saved_before_any_step(base, samples, out, **keys):
     """Build the run, save it as it stands (0 steps), and return the saved tensors and the end marker's id."""
-    run = build_trainer(from_dict(TrainConfig, {**RUN, "model_name_or_path": str(base), "dataset_path": samples,
-                                                "output_dir": str(out), **keys}))
+    run = build_trainer(
+        from_dict(
+            TrainConfig,
+            {**RUN, "model_name_or_path": str(base), "dataset_path": samples, "output_dir": str(out), **keys},
+        )
+    )
     run.trainer.save_model(str(out))
     weights = "model.safetensors" if keys.get("method") == "full" else "adapter_model.safetensors"
     return load_file(out / weights), run.tokenizer.convert_tokens_to_ids(END_MARKER), run
 
 
 @pytest.mark.parametrize("method", ["lora", "full"])
-def test_end_marker_rows_start_as_a_copy_of_the_eos_rows_read_back_from_the_checkpoint(method, tiny_llama, flipped_samples_dir, default_tokenizer, tmp_path):
+def test_end_marker_rows_start_as_a_copy_of_the_eos_rows_read_back_from_the_checkpoint(
+    method, tiny_llama, flipped_samples_dir, default_tokenizer, tmp_path
+):
     base = tiny_llama()
     embedding = load_file(base / "model.safetensors")["model.embed_tokens.weight"]
     eos = default_tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -76,7 +98,9 @@ def test_mean_start_is_transformers_draw_not_a_copy(tiny_llama, flipped_samples_
     base = tiny_llama()
     embedding = load_file(base / "model.safetensors")["model.embed_tokens.weight"]
 
-    saved, _, run = saved_before_any_step(base, flipped_samples_dir, tmp_path / "out", method="lora", end_marker_init="mean")
+    saved, _, run = saved_before_any_step(
+        base, flipped_samples_dir, tmp_path / "out", method="lora", end_marker_init="mean"
+    )
 
     row = saved[DELTA.format("embed_tokens")][0]
     assert run.init_source is None
@@ -85,10 +109,21 @@ def test_mean_start_is_transformers_draw_not_a_copy(tiny_llama, flipped_samples_
 
 
 def test_token_rows_train_at_their_own_learning_rate(tiny_llama, flipped_samples_dir, tmp_path):
-    run = build_trainer(from_dict(TrainConfig, {
-        **RUN, "model_name_or_path": str(tiny_llama()), "dataset_path": flipped_samples_dir, "output_dir": str(tmp_path / "out"),
-        "learning_rate": 1e-3, "new_token_learning_rate": 0.05, "lr_scheduler_type": "constant", "warmup_steps": 0,
-    }))
+    run = build_trainer(
+        from_dict(
+            TrainConfig,
+            {
+                **RUN,
+                "model_name_or_path": str(tiny_llama()),
+                "dataset_path": flipped_samples_dir,
+                "output_dir": str(tmp_path / "out"),
+                "learning_rate": 1e-3,
+                "new_token_learning_rate": 0.05,
+                "lr_scheduler_type": "constant",
+                "warmup_steps": 0,
+            },
+        )
+    )
     model = run.trainer.model
     rows = next(p for n, p in model.named_parameters() if "trainable_tokens_delta" in n)
     lora = next(p for n, p in model.named_parameters() if "lora_B" in n)  # lora_A has no gradient while B is zero
@@ -105,15 +140,25 @@ def test_token_rows_train_at_their_own_learning_rate(tiny_llama, flipped_samples
     assert (lora.detach() - before_lora).abs().max().item() == pytest.approx(1e-3, rel=1e-3)
 
 
-def test_cpu_head_scores_only_labelled_positions_with_the_same_loss_and_gradients(tiny_llama, flipped_samples_dir, tmp_path, monkeypatch):
+def test_cpu_head_scores_only_labelled_positions_with_the_same_loss_and_gradients(
+    tiny_llama, flipped_samples_dir, tmp_path, monkeypatch
+):
     """train/trainer.py: on the CPU the fused LM head projects only labelled positions, as TRL does on GPUs."""
     import trl.trainer.utils as trl_utils
     from trl import SFTTrainer
 
-    run = build_trainer(from_dict(TrainConfig, {
-        **RUN, "model_name_or_path": str(tiny_llama()), "dataset_path": flipped_samples_dir, "output_dir": str(tmp_path / "out"),
-        "lora_dropout": 0.0,  # the two passes must see the same network
-    }))
+    run = build_trainer(
+        from_dict(
+            TrainConfig,
+            {
+                **RUN,
+                "model_name_or_path": str(tiny_llama()),
+                "dataset_path": flipped_samples_dir,
+                "output_dir": str(tmp_path / "out"),
+                "lora_dropout": 0.0,  # the two passes must see the same network
+            },
+        )
+    )
     trainer, model = run.trainer, run.trainer.model
     batch = next(iter(trainer.get_train_dataloader()))
     projected = []

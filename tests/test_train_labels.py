@@ -95,7 +95,9 @@ def test_labels_are_the_target_turn_and_its_end_of_turn_token(
         assert "\nhow do i sort a list in python<|eot_id|>" in spans
         assert spans.count("\n<|endconversation|><|eot_id|>") == 4
     # One span per sample: nothing else in any row is trained (no stray header after the turn).
-    samples = sum(len(row) for row in run.trainer.train_dataset["seq_lengths"]) if packed else len(run.trainer.train_dataset)
+    samples = (
+        sum(len(row) for row in run.trainer.train_dataset["seq_lengths"]) if packed else len(run.trainer.train_dataset)
+    )
     assert len(spans) == samples == len(TARGETS)
     if packed:
         # Padding-free packing: one row per batch, holding several samples (position ids restart at each).
@@ -116,7 +118,9 @@ def test_end_marker_is_one_added_special_token(flipped_samples_dir, tiny_llama, 
     assert run.trainer.model.get_input_embeddings().weight.shape[0] == len(run.tokenizer)
 
 
-def test_long_prompt_loses_its_oldest_exchanges_and_keeps_system_and_target(flipped_samples_dir, default_tokenizer, tmp_path):
+def test_long_prompt_loses_its_oldest_exchanges_and_keeps_system_and_target(
+    flipped_samples_dir, default_tokenizer, tmp_path
+):
     from userlm.data_prep.templates import CHATML
 
     r = recipe("default", flipped_samples_dir, tmp_path / "out", "chatml", max_length=48)
@@ -125,14 +129,18 @@ def test_long_prompt_loses_its_oldest_exchanges_and_keeps_system_and_target(flip
     last = train[8]  # c3's end sample: the longest prompt
     assert len(last["input_ids"]) <= 48
     text = default_tokenizer.decode(last["input_ids"])
-    assert text.startswith("<|im_start|>system\nYou are a user chatting with an assistant language model to get quick answers.<|im_end|>\n")
+    assert text.startswith(
+        "<|im_start|>system\nYou are a user chatting with an assistant language model to get quick answers.<|im_end|>\n"
+    )
     assert "whats the capital of peru" not in text and "Bye!<|im_end|>" in text  # the oldest exchange went
     trained = [t for t, m in zip(last["input_ids"], last["completion_mask"]) if m]
     assert default_tokenizer.decode(trained) == "<|endconversation|><|im_end|>"
     assert report["truncated"] >= 1
 
 
-def test_sample_whose_system_and_target_do_not_fit_stops_the_run_or_is_listed(flipped_samples_dir, default_tokenizer, tmp_path):
+def test_sample_whose_system_and_target_do_not_fit_stops_the_run_or_is_listed(
+    flipped_samples_dir, default_tokenizer, tmp_path
+):
     from userlm.data_prep.templates import CHATML
 
     strict = recipe("default", flipped_samples_dir, tmp_path / "out", "chatml", max_length=24)
@@ -148,12 +156,16 @@ def test_sample_whose_system_and_target_do_not_fit_stops_the_run_or_is_listed(fl
     listed = [(s["conversation_id"], s["turn_index"]) for s in report["skipped"] if "split" not in s]
     assert listed == [("c1", 1), ("c3", 1)] and len(train) == len(TARGETS) - 2
 
-    nothing_fits = recipe("default", flipped_samples_dir, tmp_path / "out", "chatml", max_length=24, long_samples="skip")
+    nothing_fits = recipe(
+        "default", flipped_samples_dir, tmp_path / "out", "chatml", max_length=24, long_samples="skip"
+    )
     with pytest.raises(UserError, match="No training sample fits max_length=24"):
         prepare_datasets(nothing_fits, default_tokenizer, CHATML, 24)
 
 
-def test_dataset_num_proc_tokenises_in_worker_processes_to_the_same_rows(flipped_samples_dir, default_tokenizer, tmp_path, monkeypatch):
+def test_dataset_num_proc_tokenises_in_worker_processes_to_the_same_rows(
+    flipped_samples_dir, default_tokenizer, tmp_path, monkeypatch
+):
     from datasets import Dataset
 
     from userlm.data_prep.templates import CHATML
@@ -171,8 +183,15 @@ def test_dataset_num_proc_tokenises_in_worker_processes_to_the_same_rows(flipped
     tokenizer = copy.deepcopy(default_tokenizer)
     tokenizer.add_tokens(["<|endconversation|>"], special_tokens=True)
     one = recipe("default", flipped_samples_dir, tmp_path / "out", "chatml", max_length=34, long_samples="skip")
-    two = recipe("default", flipped_samples_dir, tmp_path / "out", "chatml", max_length=34, long_samples="skip",
-                 dataset_num_proc=2)
+    two = recipe(
+        "default",
+        flipped_samples_dir,
+        tmp_path / "out",
+        "chatml",
+        max_length=34,
+        long_samples="skip",
+        dataset_num_proc=2,
+    )
     assert two.sft["dataset_num_proc"] == 2  # SFTConfig's key, under its own name
     train_one, _, report_one = prepare_datasets(one, tokenizer, CHATML, 34)
     train_two, _, report_two = prepare_datasets(two, tokenizer, CHATML, 34)
@@ -187,7 +206,13 @@ def test_end_samples_are_repeated_as_the_recipe_says(flipped_samples_dir, defaul
     r = recipe("default", flipped_samples_dir, tmp_path / "out", "chatml", end_sample_repeats=3)
     train, _, report = prepare_datasets(r, default_tokenizer, CHATML, 512)
     assert report["end_samples"] == 4 and report["train_samples"] == len(train) == len(TARGETS) + 2 * 4
-    end_row = next(row for row in train if default_tokenizer.decode(row["input_ids"]).endswith("Bye!<|im_end|>\n<|im_start|>user\n<|endconversation|><|im_end|>"))
+    end_row = next(
+        row
+        for row in train
+        if default_tokenizer.decode(row["input_ids"]).endswith(
+            "Bye!<|im_end|>\n<|im_start|>user\n<|endconversation|><|im_end|>"
+        )
+    )
     assert sum(row["input_ids"] == end_row["input_ids"] for row in train) == 3
 
 
@@ -229,6 +254,8 @@ def test_an_empty_validation_split_is_no_validation_split(flipped_samples_dir, d
     train_set, validation, _ = load_data(r, training_args(r, "sdpa")[0], default_tokenizer, CHATML)
     assert validation is None and len(train_set) == len(TARGETS)
 
-    asks_for_eval = recipe("default", tmp_path / "no-validation", tmp_path / "out", "chatml", eval_strategy="steps", eval_steps=5)
+    asks_for_eval = recipe(
+        "default", tmp_path / "no-validation", tmp_path / "out", "chatml", eval_strategy="steps", eval_steps=5
+    )
     with pytest.raises(UserError, match="has no validation split; set eval_strategy=no"):
         load_data(asks_for_eval, training_args(asks_for_eval, "sdpa")[0], default_tokenizer, CHATML)

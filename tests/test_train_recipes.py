@@ -96,20 +96,75 @@ deepspeed: zero2.json
 """
 
 FLAGS = [
-    "--model_name_or_path", "some/model", "--dataset-path", "{dir}/prep", "--template", "userlm-llama3",
-    "--output_dir", "out/run", "--method", "qlora", "--lora_r", "8", "--lora_target_modules", "q_proj", "v_proj",
-    "--trainable_tokens", "<|eot_id|>", "--end_marker_init", "eot", "--new_token_learning_rate", "1e-3",
-    "--end_sample_repeats", "2", "--init_adapter", "{dir}/adapter", "--max_eval_samples", "16", "--long_samples", "skip",
-    "--learning_rate", "1e-4", "--max_steps", "30", "--warmup_steps", "0.03", "--no-bf16", "--eval_strategy", "no",
-    "--report_to", "wandb", "--resume_from_checkpoint", "auto", "--deepspeed", "{dir}/zero2.json",
+    "--model_name_or_path",
+    "some/model",
+    "--dataset-path",
+    "{dir}/prep",
+    "--template",
+    "userlm-llama3",
+    "--output_dir",
+    "out/run",
+    "--method",
+    "qlora",
+    "--lora_r",
+    "8",
+    "--lora_target_modules",
+    "q_proj",
+    "v_proj",
+    "--trainable_tokens",
+    "<|eot_id|>",
+    "--end_marker_init",
+    "eot",
+    "--new_token_learning_rate",
+    "1e-3",
+    "--end_sample_repeats",
+    "2",
+    "--init_adapter",
+    "{dir}/adapter",
+    "--max_eval_samples",
+    "16",
+    "--long_samples",
+    "skip",
+    "--learning_rate",
+    "1e-4",
+    "--max_steps",
+    "30",
+    "--warmup_steps",
+    "0.03",
+    "--no-bf16",
+    "--eval_strategy",
+    "no",
+    "--report_to",
+    "wandb",
+    "--resume_from_checkpoint",
+    "auto",
+    "--deepspeed",
+    "{dir}/zero2.json",
 ]
 
 WORDS = [
-    "model_name_or_path=some/model", "dataset_path={dir}/prep", "template=userlm-llama3", "output_dir=out/run",
-    "method=qlora", "lora_r=8", "lora_target_modules=[q_proj, v_proj]", "trainable_tokens=[<|eot_id|>]",
-    "end_marker_init=eot", "new_token_learning_rate=1e-3", "end_sample_repeats=2", "init_adapter={dir}/adapter",
-    "max_eval_samples=16", "long_samples=skip", "learning_rate=1e-4", "max_steps=30", "warmup_steps=0.03",
-    "bf16=false", "eval_strategy=no", "report_to=wandb", "resume_from_checkpoint=auto", "deepspeed={dir}/zero2.json",
+    "model_name_or_path=some/model",
+    "dataset_path={dir}/prep",
+    "template=userlm-llama3",
+    "output_dir=out/run",
+    "method=qlora",
+    "lora_r=8",
+    "lora_target_modules=[q_proj, v_proj]",
+    "trainable_tokens=[<|eot_id|>]",
+    "end_marker_init=eot",
+    "new_token_learning_rate=1e-3",
+    "end_sample_repeats=2",
+    "init_adapter={dir}/adapter",
+    "max_eval_samples=16",
+    "long_samples=skip",
+    "learning_rate=1e-4",
+    "max_steps=30",
+    "warmup_steps=0.03",
+    "bf16=false",
+    "eval_strategy=no",
+    "report_to=wandb",
+    "resume_from_checkpoint=auto",
+    "deepspeed={dir}/zero2.json",
 ]
 
 
@@ -128,21 +183,43 @@ def test_a_yaml_recipe_its_flags_and_its_words_give_the_same_config(tmp_path, mo
     assert from_yaml == from_flags == from_words
     assert from_yaml.dataset_path == tmp_path / "prep"
     assert from_yaml.lora_target_modules == ["q_proj", "v_proj"] and from_yaml.trainable_tokens == ["<|eot_id|>"]
-    assert (from_yaml.end_marker_init, from_yaml.new_token_learning_rate, from_yaml.end_sample_repeats) == ("eot", 1e-3, 2)
+    assert (from_yaml.end_marker_init, from_yaml.new_token_learning_rate, from_yaml.end_sample_repeats) == (
+        "eot",
+        1e-3,
+        2,
+    )
     assert from_yaml.init_adapter == tmp_path / "adapter"
     assert from_yaml.sft == {
-        "learning_rate": 1e-4, "max_steps": 30, "warmup_steps": 0.03, "bf16": False, "eval_strategy": "no",
-        "report_to": ["wandb"], "resume_from_checkpoint": "auto", "deepspeed": str(tmp_path / "zero2.json"),
+        "learning_rate": 1e-4,
+        "max_steps": 30,
+        "warmup_steps": 0.03,
+        "bf16": False,
+        "eval_strategy": "no",
+        "report_to": ["wandb"],
+        "resume_from_checkpoint": "auto",
+        "deepspeed": str(tmp_path / "zero2.json"),
     }
     # The same config from Python, and back to the recipe's keys.
-    assert from_dict(TrainConfig, {**yaml.safe_load(RECIPE_YAML), "dataset_path": tmp_path / "prep",
-                                   "init_adapter": tmp_path / "adapter", "deepspeed": str(tmp_path / "zero2.json")}) == from_yaml
+    assert (
+        from_dict(
+            TrainConfig,
+            {
+                **yaml.safe_load(RECIPE_YAML),
+                "dataset_path": tmp_path / "prep",
+                "init_adapter": tmp_path / "adapter",
+                "deepspeed": str(tmp_path / "zero2.json"),
+            },
+        )
+        == from_yaml
+    )
     assert to_dict(from_yaml)["sft"]["report_to"] == ["wandb"]
 
 
 def test_words_and_flags_override_the_recipe(tmp_path):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("model_name_or_path: m\ndataset_path: d\ntemplate: chatml\noutput_dir: o\nlearning_rate: 0.1\nmax_steps: 5\n")
+    recipe.write_text(
+        "model_name_or_path: m\ndataset_path: d\ntemplate: chatml\noutput_dir: o\nlearning_rate: 0.1\nmax_steps: 5\n"
+    )
     config = load_recipe(recipe, ["learning_rate=0.2", "--learning_rate", "0.3", "method=full"])
     assert (config.sft["learning_rate"], config.sft["max_steps"], config.method) == (0.3, 5, "full")
 
@@ -163,7 +240,11 @@ MINIMAL = "model_name_or_path: m\ndataset_path: d\ntemplate: chatml\noutput_dir:
         ("lora_r: 0", [], "`lora_r` (in r.yaml) must be at least 1, not 0."),
         ("method: dora", [], "`method` (in r.yaml) must be one of 'full', 'lora', 'qlora', not 'dora'."),
         ("", ["template=llama2"], "`template` (template=llama2) must be one of userlm-llama3, chatml, not 'llama2'."),
-        ("completion_only_loss: false", [], "`completion_only_loss` must be True: the loss mask comes from the flipped samples."),
+        (
+            "completion_only_loss: false",
+            [],
+            "`completion_only_loss` must be True: the loss mask comes from the flipped samples.",
+        ),
         ("deepspeed: nowhere.json", [], "The DeepSpeed config nowhere.json does not exist"),
         ("max_length: 8", [], "`max_length` must be at least 16, not 8."),
         ("learning_rate: 5", [], "`learning_rate` must be at most 1, not 5.0."),
@@ -172,7 +253,11 @@ MINIMAL = "model_name_or_path: m\ndataset_path: d\ntemplate: chatml\noutput_dir:
         ("end_marker_init: zero", [], "`end_marker_init` (in r.yaml) must be one of 'eos', 'eot', 'mean', not 'zero'."),
         ("new_token_learning_rate: 0", [], "`new_token_learning_rate` (in r.yaml) must be more than 0, not 0.0."),
         ("end_sample_repeats: 0", [], "`end_sample_repeats` (in r.yaml) must be at least 1, not 0."),
-        ("method: full\nnew_token_learning_rate: 0.01", [], "`new_token_learning_rate` applies to the token rows LoRA trains"),
+        (
+            "method: full\nnew_token_learning_rate: 0.01",
+            [],
+            "`new_token_learning_rate` applies to the token rows LoRA trains",
+        ),
         ("method: full\ninit_adapter: a", [], "`init_adapter` continues a LoRA adapter"),
         ("", ["output_dir=d"], "output_dir d is the dataset_path d, which training would overwrite"),
         ("", ["output_dir=d/run"], "output_dir d/run is inside the dataset_path d, which training would overwrite"),
@@ -190,7 +275,9 @@ def test_a_bad_key_or_value_is_one_sentence_naming_it(line, words, message, tmp_
 
 def test_configs_built_in_python_are_checked_too():
     with pytest.raises(UserError, match="Unknown key `learnig_rate` in the recipe"):
-        TrainConfig(model_name_or_path="m", dataset_path="d", template="chatml", output_dir="o", sft={"learnig_rate": 1e-4})
+        TrainConfig(
+            model_name_or_path="m", dataset_path="d", template="chatml", output_dir="o", sft={"learnig_rate": 1e-4}
+        )
     with pytest.raises(UserError, match="`max_steps` must be a whole number"):
         TrainConfig(model_name_or_path="m", dataset_path="d", template="chatml", output_dir="o", sft={"max_steps": 2.5})
 
@@ -227,8 +314,16 @@ def test_missing_keys_and_paths_are_one_clear_sentence(tmp_path, tiny_llama):
     from userlm.train.sft import build_trainer
 
     def config(**values):
-        return from_dict(TrainConfig, {"model_name_or_path": "default", "dataset_path": tmp_path / "prep", "template": "chatml",
-                                       "output_dir": str(tmp_path / "o"), **values})
+        return from_dict(
+            TrainConfig,
+            {
+                "model_name_or_path": "default",
+                "dataset_path": tmp_path / "prep",
+                "template": "chatml",
+                "output_dir": str(tmp_path / "o"),
+                **values,
+            },
+        )
 
     with pytest.raises(UserError, match="Set `template`: as template=..., with --template, or in the config file."):
         from_dict(TrainConfig, {"model_name_or_path": "m", "dataset_path": "d", "output_dir": "o"})

@@ -99,7 +99,9 @@ def test_lora_run_through_the_cli_writes_what_infer_loads_and_merges(base, sampl
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
     out = tmp_path / "lora"
-    recipe = write_recipe(tmp_path / "r.yaml", model_name_or_path=str(base), dataset_path=str(samples), output_dir=str(out))
+    recipe = write_recipe(
+        tmp_path / "r.yaml", model_name_or_path=str(base), dataset_path=str(samples), output_dir=str(out)
+    )
 
     assert main(["train", str(recipe), "method=lora", "--max_steps", "8", "eval_on_start=true", "report_to=wandb"]) == 0
 
@@ -175,8 +177,14 @@ def uninterrupted_run(base, samples, tmp_path_factory):
     def run(method: str) -> tuple[Path, list[str]]:
         if method not in runs:
             folder = tmp_path_factory.mktemp(f"uninterrupted-{method}")
-            recipe = write_recipe(folder / "r.yaml", model_name_or_path=str(base), dataset_path=str(samples),
-                                  output_dir=str(folder / "out"), method=method, **RESUMED_RUN)
+            recipe = write_recipe(
+                folder / "r.yaml",
+                model_name_or_path=str(base),
+                dataset_path=str(samples),
+                output_dir=str(folder / "out"),
+                method=method,
+                **RESUMED_RUN,
+            )
             messages: list[str] = []
             handler = logging.Handler()
             handler.emit = lambda record: messages.append(record.getMessage())
@@ -200,7 +208,9 @@ def test_lora_checkpoints_hold_only_the_trained_token_rows(uninterrupted_run, de
     for folder in (out / "checkpoint-3", out / "checkpoint-6", out):
         with safe_open(folder / "adapter_model.safetensors", "pt") as adapter:
             shapes = {key: tuple(adapter.get_slice(key).get_shape()) for key in adapter.keys()}
-        assert not [key for key, shape in shapes.items() if vocabulary in shape], f"{folder.name} holds a whole embedding matrix"
+        assert not [key for key, shape in shapes.items() if vocabulary in shape], (
+            f"{folder.name} holds a whole embedding matrix"
+        )
         rows = {key: shape for key, shape in shapes.items() if "trainable_tokens" in key}
         assert rows == {"base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta": (1, 64)}
         assert all("lora_" in key for key in shapes.keys() - rows.keys())
@@ -239,12 +249,23 @@ def test_killed_run_resumes_where_an_uninterrupted_one_ends(method, uninterrupte
 
     straight, _ = uninterrupted_run(method)
     out = tmp_path / "killed"
-    recipe = write_recipe(tmp_path / "r.yaml", model_name_or_path=str(base), dataset_path=str(samples),
-                          output_dir=str(out), method=method, resume_from_checkpoint="auto", **RESUMED_RUN)
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        model_name_or_path=str(base),
+        dataset_path=str(samples),
+        output_dir=str(out),
+        method=method,
+        resume_from_checkpoint="auto",
+        **RESUMED_RUN,
+    )
 
     # The same recipe in its own process, killed (SIGKILL) once its first checkpoint is complete.
-    process = subprocess.Popen([sys.executable, "-m", "userlm.train", str(recipe)], start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "userlm.train", str(recipe)],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for_checkpoint(out / "checkpoint-3", process)
     finally:
@@ -271,7 +292,9 @@ def test_killed_run_resumes_where_an_uninterrupted_one_ends(method, uninterrupte
     for name, tensor in expected_weights.items():
         update = (tensor - at_3[name]).norm()
         error = (weights[name] - tensor).norm()
-        assert error <= update_share * update, f"{name}: resumed weights off by {error / update:.1%} of the update of steps 4-6"
+        assert error <= update_share * update, (
+            f"{name}: resumed weights off by {error / update:.1%} of the update of steps 4-6"
+        )
 
 
 def test_qlora_trains_on_cpu_in_4bit_and_merges_into_the_unquantised_base(base, samples, tmp_path):
@@ -284,8 +307,17 @@ def test_qlora_trains_on_cpu_in_4bit_and_merges_into_the_unquantised_base(base, 
     from userlm.train.sft import build_trainer
 
     out = tmp_path / "qlora"
-    config = from_dict(TrainConfig, {**TINY_RUN, "model_name_or_path": str(base), "dataset_path": samples,
-                                     "output_dir": str(out), "method": "qlora", "max_steps": 8})
+    config = from_dict(
+        TrainConfig,
+        {
+            **TINY_RUN,
+            "model_name_or_path": str(base),
+            "dataset_path": samples,
+            "output_dir": str(out),
+            "method": "qlora",
+            "max_steps": 8,
+        },
+    )
     run = build_trainer(config)
     model = run.trainer.model
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
@@ -296,8 +328,10 @@ def test_qlora_trains_on_cpu_in_4bit_and_merges_into_the_unquantised_base(base, 
     run.trainer.train()
 
     assert run.trainer.evaluate()["eval_loss"] < before_loss  # on conversations it never trained on
-    conversations = {split: {json.loads(line)["conversation_id"] for line in (samples / f"{split}.jsonl").open()}
-                     for split in ("train", "validation")}
+    conversations = {
+        split: {json.loads(line)["conversation_id"] for line in (samples / f"{split}.jsonl").open()}
+        for split in ("train", "validation")
+    }
     assert conversations["train"].isdisjoint(conversations["validation"])
     assert len(run.trainer.eval_dataset) == len((samples / "validation.jsonl").read_text().splitlines())
     assert not torch.equal(delta.detach(), before_row)
@@ -319,7 +353,14 @@ def test_shipped_quickstart_recipe_trains_by_name(samples, tmp_path, monkeypatch
 
     # The shipped recipe on the real SmolLM2 from an empty folder, shortened to one step.
     monkeypatch.chdir(tmp_path)
-    words = [f"dataset_path={samples}", "output_dir=run", "max_steps=1", "warmup_steps=0", "max_train_samples=8", "max_eval_samples=4"]
+    words = [
+        f"dataset_path={samples}",
+        "output_dir=run",
+        "max_steps=1",
+        "warmup_steps=0",
+        "max_train_samples=8",
+        "max_eval_samples=4",
+    ]
     assert main(["train", "smollm2-cpu-quickstart", *words]) == 0
 
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
@@ -359,8 +400,15 @@ def test_torn_newest_checkpoint_is_skipped_with_a_warning_and_training_resumes_f
         shutil.copytree(straight / name, out / name)
     tear(out / "checkpoint-6", how)
     assert get_last_checkpoint(str(out)) == str(out / "checkpoint-6")  # what transformers alone would resume from
-    recipe = write_recipe(tmp_path / "r.yaml", model_name_or_path=str(base), dataset_path=str(samples),
-                          output_dir=str(out), method="lora", resume_from_checkpoint="auto", **RESUMED_RUN)
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        model_name_or_path=str(base),
+        dataset_path=str(samples),
+        output_dir=str(out),
+        method="lora",
+        resume_from_checkpoint="auto",
+        **RESUMED_RUN,
+    )
 
     with caplog.at_level(logging.WARNING, logger="userlm.train.sft"):
         summary = train(load_recipe(recipe))
@@ -371,7 +419,9 @@ def test_torn_newest_checkpoint_is_skipped_with_a_warning_and_training_resumes_f
     assert json.loads((out / "checkpoint-6" / "trainer_state.json").read_text())["global_step"] == 6  # saved anew
 
 
-def test_a_model_folder_without_weights_or_an_adapter_as_model_is_one_sentence(uninterrupted_run, base, samples, tmp_path):
+def test_a_model_folder_without_weights_or_an_adapter_as_model_is_one_sentence(
+    uninterrupted_run, base, samples, tmp_path
+):
     import shutil
 
     from userlm.config import from_dict
@@ -382,9 +432,20 @@ def test_a_model_folder_without_weights_or_an_adapter_as_model_is_one_sentence(u
     shutil.copytree(base, no_weights)
     (no_weights / "model.safetensors").unlink()
     adapter, _ = uninterrupted_run("lora")
-    for model, message in ((no_weights, "is not a model folder (config.json and weights"), (adapter, "is a LoRA adapter, not a model")):
-        config = from_dict(TrainConfig, {**TINY_RUN, "model_name_or_path": str(model), "dataset_path": samples,
-                                         "output_dir": str(tmp_path / "out"), "max_steps": 1})
+    for model, message in (
+        (no_weights, "is not a model folder (config.json and weights"),
+        (adapter, "is a LoRA adapter, not a model"),
+    ):
+        config = from_dict(
+            TrainConfig,
+            {
+                **TINY_RUN,
+                "model_name_or_path": str(model),
+                "dataset_path": samples,
+                "output_dir": str(tmp_path / "out"),
+                "max_steps": 1,
+            },
+        )
         with pytest.raises(UserError, match=re.escape(message)):
             build_trainer(config)
     assert not (tmp_path / "out").exists()
@@ -395,8 +456,11 @@ def test_merge_never_writes_over_its_adapter_or_base(uninterrupted_run, base, tm
 
     adapter, _ = uninterrupted_run("lora")
     before = {p.name: p.stat().st_mtime_ns for p in adapter.iterdir()}
-    for out, message in ((adapter, f"--out {adapter} is the adapter"), (adapter / "merged", "is inside the adapter"),
-                         (base, f"--out {base} is the base model")):
+    for out, message in (
+        (adapter, f"--out {adapter} is the adapter"),
+        (adapter / "merged", "is inside the adapter"),
+        (base, f"--out {base} is the base model"),
+    ):
         with pytest.raises(UserError, match=message):
             merge_adapter(adapter, out)
     assert {p.name: p.stat().st_mtime_ns for p in adapter.iterdir()} == before
@@ -410,13 +474,40 @@ def test_an_empty_training_split_names_the_prep_filters_that_emptied_it(base, tm
     from userlm.train.sft import build_trainer
 
     logs = tmp_path / "logs.jsonl"
-    logs.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"hello number {i}, how are you"},
-                                                     {"role": "assistant", "content": "Fine, thanks."}]}) + "\n"
-                            for i in range(6)))
+    logs.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "messages": [
+                        {"role": "user", "content": f"hello number {i}, how are you"},
+                        {"role": "assistant", "content": "Fine, thanks."},
+                    ]
+                }
+            )
+            + "\n"
+            for i in range(6)
+        )
+    )
     # Every user writes 6 words a turn: a persona filter for very long turns keeps nobody.
-    prep(PrepConfig(inputs=[logs], out=tmp_path / "prep", languages=["any"], persona_filter="words_per_turn>=100", progress=False))
-    config = from_dict(TrainConfig, {**TINY_RUN, "model_name_or_path": str(base), "dataset_path": tmp_path / "prep",
-                                     "output_dir": str(tmp_path / "out"), "max_steps": 1})
+    prep(
+        PrepConfig(
+            inputs=[logs],
+            out=tmp_path / "prep",
+            languages=["any"],
+            persona_filter="words_per_turn>=100",
+            progress=False,
+        )
+    )
+    config = from_dict(
+        TrainConfig,
+        {
+            **TINY_RUN,
+            "model_name_or_path": str(base),
+            "dataset_path": tmp_path / "prep",
+            "output_dir": str(tmp_path / "out"),
+            "max_steps": 1,
+        },
+    )
 
     with pytest.raises(UserError) as error:
         build_trainer(config)
@@ -434,9 +525,18 @@ def test_a_persona_run_continues_the_general_adapter(uninterrupted_run, base, sa
 
     general, _ = uninterrupted_run("lora")
     saved = load_file(general / WEIGHTS["lora"])
-    config = from_dict(TrainConfig, {**TINY_RUN, "model_name_or_path": str(base), "dataset_path": samples,
-                                     "output_dir": str(tmp_path / "persona"), "max_steps": 2, "init_adapter": general,
-                                     "eval_strategy": "no"})
+    config = from_dict(
+        TrainConfig,
+        {
+            **TINY_RUN,
+            "model_name_or_path": str(base),
+            "dataset_path": samples,
+            "output_dir": str(tmp_path / "persona"),
+            "max_steps": 2,
+            "init_adapter": general,
+            "eval_strategy": "no",
+        },
+    )
 
     run = build_trainer(config)
     state = {name.replace(".default", ""): p for name, p in run.trainer.model.named_parameters()}
@@ -450,5 +550,7 @@ def test_a_persona_run_continues_the_general_adapter(uninterrupted_run, base, sa
     persona = load_file(tmp_path / "persona" / WEIGHTS["lora"])
     assert persona.keys() == saved.keys() and all(persona[k].shape == saved[k].shape for k in saved)
     assert any(not torch.equal(persona[k], saved[k]) for k in saved)
-    assert json.loads((tmp_path / "persona" / "adapter_config.json").read_text())["base_model_name_or_path"] == str(base)
+    assert json.loads((tmp_path / "persona" / "adapter_config.json").read_text())["base_model_name_or_path"] == str(
+        base
+    )
     load_model_and_tokenizer(tmp_path / "persona")  # what simulate and eval load

@@ -13,7 +13,9 @@ from userlm.data_prep.templates import CHATML
 from userlm.train.truncation import fit_sample
 
 INTENT = "You are a user chatting with an assistant language model to turn a marketing book into an agency playbook."
-PERSONA = "You write long messages (about 40 words), starting with a capital letter; you usually end them with punctuation."
+PERSONA = (
+    "You write long messages (about 40 words), starting with a capital letter; you usually end them with punctuation."
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +35,9 @@ def decoded_parts(tokenizer, fitted) -> tuple[str, str]:
     return tokenizer.decode(prompt), tokenizer.decode(target)
 
 
-def test_a_long_real_sample_loses_its_oldest_whole_exchanges_and_keeps_system_and_target(long_conversation, default_tokenizer):
+def test_a_long_real_sample_loses_its_oldest_whole_exchanges_and_keeps_system_and_target(
+    long_conversation, default_tokenizer
+):
     samples = list(flip(long_conversation))
     last_turn = samples[5]  # system + 5 exchanges -> the sixth user turn
     whole = fit_sample(default_tokenizer, CHATML, last_turn, None)
@@ -55,7 +59,7 @@ def test_a_long_real_sample_loses_its_oldest_whole_exchanges_and_keeps_system_an
     rendered = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in kept)
     assert prompt == f"<|im_start|>system\n{system}<|im_end|>\n{rendered}<|im_start|>user\n"
     # The fewest exchanges went: keeping one more would not fit.
-    one_more = {**last_turn, "prompt": [last_turn["prompt"][0], *history[dropped - 2:]]}
+    one_more = {**last_turn, "prompt": [last_turn["prompt"][0], *history[dropped - 2 :]]}
     assert len(fit_sample(default_tokenizer, CHATML, one_more, None).input_ids) > 1024
 
 

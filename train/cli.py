@@ -23,8 +23,12 @@ def merge_main(words: list[str]) -> int:
     from .config import MergeConfig
     from .merge import merge_adapter
 
-    config = parse_config(MergeConfig, words, prog="userlm merge",
-                          description="Merge a LoRA or QLoRA adapter into its unquantised base; the result loads without PEFT.")
+    config = parse_config(
+        MergeConfig,
+        words,
+        prog="userlm merge",
+        description="Merge a LoRA or QLoRA adapter into its unquantised base; the result loads without PEFT.",
+    )
     out = merge_adapter(config.adapter, config.out, base=config.base, dtype=config.dtype)
     print(f"Merged {config.adapter} into its base; wrote {out}.")
     return 0

@@ -56,46 +56,97 @@ class TrainConfig(Config):
     passthrough_field: ClassVar[str] = "sft"
     path_keys: ClassVar[tuple[str, ...]] = ("deepspeed", "dataset_path", "model_name_or_path", "init_adapter")
 
-    model_name_or_path: str = field(metadata={
-        "nonempty": True, "help": "base model: a saved folder, a hub id, or default (the embedded SmolLM2-135M-Instruct)"})
-    dataset_path: Path = field(metadata={
-        "help": "flipped samples: a `userlm prep` output folder, a DatasetDict folder or one JSONL file"})
-    template: str = field(metadata={
-        "choices": tuple(TEMPLATES), "help": f"the flipped chat template of the base's chat format: {' or '.join(TEMPLATES)}"})
-    output_dir: str = field(metadata={
-        "nonempty": True, "help": "where checkpoints, the model or adapter and train_summary.json go"})
-    method: Literal["full", "lora", "qlora"] = field(default="lora", metadata={
-        "help": "full (fine-tuning), lora, or qlora (LoRA on a 4-bit base)"})
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = field(default="auto", metadata={
-        "help": "dtype the base model loads in: auto, bfloat16, float16 or float32"})
-    attn_implementation: str | None = field(default=None, metadata={
-        "help": "e.g. flash_attention_2 or sdpa (default: flash_attention_2 where installed on a GPU, else sdpa)"})
+    model_name_or_path: str = field(
+        metadata={
+            "nonempty": True,
+            "help": "base model: a saved folder, a hub id, or default (the embedded SmolLM2-135M-Instruct)",
+        }
+    )
+    dataset_path: Path = field(
+        metadata={"help": "flipped samples: a `userlm prep` output folder, a DatasetDict folder or one JSONL file"}
+    )
+    template: str = field(
+        metadata={
+            "choices": tuple(TEMPLATES),
+            "help": f"the flipped chat template of the base's chat format: {' or '.join(TEMPLATES)}",
+        }
+    )
+    output_dir: str = field(
+        metadata={"nonempty": True, "help": "where checkpoints, the model or adapter and train_summary.json go"}
+    )
+    method: Literal["full", "lora", "qlora"] = field(
+        default="lora", metadata={"help": "full (fine-tuning), lora, or qlora (LoRA on a 4-bit base)"}
+    )
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = field(
+        default="auto", metadata={"help": "dtype the base model loads in: auto, bfloat16, float16 or float32"}
+    )
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={
+            "help": "e.g. flash_attention_2 or sdpa (default: flash_attention_2 where installed on a GPU, else sdpa)"
+        },
+    )
     lora_r: int = field(default=16, metadata={"min": 1, "max": 4096, "help": "LoRA rank"})
-    lora_alpha: int = field(default=32, metadata={"min": 1, "help": "LoRA scaling: the update is multiplied by lora_alpha / lora_r"})
+    lora_alpha: int = field(
+        default=32, metadata={"min": 1, "help": "LoRA scaling: the update is multiplied by lora_alpha / lora_r"}
+    )
     lora_dropout: float = field(default=0.05, metadata={"min": 0, "max": 0.9, "help": "dropout on the LoRA input"})
-    lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"], metadata={
-        "nonempty": True, "help": "module names LoRA adapts, or all-linear"})
-    trainable_tokens: list[str] = field(default_factory=list, metadata={
-        "help": "tokens whose embedding rows LoRA trains too, besides an added end marker, "
-        "e.g. the Llama-3 base's untrained <|eot_id|>"})
-    end_marker_init: Literal["eos", "eot", "mean"] = field(default="eos", metadata={
-        "help": "where an added <|endconversation|> starts, embedding and output rows alike: a copy of the base's "
-        "eos token's rows (eos), of the template's end-of-turn token's (eot), or transformers' draw around the "
-        "vocabulary's mean (mean)"})
-    new_token_learning_rate: float | None = field(default=None, metadata={
-        "above": 0, "help": "learning rate of the token rows LoRA trains (the added end marker and trainable_tokens), "
-        "on the same schedule as learning_rate (default: learning_rate); lora and qlora only"})
-    end_sample_repeats: int = field(default=1, metadata={
-        "min": 1, "max": 100, "help": "how many times each end sample (target <|endconversation|>) is trained on per epoch"})
-    init_adapter: Path | None = field(default=None, metadata={
-        "help": "a LoRA adapter folder written by `userlm train` to start from and keep training "
-        "(e.g. a persona fine-tune of the general simulator); its base is model_name_or_path"})
-    max_train_samples: int | None = field(default=None, metadata={"min": 1, "help": "use only the first N training samples"})
-    max_eval_samples: int | None = field(default=None, metadata={"min": 1, "help": "use only the first N validation samples"})
-    long_samples: Literal["error", "skip"] = field(default="error", metadata={
-        "help": "a sample longer than max_length loses its oldest whole exchanges (the system message and the target "
-        "are never cut); one that still does not fit stops the run (error), or is skipped and listed in "
-        "skipped_samples.jsonl (skip)"})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["all-linear"],
+        metadata={"nonempty": True, "help": "module names LoRA adapts, or all-linear"},
+    )
+    trainable_tokens: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "tokens whose embedding rows LoRA trains too, besides an added end marker, "
+            "e.g. the Llama-3 base's untrained <|eot_id|>"
+        },
+    )
+    end_marker_init: Literal["eos", "eot", "mean"] = field(
+        default="eos",
+        metadata={
+            "help": "where an added <|endconversation|> starts, embedding and output rows alike: a copy of the base's "
+            "eos token's rows (eos), of the template's end-of-turn token's (eot), or transformers' draw around the "
+            "vocabulary's mean (mean)"
+        },
+    )
+    new_token_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "above": 0,
+            "help": "learning rate of the token rows LoRA trains (the added end marker and trainable_tokens), "
+            "on the same schedule as learning_rate (default: learning_rate); lora and qlora only",
+        },
+    )
+    end_sample_repeats: int = field(
+        default=1,
+        metadata={
+            "min": 1,
+            "max": 100,
+            "help": "how many times each end sample (target <|endconversation|>) is trained on per epoch",
+        },
+    )
+    init_adapter: Path | None = field(
+        default=None,
+        metadata={
+            "help": "a LoRA adapter folder written by `userlm train` to start from and keep training "
+            "(e.g. a persona fine-tune of the general simulator); its base is model_name_or_path"
+        },
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"min": 1, "help": "use only the first N training samples"}
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"min": 1, "help": "use only the first N validation samples"}
+    )
+    long_samples: Literal["error", "skip"] = field(
+        default="error",
+        metadata={
+            "help": "a sample longer than max_length loses its oldest whole exchanges (the system message and the target "
+            "are never cut); one that still does not fit stops the run (error), or is skipped and listed in "
+            "skipped_samples.jsonl (skip)"
+        },
+    )
     sft: dict[str, Any] = field(default_factory=dict, metadata={"help": "TRL SFTConfig keys, under their own names"})
 
     @classmethod
@@ -174,7 +225,9 @@ def load_recipe(name_or_path: str | Path, overrides: list[str] = ()) -> TrainCon
 
 
 def parse_train_words(words: list[str]) -> TrainConfig:
-    return parse_config(TrainConfig, list(words), prog="userlm train", description=TRAIN_DESCRIPTION, find_config=find_recipe)
+    return parse_config(
+        TrainConfig, list(words), prog="userlm train", description=TRAIN_DESCRIPTION, find_config=find_recipe
+    )
 
 
 TRAIN_DESCRIPTION = (
@@ -187,8 +240,11 @@ TRAIN_DESCRIPTION = (
 
 @dataclass(kw_only=True)
 class MergeConfig(Config):
-    adapter: Path = field(metadata={"positional": True, "help": "an adapter folder written by `userlm train` (lora or qlora)"})
+    adapter: Path = field(
+        metadata={"positional": True, "help": "an adapter folder written by `userlm train` (lora or qlora)"}
+    )
     out: Path = field(metadata={"help": "folder to write the merged model and tokenizer to"})
-    base: str | None = field(default=None, metadata={
-        "help": "the unquantised base model (default: the adapter's base_model_name_or_path)"})
+    base: str | None = field(
+        default=None, metadata={"help": "the unquantised base model (default: the adapter's base_model_name_or_path)"}
+    )
     dtype: Literal["bfloat16", "float32"] = field(default="bfloat16", metadata={"help": "dtype of the merged weights"})

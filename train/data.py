@@ -29,8 +29,9 @@ from userlm.errors import UserError
 from .truncation import fit_sample
 
 
-def tokenize_split(dataset: Dataset, tokenizer, template: FlippedTemplate, max_length: int | None,
-                   num_proc: int | None = None) -> tuple[Dataset, list[dict]]:
+def tokenize_split(
+    dataset: Dataset, tokenizer, template: FlippedTemplate, max_length: int | None, num_proc: int | None = None
+) -> tuple[Dataset, list[dict]]:
     """Tokenise and fit to max_length; returns the trainable rows (with a `truncated` flag) and the samples that cannot fit.
 
     `dataset` must hold a sample: `map` on no rows adds no columns to read back. `num_proc` is SFTConfig's
@@ -41,8 +42,12 @@ def tokenize_split(dataset: Dataset, tokenizer, template: FlippedTemplate, max_l
         fitted = fit_sample(tokenizer, template, sample, max_length)
         if fitted is None:
             return {"input_ids": [], "completion_mask": [], "trained_tokens": -1, "truncated": False}
-        return {"input_ids": fitted.input_ids, "completion_mask": fitted.completion_mask,
-                "trained_tokens": sum(fitted.completion_mask), "truncated": fitted.truncated}
+        return {
+            "input_ids": fitted.input_ids,
+            "completion_mask": fitted.completion_mask,
+            "trained_tokens": sum(fitted.completion_mask),
+            "truncated": fitted.truncated,
+        }
 
     encoded = dataset.map(encode, num_proc=num_proc, desc="Tokenising flipped samples")
     no_target = [i for i, n in enumerate(encoded["trained_tokens"]) if n == 0]
@@ -53,8 +58,11 @@ def tokenize_split(dataset: Dataset, tokenizer, template: FlippedTemplate, max_l
             f"turn {sample.get('turn_index')}); their target turn is empty, so re-run `userlm prep` on the source."
         )
     skipped = [
-        {"conversation_id": row.get("conversation_id"), "turn_index": row.get("turn_index"),
-         "reason": "conditioning_and_target_longer_than_max_length"}
+        {
+            "conversation_id": row.get("conversation_id"),
+            "turn_index": row.get("turn_index"),
+            "reason": "conditioning_and_target_longer_than_max_length",
+        }
         for row, n in zip(dataset, encoded["trained_tokens"])
         if n < 0
     ]
@@ -63,7 +71,9 @@ def tokenize_split(dataset: Dataset, tokenizer, template: FlippedTemplate, max_l
     return kept.select_columns(columns), skipped
 
 
-def prepare_datasets(config, tokenizer, template: FlippedTemplate, max_length: int | None) -> tuple[Dataset, Dataset | None, dict]:
+def prepare_datasets(
+    config, tokenizer, template: FlippedTemplate, max_length: int | None
+) -> tuple[Dataset, Dataset | None, dict]:
     """Train and validation sets ready for SFTTrainer, and what happened to the samples on the way."""
     check_training_split(config.dataset_path)
     samples = load_samples(config.dataset_path)

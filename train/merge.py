@@ -30,7 +30,9 @@ def merge_adapter(adapter: str | Path, out: str | Path, *, base: str | None = No
     adapter, out = Path(adapter), Path(out)
     config_file = adapter / "adapter_config.json"
     if not config_file.is_file():
-        raise UserError(f"{adapter} is not an adapter folder (no adapter_config.json); pass the output_dir of a lora or qlora run.")
+        raise UserError(
+            f"{adapter} is not an adapter folder (no adapter_config.json); pass the output_dir of a lora or qlora run."
+        )
     unfinished = unfinished_run_message(adapter)
     if unfinished:
         raise UserError(unfinished)
@@ -38,8 +40,10 @@ def merge_adapter(adapter: str | Path, out: str | Path, *, base: str | None = No
     base = model_folder(named)
     for name, source in (("adapter", adapter), ("base model", Path(base))):
         if source.exists() and (out.resolve() == source.resolve() or source.resolve() in out.resolve().parents):
-            raise UserError(f"--out {out} is {'inside ' if out.resolve() != source.resolve() else ''}the {name} "
-                            f"{source}, which the merge would overwrite; choose another --out folder.")
+            raise UserError(
+                f"--out {out} is {'inside ' if out.resolve() != source.resolve() else ''}the {name} "
+                f"{source}, which the merge would overwrite; choose another --out folder."
+            )
 
     tokenizer = AutoTokenizer.from_pretrained(adapter)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=getattr(torch, dtype))

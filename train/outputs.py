@@ -34,10 +34,13 @@ def mark_started(output_dir: Path) -> None:
     from userlm.atomic import write_json
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    write_json(output_dir / INCOMPLETE_MARKER, {
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "note": f"userlm train is writing this folder; it is finished when this file is gone and {SUMMARY_FILE} is written.",
-    })
+    write_json(
+        output_dir / INCOMPLETE_MARKER,
+        {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "note": f"userlm train is writing this folder; it is finished when this file is gone and {SUMMARY_FILE} is written.",
+        },
+    )
 
 
 def mark_finished(output_dir: Path, summary: dict) -> None:
@@ -51,11 +54,16 @@ def mark_finished(output_dir: Path, summary: dict) -> None:
 
 def portable(summary: dict, output_dir: Path) -> dict:
     """The summary as the folder keeps it: no path outside the folder (a copy of it is still true)."""
+
     def named(path: str | None) -> str | None:
         if path is None:
             return None
         path, folder = Path(path).resolve(), output_dir.resolve()
         return path.relative_to(folder).as_posix() if path.is_relative_to(folder) else path.name
 
-    return {**summary, "output_dir": ".", "init_adapter": named(summary.get("init_adapter")),
-            "resumed_from": named(summary.get("resumed_from"))}
+    return {
+        **summary,
+        "output_dir": ".",
+        "init_adapter": named(summary.get("init_adapter")),
+        "resumed_from": named(summary.get("resumed_from")),
+    }

@@ -152,17 +152,27 @@ def train_summary(summary: dict) -> Summary:
         notes.append(f"Continued the adapter {summary['init_adapter']}.")
     if summary["added_tokens"]:
         start = summary["end_marker_init"]
-        notes.append(f"Added to the vocabulary: {', '.join(summary['added_tokens'])}, its rows starting as a copy of "
-                     f"{start}'s." if start else f"Added to the vocabulary: {', '.join(summary['added_tokens'])}, "
-                     "its rows drawn around the vocabulary's mean.")
+        notes.append(
+            f"Added to the vocabulary: {', '.join(summary['added_tokens'])}, its rows starting as a copy of {start}'s."
+            if start
+            else f"Added to the vocabulary: {', '.join(summary['added_tokens'])}, "
+            "its rows drawn around the vocabulary's mean."
+        )
     if summary["new_token_learning_rate"]:
         notes.append(f"Token rows trained at learning rate {summary['new_token_learning_rate']:g}.")
     if summary["truncated_samples"]:
-        notes.append(f"{summary['truncated_samples']} samples longer than max_length lost their oldest turns "
-                     "(system message and target kept).")
-    wrote = {"adapter" if summary["method"] != "full" else "model": output_dir, "summary": output_dir / "train_summary.json"}
+        notes.append(
+            f"{summary['truncated_samples']} samples longer than max_length lost their oldest turns "
+            "(system message and target kept)."
+        )
+    wrote = {
+        "adapter" if summary["method"] != "full" else "model": output_dir,
+        "summary": output_dir / "train_summary.json",
+    }
     if summary["skipped_samples"]:
-        notes.append(f"Skipped {summary['skipped_samples']} samples that do not fit max_length even with their history dropped.")
+        notes.append(
+            f"Skipped {summary['skipped_samples']} samples that do not fit max_length even with their history dropped."
+        )
         wrote["skipped samples"] = output_dir / "skipped_samples.jsonl"
     return Summary(
         title=f"userlm train: {summary['method']}, {summary['template']} template",
@@ -195,8 +205,11 @@ def training_args(config: TrainConfig, attention: str):
     if precision.bf16 and not torch.cuda.is_available():
         sft.setdefault("use_cpu", True)  # transformers refuses bf16 without a GPU unless told the run is on the CPU
     if os.environ.get("RANK", "0") == "0":
-        print(f"userlm train: {precision.describe()}; {set_cpu_threads() if not torch.cuda.is_available() else 'GPU'}; "
-              f"{attention} attention", file=sys.stderr)
+        print(
+            f"userlm train: {precision.describe()}; {set_cpu_threads() if not torch.cuda.is_available() else 'GPU'}; "
+            f"{attention} attention",
+            file=sys.stderr,
+        )
     configure_wandb(sft.get("report_to", []), output_dir)
     try:
         return SFTConfig(output_dir=str(output_dir), **FIXED_SFT_KEYS, **sft), resume
@@ -248,10 +261,14 @@ def resolve_resume(value: str | None, output_dir: Path) -> str | None:
         return None
     if value != "auto":
         if not Path(value).is_dir():
-            raise UserError(f"resume_from_checkpoint {value} is not a checkpoint folder; use `auto` or a checkpoint-N path.")
+            raise UserError(
+                f"resume_from_checkpoint {value} is not a checkpoint folder; use `auto` or a checkpoint-N path."
+            )
         problem = checkpoint_problem(Path(value))
         if problem:
-            raise UserError(f"resume_from_checkpoint {value} is incomplete ({problem}); use `auto` or an earlier checkpoint.")
+            raise UserError(
+                f"resume_from_checkpoint {value} is incomplete ({problem}); use `auto` or an earlier checkpoint."
+            )
         return str(value)
     if not output_dir.is_dir():
         return None
@@ -264,8 +281,12 @@ def resolve_resume(value: str | None, output_dir: Path) -> str | None:
         problem = checkpoint_problem(folder)
         if problem is None:
             return str(folder)
-        log.warning("Skipping the checkpoint %s, which is incomplete (%s): probably killed while saving; "
-                    "resuming from an earlier one.", folder, problem)
+        log.warning(
+            "Skipping the checkpoint %s, which is incomplete (%s): probably killed while saving; "
+            "resuming from an earlier one.",
+            folder,
+            problem,
+        )
     return None
 
 
@@ -325,7 +346,9 @@ def model_folder(name: str) -> str:
 
         return str(default_model_dir())
     if not Path(name).exists() and os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise UserError(f"Model {name} is not a local folder and the hub is offline; set model_name_or_path to a saved model folder.")
+        raise UserError(
+            f"Model {name} is not a local folder and the hub is offline; set model_name_or_path to a saved model folder."
+        )
     return name
 
 
@@ -335,12 +358,16 @@ def check_model_folder(name: str) -> None:
     if not folder.exists():
         return  # a hub id
     if (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
-        raise UserError(f"model_name_or_path {name} is a LoRA adapter, not a model; set it to the adapter's base "
-                        "and the adapter as init_adapter, or merge it first with `userlm merge`.")
+        raise UserError(
+            f"model_name_or_path {name} is a LoRA adapter, not a model; set it to the adapter's base "
+            "and the adapter as init_adapter, or merge it first with `userlm merge`."
+        )
     has_weights = any(folder.glob("*.safetensors")) or any(folder.glob("*.bin")) or any(folder.glob("*.pt"))
     if not folder.is_dir() or not (folder / "config.json").is_file() or not has_weights:
-        raise UserError(f"model_name_or_path {name} is not a model folder (config.json and weights such as "
-                        "model.safetensors); point it at a folder saved with save_pretrained, or a hub id.")
+        raise UserError(
+            f"model_name_or_path {name} is not a model folder (config.json and weights such as "
+            "model.safetensors); point it at a folder saved with save_pretrained, or a hub id."
+        )
 
 
 def check_adapter_folder(adapter: Path) -> None:
@@ -348,8 +375,10 @@ def check_adapter_folder(adapter: Path) -> None:
     from .outputs import unfinished_run_message
 
     if not (adapter / "adapter_config.json").is_file():
-        raise UserError(f"init_adapter {adapter} is not an adapter folder (no adapter_config.json); "
-                        "point it at the output_dir of a finished lora or qlora run.")
+        raise UserError(
+            f"init_adapter {adapter} is not an adapter folder (no adapter_config.json); "
+            "point it at the output_dir of a finished lora or qlora run."
+        )
     unfinished = unfinished_run_message(adapter)
     if unfinished:
         raise UserError(unfinished)
@@ -376,7 +405,9 @@ def load_data(config: TrainConfig, args, tokenizer, template: FlippedTemplate):
     """Train and validation sets, and what happened to the samples on the way."""
     train_dataset, eval_dataset, report = prepare_datasets(config, tokenizer, template, args.max_length)
     if eval_dataset is None and (args.eval_strategy != "no" or args.eval_on_start):
-        raise UserError(f"The recipe asks for evaluation but {config.dataset_path} has no validation split; set eval_strategy=no.")
+        raise UserError(
+            f"The recipe asks for evaluation but {config.dataset_path} has no validation split; set eval_strategy=no."
+        )
     return train_dataset, eval_dataset, report
 
 

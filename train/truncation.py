@@ -75,7 +75,7 @@ def _cut_newest_message(encode, system: list[dict], history: list[dict], max_len
     text = newest["content"]
 
     def with_tail(kept: int) -> dict:
-        return encode(system + [{**newest, "content": text[len(text) - kept:]}])
+        return encode(system + [{**newest, "content": text[len(text) - kept :]}])
 
     low, high = 0, len(text)
     while low < high:  # the largest `kept` that fits
@@ -87,4 +87,6 @@ def _cut_newest_message(encode, system: list[dict], history: list[dict], max_len
     ids = with_tail(low)
     if low == 0 or len(ids["input_ids"]) > max_length:
         return None
-    return Fitted(ids["input_ids"], ids["completion_mask"], dropped_messages=len(history) - 1, cut_characters=len(text) - low)
+    return Fitted(
+        ids["input_ids"], ids["completion_mask"], dropped_messages=len(history) - 1, cut_characters=len(text) - low
+    )

@@ -91,5 +91,7 @@ def token_rows_to_train(tokenizer, added: list[str], extra: list[str]) -> list[i
     vocab = tokenizer.get_vocab()
     missing = [t for t in extra if t not in vocab]
     if missing:
-        raise UserError(f"trainable_tokens names {missing[0]!r}, which is not in the tokenizer; remove it from the recipe.")
+        raise UserError(
+            f"trainable_tokens names {missing[0]!r}, which is not in the tokenizer; remove it from the recipe."
+        )
     return sorted({vocab[t] for t in [*added, *extra]})

@@ -18,9 +18,9 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
 
 RENAME_EXCHANGE = 2  # from <linux/fs.h>
 AT_FDCWD = -100

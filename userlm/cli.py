@@ -22,7 +22,10 @@ COMMANDS = {
     "simulate": ("userlm.infer.cli:simulate_main", "simulate conversations between a user simulator and an assistant"),
     "chat": ("userlm.infer.cli:chat_main", "chat with a user simulator: you play the assistant"),
     "serve": ("userlm.infer.serve.server:main", "serve a user simulator as an OpenAI-compatible HTTP server"),
-    "test": ("userlm.infer.suite.run:main", "run a suite of simulated users against an assistant, with a pass/fail gate"),
+    "test": (
+        "userlm.infer.suite.run:main",
+        "run a suite of simulated users against an assistant, with a pass/fail gate",
+    ),
     "eval": ("userlm.evaluation.cli:main", "evaluate simulator checkpoints side by side with the paper's metrics"),
     "quickstart": ("userlm.quickstart:main", "run the whole pipeline on the embedded default on a CPU"),
 }
@@ -30,7 +33,13 @@ COMMANDS = {
 
 def usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = ["usage: userlm COMMAND [CONFIG.yaml] [key=value ...] [--key value ...]", "", "Build, train, run and evaluate user simulators.", "", "commands:"]
+    lines = [
+        "usage: userlm COMMAND [CONFIG.yaml] [key=value ...] [--key value ...]",
+        "",
+        "Build, train, run and evaluate user simulators.",
+        "",
+        "commands:",
+    ]
     lines += [f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
     lines += ["", "`userlm COMMAND --help` lists a command's keys."]
     return "\n".join(lines)

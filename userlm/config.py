@@ -91,7 +91,9 @@ def describe(annotation) -> str:
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in args)
     if origin in (Union, types.UnionType):
-        return " or ".join(describe(a) for a in args if a is not type(None)) + (" or null" if type(None) in args else "")
+        return " or ".join(describe(a) for a in args if a is not type(None)) + (
+            " or null" if type(None) in args else ""
+        )
     if origin is tuple and args and args[-1] is not Ellipsis:
         return f"{len(args)} values, each {describe(args[0])}"
     if origin in (list, tuple):
@@ -144,7 +146,9 @@ def _coerce(value, annotation):
     if annotation is Any or annotation is object:
         return value
     if origin in (Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null") and type(None) in args):
+        if value is None or (
+            isinstance(value, str) and value.strip().lower() in ("none", "null") and type(None) in args
+        ):
             if type(None) in args:
                 return None
         for member in args:
@@ -307,14 +311,27 @@ def _is_bool_or_word(annotation) -> bool:
     return bool in args and any(typing.get_origin(a) is Literal for a in args)
 
 
-def build_parser(cls, prog: str, description: str = "", *, config_help: str = "a YAML file of this command's keys",
-                 file_values: dict | None = None, file_name: str = "") -> argparse.ArgumentParser:
+def build_parser(
+    cls,
+    prog: str,
+    description: str = "",
+    *,
+    config_help: str = "a YAML file of this command's keys",
+    file_values: dict | None = None,
+    file_name: str = "",
+) -> argparse.ArgumentParser:
     """The command's parser; `file_values` (a config file's keys) are shown in --help as the defaults they are."""
     parser = _Parser(prog=prog, description=description, allow_abbrev=False, add_help=True)
     positional = _positional_field(cls)
     words = "CONFIG.yaml" + (f" {positional.upper()} ..." if positional else "") + " key=value ..."
-    parser.add_argument("words", nargs="*", metavar="ARGS", help=f"{words}: {config_help}"
-                        + (f"; other words are {positional}" if positional else "") + "; key=value overrides a key")
+    parser.add_argument(
+        "words",
+        nargs="*",
+        metavar="ARGS",
+        help=f"{words}: {config_help}"
+        + (f"; other words are {positional}" if positional else "")
+        + "; key=value overrides a key",
+    )
     parser.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
     defaults = {f.name: f for f in dataclasses.fields(cls)}
     # A positional key is a flag too: `userlm serve --simulator X` names it as `test` and `simulate` do.
@@ -333,20 +350,46 @@ def build_parser(cls, prog: str, description: str = "", *, config_help: str = "a
         spellings = [(flag, help_text)] + ([(f"--{key}", argparse.SUPPRESS)] if "_" in key else [])
         if nested_config_class(annotation) is not None and "." not in key:
             if type(None) in typing.get_args(annotation):
-                parser.add_argument(f"--no-{key.replace('_', '-')}", dest=key, action="store_const", const=None,
-                                    default=argparse.SUPPRESS, help=f"turn the {key} off" if shown else argparse.SUPPRESS)
+                parser.add_argument(
+                    f"--no-{key.replace('_', '-')}",
+                    dest=key,
+                    action="store_const",
+                    const=None,
+                    default=argparse.SUPPRESS,
+                    help=f"turn the {key} off" if shown else argparse.SUPPRESS,
+                )
             continue
         for name, text in spellings:
             if _is_bool(annotation):
-                parser.add_argument(name, dest=key, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text)
+                parser.add_argument(
+                    name, dest=key, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text
+                )
             elif _is_bool_or_word(annotation):  # `--bf16`, `--bf16 auto`, `--no-bf16`
-                parser.add_argument(name, dest=key, nargs="?", const=True, default=argparse.SUPPRESS,
-                                    metavar=key.split(".")[-1].upper(), help=text)
-                parser.add_argument(name.replace("--", "--no-", 1), dest=key, action="store_false",
-                                    default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+                parser.add_argument(
+                    name,
+                    dest=key,
+                    nargs="?",
+                    const=True,
+                    default=argparse.SUPPRESS,
+                    metavar=key.split(".")[-1].upper(),
+                    help=text,
+                )
+                parser.add_argument(
+                    name.replace("--", "--no-", 1),
+                    dest=key,
+                    action="store_false",
+                    default=argparse.SUPPRESS,
+                    help=argparse.SUPPRESS,
+                )
             else:
-                parser.add_argument(name, dest=key, default=argparse.SUPPRESS, nargs="+" if _is_list(annotation) else None,
-                                    metavar=key.split(".")[-1].upper(), help=text)
+                parser.add_argument(
+                    name,
+                    dest=key,
+                    default=argparse.SUPPRESS,
+                    nargs="+" if _is_list(annotation) else None,
+                    metavar=key.split(".")[-1].upper(),
+                    help=text,
+                )
     return parser
 
 
@@ -399,7 +442,9 @@ def parse_config(cls, argv: list[str], *, prog: str, description: str = "", find
         base = path.parent
         _resolve_beside(values, cls, base)
     if wants_help:
-        build_parser(cls, prog, description, file_values=values, file_name=path.name if config_file else "").print_help()
+        build_parser(
+            cls, prog, description, file_values=values, file_name=path.name if config_file else ""
+        ).print_help()
         raise SystemExit(0)
     keys = config_keys(cls)
     for key, value in overrides.items():
@@ -415,7 +460,9 @@ def parse_config(cls, argv: list[str], *, prog: str, description: str = "", find
         sources[key.split(".")[0]] = f"--{key.replace('_', '-')}"
     if extra_words:
         if positional in flags:
-            raise UserError(f"Give the {positional} once: as a word or with --{positional.replace('_', '-')}, not both.")
+            raise UserError(
+                f"Give the {positional} once: as a word or with --{positional.replace('_', '-')}, not both."
+            )
         if _is_list(field_types(cls)[positional]):
             values[positional] = extra_words
         elif len(extra_words) == 1:
@@ -514,11 +561,21 @@ def checked_kwargs(cls, values: dict, sources: dict | None = None) -> dict:
             extra[key] = check_value(key, value, passthrough[key], source=sources.get(key, ""))
         else:
             raise UserError(unknown_key_message(str(key), [k for k in keys if "." not in k], where))
-    missing = [f.name for f in own.values() if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-               and f.name not in kwargs and f.name != cls.passthrough_field]
+    missing = [
+        f.name
+        for f in own.values()
+        if f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+        and f.name not in kwargs
+        and f.name != cls.passthrough_field
+    ]
     if missing:
         name = missing[0]
-        how = "as words after the command" if own[name].metadata.get("positional") else f"as {name}=..., with --{name.replace('_', '-')}"
+        how = (
+            "as words after the command"
+            if own[name].metadata.get("positional")
+            else f"as {name}=..., with --{name.replace('_', '-')}"
+        )
         raise UserError(f"Set `{name}`: {how}, or in the config file.")
     if cls.passthrough_field is not None:
         kwargs[cls.passthrough_field] = extra

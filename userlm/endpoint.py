@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Sequence, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import openai
@@ -62,12 +63,20 @@ class EndpointOptions(Config):
     """The request keys of a config's endpoint (the assistant's, the suite judge's): one name, bound and help each."""
 
     timeout: float = field(default=60.0, metadata={"help": "seconds per endpoint request", "above": 0})
-    max_retries: int = field(default=4, metadata={"help": "retries per endpoint request, with exponential backoff", "min": 0})
+    max_retries: int = field(
+        default=4, metadata={"help": "retries per endpoint request, with exponential backoff", "min": 0}
+    )
     concurrency: int = field(default=8, metadata={"help": "endpoint requests in flight at once", "min": 1})
 
     def endpoint_at(self, base_url: str, model: str, api_key_env: str) -> Endpoint:
-        return Endpoint(base_url=base_url, model=model, api_key_env=api_key_env, timeout=self.timeout,
-                        max_retries=self.max_retries, max_concurrency=self.concurrency)
+        return Endpoint(
+            base_url=base_url,
+            model=model,
+            api_key_env=api_key_env,
+            timeout=self.timeout,
+            max_retries=self.max_retries,
+            max_concurrency=self.concurrency,
+        )
 
 
 class EndpointError(UserError):
@@ -143,7 +152,7 @@ class EndpointClient:
     async def aclose(self) -> None:
         await self._client.close()
 
-    async def __aenter__(self) -> "EndpointClient":
+    async def __aenter__(self) -> EndpointClient:
         return self
 
     async def __aexit__(self, *exc_info) -> None:

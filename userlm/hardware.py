@@ -44,8 +44,10 @@ def native_bf16() -> tuple[bool, str]:
         return False, f"this CPU ({capability}) has no AVX-512 BF16 or AMX instructions"
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
     if capability != "AVX512" or isa in ONEDNN_ISAS_WITHOUT_BF16:
-        return False, (f"this CPU's bf16 instructions are turned off for torch (capability {capability}, "
-                       f"ONEDNN_MAX_CPU_ISA={isa or 'unset'})")
+        return False, (
+            f"this CPU's bf16 instructions are turned off for torch (capability {capability}, "
+            f"ONEDNN_MAX_CPU_ISA={isa or 'unset'})"
+        )
     return True, f"this CPU has {'AMX' if amx else 'AVX-512 BF16'}"
 
 
@@ -59,8 +61,11 @@ def resolve_bf16(setting: bool | str) -> Precision:
             return Precision(True, f"bf16: auto, and {why}")
         return Precision(False, f"bf16: auto, and {why}: bf16 would run emulated, about 20x slower")
     if not native:
-        print(f"warning: bf16 is true but {why}, so bf16 runs emulated, about 20x slower than float32; "
-              "set bf16: auto to let the machine choose.", file=sys.stderr)
+        print(
+            f"warning: bf16 is true but {why}, so bf16 runs emulated, about 20x slower than float32; "
+            "set bf16: auto to let the machine choose.",
+            file=sys.stderr,
+        )
         return Precision(True, f"bf16: true, though {why}")
     return Precision(True, f"bf16: true, and {why}")
 

@@ -36,15 +36,27 @@ def shipped_section(name: str) -> dict:
 
 @dataclass(kw_only=True)
 class QuickstartConfig(Config):
-    out: Path = field(default=Path("out/quickstart"), metadata={"help": "work folder for every stage's output and config"})
+    out: Path = field(
+        default=Path("out/quickstart"), metadata={"help": "work folder for every stage's output and config"}
+    )
     prep: dict = field(default_factory=lambda: shipped_section("prep"), metadata={"help": "`userlm prep` keys"})
-    persona_prep: dict = field(default_factory=lambda: shipped_section("persona_prep"), metadata={
-        "help": "`userlm prep` keys for the persona subset, over those of prep (persona_filter: which users)"})
-    train: dict = field(default_factory=lambda: shipped_section("train"),
-                        metadata={"help": "`recipe:` (a shipped name or a path) and keys overriding it"})
-    persona_train: dict = field(default_factory=lambda: shipped_section("persona_train"), metadata={
-        "help": "`recipe:` and keys of the persona fine-tune, which continues the simulator's adapter"})
-    simulate: dict = field(default_factory=lambda: shipped_section("simulate"), metadata={"help": "`userlm simulate` keys"})
+    persona_prep: dict = field(
+        default_factory=lambda: shipped_section("persona_prep"),
+        metadata={
+            "help": "`userlm prep` keys for the persona subset, over those of prep (persona_filter: which users)"
+        },
+    )
+    train: dict = field(
+        default_factory=lambda: shipped_section("train"),
+        metadata={"help": "`recipe:` (a shipped name or a path) and keys overriding it"},
+    )
+    persona_train: dict = field(
+        default_factory=lambda: shipped_section("persona_train"),
+        metadata={"help": "`recipe:` and keys of the persona fine-tune, which continues the simulator's adapter"},
+    )
+    simulate: dict = field(
+        default_factory=lambda: shipped_section("simulate"), metadata={"help": "`userlm simulate` keys"}
+    )
     eval: dict = field(default_factory=lambda: shipped_section("eval"), metadata={"help": "`userlm eval` keys"})
 
 
@@ -58,7 +70,10 @@ class Stage:
 
 def main(words: list[str]) -> int:
     config = parse_config(
-        QuickstartConfig, words, prog="userlm quickstart", find_config=shipped_config,
+        QuickstartConfig,
+        words,
+        prog="userlm quickstart",
+        find_config=shipped_config,
         description="Prepare the bundled ShareGPT logs, train a SmolLM2 LoRA user simulator and a persona simulator, "
         "simulate conversations and evaluate both against the prompted base model. Sizes: recipes/quickstart.yaml.",
     )
@@ -79,26 +94,70 @@ def stages(config: QuickstartConfig) -> list[Stage]:
     logs = [str(sharegpt_path())]
     persona_prep = {**config.prep, **config.persona_prep, "inputs": logs, "out": str(persona_dir)}
     if not persona_prep.get("persona_filter"):
-        raise UserError("The quickstart's persona_prep section needs a persona_filter, e.g. length=very_short,lowercase=often.")
+        raise UserError(
+            "The quickstart's persona_prep section needs a persona_filter, e.g. length=very_short,lowercase=often."
+        )
     return [
-        Stage("prep", "prep", "prep: bundled ShareGPT logs -> flipped samples with measured personas",
-              to_dict(checked_kwargs(PrepConfig, {**config.prep, "inputs": logs, "out": str(prep_dir)}))),
-        Stage("prep-persona", "prep", f"prep: the persona subset ({persona_prep['persona_filter']})",
-              to_dict(checked_kwargs(PrepConfig, persona_prep))),
-        Stage("train", "train", "train: a SmolLM2 LoRA user simulator",
-              recipe_values(config.train, dataset_path=prep_dir, output_dir=simulator)),
-        Stage("train-persona", "train", "train: the persona simulator, continuing the simulator on the subset",
-              recipe_values(config.persona_train, dataset_path=persona_dir, output_dir=persona_simulator, init_adapter=simulator)),
-        Stage("simulate", "simulate", "simulate: the simulator against SmolLM2 as the assistant",
-              to_dict(checked_kwargs(SimulateConfig, {**config.simulate, "simulator": str(simulator),
-                                                    "out": str(work / "simulations.jsonl")}))),
-        Stage("eval", "eval", "eval: prompted base, simulator and persona simulator", to_dict(checked_kwargs(EvalConfig, {
-            **config.eval,
-            "checkpoints": ["prompted-base=default@chatml", f"simulator={simulator}", f"persona-simulator={persona_simulator}"],
-            "data": str(prep_dir),  # eval reads its test split, whatever compression prep chose
-            "persona_filter": persona_prep["persona_filter"],  # persona fidelity on held-out users of the subset
-            "out": str(work / "eval"),
-        }))),
+        Stage(
+            "prep",
+            "prep",
+            "prep: bundled ShareGPT logs -> flipped samples with measured personas",
+            to_dict(checked_kwargs(PrepConfig, {**config.prep, "inputs": logs, "out": str(prep_dir)})),
+        ),
+        Stage(
+            "prep-persona",
+            "prep",
+            f"prep: the persona subset ({persona_prep['persona_filter']})",
+            to_dict(checked_kwargs(PrepConfig, persona_prep)),
+        ),
+        Stage(
+            "train",
+            "train",
+            "train: a SmolLM2 LoRA user simulator",
+            recipe_values(config.train, dataset_path=prep_dir, output_dir=simulator),
+        ),
+        Stage(
+            "train-persona",
+            "train",
+            "train: the persona simulator, continuing the simulator on the subset",
+            recipe_values(
+                config.persona_train, dataset_path=persona_dir, output_dir=persona_simulator, init_adapter=simulator
+            ),
+        ),
+        Stage(
+            "simulate",
+            "simulate",
+            "simulate: the simulator against SmolLM2 as the assistant",
+            to_dict(
+                checked_kwargs(
+                    SimulateConfig,
+                    {**config.simulate, "simulator": str(simulator), "out": str(work / "simulations.jsonl")},
+                )
+            ),
+        ),
+        Stage(
+            "eval",
+            "eval",
+            "eval: prompted base, simulator and persona simulator",
+            to_dict(
+                checked_kwargs(
+                    EvalConfig,
+                    {
+                        **config.eval,
+                        "checkpoints": [
+                            "prompted-base=default@chatml",
+                            f"simulator={simulator}",
+                            f"persona-simulator={persona_simulator}",
+                        ],
+                        "data": str(prep_dir),  # eval reads its test split, whatever compression prep chose
+                        "persona_filter": persona_prep[
+                            "persona_filter"
+                        ],  # persona fidelity on held-out users of the subset
+                        "out": str(work / "eval"),
+                    },
+                )
+            ),
+        ),
     ]
 
 
@@ -108,8 +167,10 @@ def recipe_values(section: dict, **paths) -> dict:
 
     section = dict(section)
     recipe = section.pop("recipe")
-    words = [f"{key}={value if isinstance(value, str) else json.dumps(value)}"
-             for key, value in {**section, **{k: str(v) for k, v in paths.items()}}.items()]
+    words = [
+        f"{key}={value if isinstance(value, str) else json.dumps(value)}"
+        for key, value in {**section, **{k: str(v) for k, v in paths.items()}}.items()
+    ]
     values = to_dict(load_recipe(recipe, words))
     return {**{k: v for k, v in values.items() if k != "sft"}, **values["sft"]}
 
@@ -134,14 +195,24 @@ def quickstart(config: QuickstartConfig) -> dict:
         if stage.name == "simulate":
             show_longest_transcript(Path(stage.values["out"]))
     total = (time.monotonic() - started) / 60
-    print_summary(Summary(
-        title="userlm quickstart", columns=("stage", "minutes"),
-        rows=[*((name, f"{value:.1f}") for name, value in minutes.items()), ("total", f"{total:.1f}")],
-        notes=[f"Each stage's exact config is {work}/STAGE.yaml; `userlm COMMAND {work}/STAGE.yaml` runs it again."],
-        wrote={"prepared data": work / "prep", "persona subset": work / "prep-persona", "simulator": work / "simulator",
-               "persona simulator": work / "persona-simulator", "simulations": work / "simulations.jsonl",
-               "evaluation": work / "eval" / "report.html"},
-    ))
+    print_summary(
+        Summary(
+            title="userlm quickstart",
+            columns=("stage", "minutes"),
+            rows=[*((name, f"{value:.1f}") for name, value in minutes.items()), ("total", f"{total:.1f}")],
+            notes=[
+                f"Each stage's exact config is {work}/STAGE.yaml; `userlm COMMAND {work}/STAGE.yaml` runs it again."
+            ],
+            wrote={
+                "prepared data": work / "prep",
+                "persona subset": work / "prep-persona",
+                "simulator": work / "simulator",
+                "persona simulator": work / "persona-simulator",
+                "simulations": work / "simulations.jsonl",
+                "evaluation": work / "eval" / "report.html",
+            },
+        )
+    )
     return {"minutes": minutes, "total_minutes": total, "configs": {s.name: work / f"{s.name}.yaml" for s in planned}}
 
 
@@ -150,12 +221,17 @@ def run(stage: Stage, work: Path) -> Path:
     from userlm.atomic import atomic_write
 
     path = work / f"{stage.name}.yaml"
-    atomic_write(path, f"# Written by `userlm quickstart`; run this stage again with: userlm {stage.command} {path}\n"
-                       + yaml.safe_dump(stage.values, sort_keys=False, allow_unicode=True))
+    atomic_write(
+        path,
+        f"# Written by `userlm quickstart`; run this stage again with: userlm {stage.command} {path}\n"
+        + yaml.safe_dump(stage.values, sort_keys=False, allow_unicode=True),
+    )
     result = subprocess.run([sys.executable, "-m", "userlm.cli", stage.command, str(path)])
     if result.returncode != 0:
-        raise UserError(f"The quickstart's {stage.name} stage failed (exit code {result.returncode}, its message is above); "
-                        f"its config is {path}.")
+        raise UserError(
+            f"The quickstart's {stage.name} stage failed (exit code {result.returncode}, its message is above); "
+            f"its config is {path}."
+        )
     return path
 
 

@@ -5,9 +5,9 @@ Each stage says what its summary holds (`Summary`); this module is the one print
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 MIN_NAME_WIDTH = 12  # below this a row's name says nothing: the table is let wrap instead
 
@@ -32,8 +32,11 @@ def print_summary(summary: Summary) -> None:
     # The figures keep their width (a header may wrap at its spaces); each column takes two more of
     # padding and one of border. A long row name (an auto-named intent) gets what is left, cut with
     # an ellipsis rather than wrapped over many lines.
-    figures = [max([len(word) for word in column.split()] + [len(row[index]) for row in cells if index < len(row)], default=1)
-               for index, column in enumerate(summary.columns) if index]
+    figures = [
+        max([len(word) for word in column.split()] + [len(row[index]) for row in cells if index < len(row)], default=1)
+        for index, column in enumerate(summary.columns)
+        if index
+    ]
     room = console.width - 1 - sum(width + 3 for width in figures) - 3
     for index, column in enumerate(summary.columns):
         if index == 0:

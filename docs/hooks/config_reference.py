@@ -22,16 +22,22 @@ PAGE = "reference/configuration.md"
 # module, so the page follows a module that moves.
 COMMANDS = (
     ("prep", "PrepConfig", "Words that are not a YAML file, a flag or `key=value` are the `inputs`."),
-    ("train", "TrainConfig",
-     "Besides these, every TRL `SFTConfig` field under its own name (`learning_rate`, `max_steps`, `max_length`, "
-     "`per_device_train_batch_size`, `deepspeed`, `resume_from_checkpoint`, `report_to`, ...), checked against "
-     "`SFTConfig`'s types; `completion_only_loss` and `assistant_only_loss` are fixed by the run."),
+    (
+        "train",
+        "TrainConfig",
+        "Besides these, every TRL `SFTConfig` field under its own name (`learning_rate`, `max_steps`, `max_length`, "
+        "`per_device_train_batch_size`, `deepspeed`, `resume_from_checkpoint`, `report_to`, ...), checked against "
+        "`SFTConfig`'s types; `completion_only_loss` and `assistant_only_loss` are fixed by the run.",
+    ),
     ("merge", "MergeConfig", "The word after the command is the `adapter`."),
     ("simulate", "SimulateConfig", ""),
     ("chat", "ChatConfig", ""),
     ("serve", "ServeConfig", "The word after the command is the `simulator`."),
-    ("test", "SuiteConfig",
-     "An intent may also be a mapping of `intent`, `name` and `thresholds`; a persona a mapping of `persona` and `name`."),
+    (
+        "test",
+        "SuiteConfig",
+        "An intent may also be a mapping of `intent`, `name` and `thresholds`; a persona a mapping of `persona` and `name`.",
+    ),
     ("eval", "EvalConfig", ""),
 )
 
@@ -65,7 +71,13 @@ def cell(text: str) -> str:
         if part.startswith("`") and part.endswith("`") and len(part) > 1:
             out.append(part.replace("|", "\\|"))
         else:
-            out.append(part.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;").replace("*", "\\*"))
+            out.append(
+                part.replace("\\", "\\\\")
+                .replace("|", "\\|")
+                .replace("<", "&lt;")
+                .replace(">", "&gt;")
+                .replace("*", "\\*")
+            )
     return "".join(out)
 
 
@@ -123,8 +135,14 @@ def command_section(command: str, name: str, note: str) -> str:
 
     cls = load(command, name)
     fields = fields_by_key(cls)
-    lines = [f"## `userlm {command}`", "", f"`{cls.__module__}.{cls.__name__}`" + (f". {note}" if note else ""), "",
-             "| key | type | default | help |", "|---|---|---|---|"]
+    lines = [
+        f"## `userlm {command}`",
+        "",
+        f"`{cls.__module__}.{cls.__name__}`" + (f". {note}" if note else ""),
+        "",
+        "| key | type | default | help |",
+        "|---|---|---|---|",
+    ]
     for key, (annotation, metadata, shown) in config_keys(cls).items():
         if not shown:
             continue

@@ -32,7 +32,14 @@ log = logging.getLogger("userlm.serve")
 # Most gaps of `wait_s` a batch waits for more requests, so that a steady stream still starts.
 MAX_WAITS = 20
 # What /health counts, each 0 from the start, so a monitor sees every counter before the first request.
-BATCHING_STATS = ("generate_calls", "rows", "largest_batch", "abandoned_requests", "prompt_tokens", "reused_prompt_tokens")
+BATCHING_STATS = (
+    "generate_calls",
+    "rows",
+    "largest_batch",
+    "abandoned_requests",
+    "prompt_tokens",
+    "reused_prompt_tokens",
+)
 
 
 @dataclass(frozen=True)
@@ -49,8 +56,13 @@ class Sampling:
         return json.dumps([to_dict(self.guardrails), self.max_new_tokens, self.temperature, self.top_p, self.stop])
 
     def options(self) -> dict:
-        return {"guardrails": self.guardrails, "max_new_tokens": self.max_new_tokens,
-                "temperature": self.temperature, "top_p": self.top_p, "stop": self.stop}
+        return {
+            "guardrails": self.guardrails,
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "stop": self.stop,
+        }
 
 
 @dataclass
@@ -81,7 +93,9 @@ class BatchingEngine:
         if self._worker is not None:
             self._worker.cancel()
 
-    async def generate(self, prompts: list[list[dict]], seeds: list[int], sampling: Sampling) -> list[GeneratedTurn | Exception]:
+    async def generate(
+        self, prompts: list[list[dict]], seeds: list[int], sampling: Sampling
+    ) -> list[GeneratedTurn | Exception]:
         job = _Job(prompts, seeds, sampling, asyncio.get_running_loop().create_future())
         self._jobs.append(job)
         self._wake.set()
@@ -126,7 +140,9 @@ class BatchingEngine:
         self.stats["rows"] += len(prompts)
         self.stats["largest_batch"] = max(self.stats["largest_batch"], len(prompts))
         try:
-            turns = await asyncio.to_thread(self.simulator.generate_each, prompts, seed=seeds, **jobs[0].sampling.options())
+            turns = await asyncio.to_thread(
+                self.simulator.generate_each, prompts, seed=seeds, **jobs[0].sampling.options()
+            )
         except Exception as error:  # the whole call failed: every request in it gets the error
             log.exception("generation failed")
             turns = [error] * len(prompts)
@@ -168,6 +184,8 @@ class UpstreamEngine:
     async def stop(self) -> None:
         await self.simulator.aclose()
 
-    async def generate(self, prompts: list[list[dict]], seeds: list[int], sampling: Sampling) -> list[GeneratedTurn | Exception]:
+    async def generate(
+        self, prompts: list[list[dict]], seeds: list[int], sampling: Sampling
+    ) -> list[GeneratedTurn | Exception]:
         self.stats["rows"] += len(prompts)
         return await self.simulator.agenerate(prompts, seed=seeds, **sampling.options())

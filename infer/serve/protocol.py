@@ -90,7 +90,12 @@ class RequestError(Exception):
         self.status, self.message, self.code, self.param = status, message, code, param
 
 
-ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error", 413: "invalid_request_error"}
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    404: "invalid_request_error",
+    413: "invalid_request_error",
+}
 
 
 def error_response(status: int, message: str, *, code: str | None = None, param: str | None = None) -> JSONResponse:
@@ -106,14 +111,30 @@ def chat_prompt(request: ChatRequest, default_roles: str) -> list[dict]:
     prompt = []
     for index, message in enumerate(request.messages):
         if message.role == "tool":
-            raise RequestError(400, "Tool messages are not supported: the simulator writes user turns only; send the conversation's text turns.", param="messages")
+            raise RequestError(
+                400,
+                "Tool messages are not supported: the simulator writes user turns only; send the conversation's text turns.",
+                param="messages",
+            )
         role = "system" if message.role == "developer" else swap.get(message.role, message.role)
         if role == "system" and index > 0:
-            raise RequestError(400, "Only the first message may be a system message (the intent, and persona); send the others as user or assistant turns.", param="messages")
+            raise RequestError(
+                400,
+                "Only the first message may be a system message (the intent, and persona); send the others as user or assistant turns.",
+                param="messages",
+            )
         prompt.append({"role": role, "content": message.text()})
     if prompt[-1]["role"] == "user":
-        hint = "send roles=flipped if your harness swaps them" if roles == "natural" else "send roles=natural if your roles are not swapped"
-        raise RequestError(400, f"The conversation ends with a user turn, but the reply is the next user turn; end it with the assistant's message, or {hint}.", param="messages")
+        hint = (
+            "send roles=flipped if your harness swaps them"
+            if roles == "natural"
+            else "send roles=natural if your roles are not swapped"
+        )
+        raise RequestError(
+            400,
+            f"The conversation ends with a user turn, but the reply is the next user turn; end it with the assistant's message, or {hint}.",
+            param="messages",
+        )
     return prompt
 
 
@@ -122,9 +143,13 @@ def completion_prompt(text: str, tokenizer, template: FlippedTemplate) -> list[d
     try:
         messages = read_prompt(tokenizer, template, text)
     except ValueError as error:
-        raise RequestError(400, f"The prompt is {error}; send messages to /v1/chat/completions instead.", param="prompt") from None
+        raise RequestError(
+            400, f"The prompt is {error}; send messages to /v1/chat/completions instead.", param="prompt"
+        ) from None
     if not messages:
-        raise RequestError(400, "The prompt holds no messages; send at least the system message (the intent).", param="prompt")
+        raise RequestError(
+            400, "The prompt holds no messages; send at least the system message (the intent).", param="prompt"
+        )
     return messages
 
 
@@ -149,20 +174,42 @@ def finish_reason(turn: GeneratedTurn) -> str:
 
 
 def chat_body(model: str, turns: list[GeneratedTurn], end_text: str, usage: dict) -> dict:
-    choices = [{"index": i, "message": {"role": "assistant", "content": reply_text(t, end_text)}, "logprobs": None,
-                "finish_reason": finish_reason(t), "userlm": userlm_field(t)} for i, t in enumerate(turns)]
+    choices = [
+        {
+            "index": i,
+            "message": {"role": "assistant", "content": reply_text(t, end_text)},
+            "logprobs": None,
+            "finish_reason": finish_reason(t),
+            "userlm": userlm_field(t),
+        }
+        for i, t in enumerate(turns)
+    ]
     return response_body("chat.completion", "chatcmpl", model, choices, usage)
 
 
 def completion_body(model: str, turns: list[GeneratedTurn], end_text: str, usage: dict) -> dict:
-    choices = [{"index": i, "text": reply_text(t, end_text), "logprobs": None, "finish_reason": finish_reason(t),
-                "userlm": userlm_field(t)} for i, t in enumerate(turns)]
+    choices = [
+        {
+            "index": i,
+            "text": reply_text(t, end_text),
+            "logprobs": None,
+            "finish_reason": finish_reason(t),
+            "userlm": userlm_field(t),
+        }
+        for i, t in enumerate(turns)
+    ]
     return response_body("text_completion", "cmpl", model, choices, usage)
 
 
 def response_body(kind: str, id_prefix: str, model: str, choices: list[dict], usage: dict) -> dict:
-    return {"id": f"{id_prefix}-{uuid.uuid4().hex}", "object": kind, "created": int(time.time()), "model": model,
-            "choices": choices, "usage": usage}
+    return {
+        "id": f"{id_prefix}-{uuid.uuid4().hex}",
+        "object": kind,
+        "created": int(time.time()),
+        "model": model,
+        "choices": choices,
+        "usage": usage,
+    }
 
 
 def stream_chunks(body: dict, include_usage: bool) -> list[dict]:
@@ -171,17 +218,48 @@ def stream_chunks(body: dict, include_usage: bool) -> list[dict]:
     A turn is released only once the guardrails have accepted it, so its text comes as one chunk.
     """
     chat = body["object"] == "chat.completion"
-    base = {"id": body["id"], "object": "chat.completion.chunk" if chat else "text_completion", "created": body["created"], "model": body["model"]}
+    base = {
+        "id": body["id"],
+        "object": "chat.completion.chunk" if chat else "text_completion",
+        "created": body["created"],
+        "model": body["model"],
+    }
     chunks = []
     for choice in body["choices"]:
         i = choice["index"]
         if chat:
-            chunks.append({**base, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
-            chunks.append({**base, "choices": [{"index": i, "delta": {"content": choice["message"]["content"]}, "finish_reason": None}]})
-            chunks.append({**base, "choices": [{"index": i, "delta": {}, "finish_reason": choice["finish_reason"], "userlm": choice["userlm"]}]})
+            chunks.append(
+                {
+                    **base,
+                    "choices": [{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
+                }
+            )
+            chunks.append(
+                {
+                    **base,
+                    "choices": [
+                        {"index": i, "delta": {"content": choice["message"]["content"]}, "finish_reason": None}
+                    ],
+                }
+            )
+            chunks.append(
+                {
+                    **base,
+                    "choices": [
+                        {"index": i, "delta": {}, "finish_reason": choice["finish_reason"], "userlm": choice["userlm"]}
+                    ],
+                }
+            )
         else:
             chunks.append({**base, "choices": [{"index": i, "text": choice["text"], "finish_reason": None}]})
-            chunks.append({**base, "choices": [{"index": i, "text": "", "finish_reason": choice["finish_reason"], "userlm": choice["userlm"]}]})
+            chunks.append(
+                {
+                    **base,
+                    "choices": [
+                        {"index": i, "text": "", "finish_reason": choice["finish_reason"], "userlm": choice["userlm"]}
+                    ],
+                }
+            )
     if include_usage:
         chunks.append({**base, "choices": [], "usage": body["usage"]})
     return chunks

@@ -40,10 +40,10 @@ from userlm.data_prep.templates import render
 from userlm.errors import UserError
 
 from ..config import SimulatorOptions
-from . import protocol
 from ..guardrails import Guardrails
 from ..loading import context_error
 from ..sampling import derive_seed
+from . import protocol
 from .engine import BatchingEngine, Sampling, UpstreamEngine
 
 log = logging.getLogger("userlm.serve")
@@ -51,38 +51,77 @@ log = logging.getLogger("userlm.serve")
 
 @dataclass(kw_only=True)
 class ServeConfig(SimulatorOptions):
-    simulator: str = field(metadata={
-        "positional": True,
-        "help": "the simulator: a `userlm train` output folder, a model folder (UserLM-8b works as it is), a .gguf file, "
-        "or 'default' (the embedded SmolLM2, prompted); with simulator_endpoint, the folder that gives the tokenizer and template",
-    })
-    seed: int = field(default=0, metadata={
-        "help": "mixed into every request's own seed (a request with a seed is reproducible; one without draws fresh)", "min": 0})
-    host: str = field(default="127.0.0.1", metadata={"help": "address to listen on; loopback unless you mean to expose it"})
+    simulator: str = field(
+        metadata={
+            "positional": True,
+            "help": "the simulator: a `userlm train` output folder, a model folder (UserLM-8b works as it is), a .gguf file, "
+            "or 'default' (the embedded SmolLM2, prompted); with simulator_endpoint, the folder that gives the tokenizer and template",
+        }
+    )
+    seed: int = field(
+        default=0,
+        metadata={
+            "help": "mixed into every request's own seed (a request with a seed is reproducible; one without draws fresh)",
+            "min": 0,
+        },
+    )
+    host: str = field(
+        default="127.0.0.1", metadata={"help": "address to listen on; loopback unless you mean to expose it"}
+    )
     port: int = field(default=8000, metadata={"help": "port to listen on", "min": 1, "max": 65535})
-    model_name: str | None = field(default=None, metadata={"help": "the model name clients send; default: the simulator folder's name"})
-    end_text: str = field(default=END_MARKER, metadata={
-        "help": "the reply's text when the simulated user leaves (tau2-bench and promptfoo listen for ###STOP###)", "nonempty": True})
-    roles: Literal["natural", "flipped"] = field(default="natural", metadata={
-        "help": "natural: the user's turns are 'user'; flipped: the simulator's own turns come as 'assistant' and the agent's as 'user', "
-        "as prompted user simulators are called (a request's `roles` field overrides it)"})
-    api_key_env: str | None = field(default=None, metadata={
-        "help": "environment variable holding the bearer key clients must send; unset: no key"})
-    max_batch_size: int = field(default=32, metadata={"help": "rows (requests x n) at most per shared generate call", "min": 1})
-    batch_wait_ms: float = field(default=10.0, metadata={"help": "a batch starts once no request has arrived for this long (at most 20 such waits), so requests sent together share it", "min": 0})
+    model_name: str | None = field(
+        default=None, metadata={"help": "the model name clients send; default: the simulator folder's name"}
+    )
+    end_text: str = field(
+        default=END_MARKER,
+        metadata={
+            "help": "the reply's text when the simulated user leaves (tau2-bench and promptfoo listen for ###STOP###)",
+            "nonempty": True,
+        },
+    )
+    roles: Literal["natural", "flipped"] = field(
+        default="natural",
+        metadata={
+            "help": "natural: the user's turns are 'user'; flipped: the simulator's own turns come as 'assistant' and the agent's as 'user', "
+            "as prompted user simulators are called (a request's `roles` field overrides it)"
+        },
+    )
+    api_key_env: str | None = field(
+        default=None, metadata={"help": "environment variable holding the bearer key clients must send; unset: no key"}
+    )
+    max_batch_size: int = field(
+        default=32, metadata={"help": "rows (requests x n) at most per shared generate call", "min": 1}
+    )
+    batch_wait_ms: float = field(
+        default=10.0,
+        metadata={
+            "help": "a batch starts once no request has arrived for this long (at most 20 such waits), so requests sent together share it",
+            "min": 0,
+        },
+    )
     max_request_mb: float = field(default=16.0, metadata={"help": "largest request body accepted, in MB", "above": 0})
-    timeout: float = field(default=60.0, metadata={"help": "seconds per upstream request (simulator_endpoint)", "above": 0})
+    timeout: float = field(
+        default=60.0, metadata={"help": "seconds per upstream request (simulator_endpoint)", "above": 0}
+    )
     max_retries: int = field(default=4, metadata={"help": "retries per upstream request", "min": 0})
     concurrency: int = field(default=64, metadata={"help": "upstream requests in flight at once", "min": 1})
-    log_level: Literal["debug", "info", "warning", "error"] = field(default="info", metadata={"help": "server log level"})
+    log_level: Literal["debug", "info", "warning", "error"] = field(
+        default="info", metadata={"help": "server log level"}
+    )
 
     def served_name(self) -> str:
         return self.model_name or Path(self.simulator).name or self.simulator
 
 
 def main(words: list[str]) -> int:
-    config = parse_config(ServeConfig, words, prog="userlm serve", description=(
-        "Serve a user simulator as an OpenAI-compatible server (chat and completions): the reply is the next user turn."))
+    config = parse_config(
+        ServeConfig,
+        words,
+        prog="userlm serve",
+        description=(
+            "Serve a user simulator as an OpenAI-compatible server (chat and completions): the reply is the next user turn."
+        ),
+    )
     serve(config)
     return 0
 
@@ -93,8 +132,11 @@ def serve(config: ServeConfig) -> None:
 
     key = api_key(config)
     app = create_app(config, load_engine(config), key=key)
-    print(f"userlm serve: {config.served_name()!r} at http://{config.host}:{config.port}/v1"
-          f"{' (bearer key required)' if key else ''}; Ctrl-C stops.", flush=True)
+    print(
+        f"userlm serve: {config.served_name()!r} at http://{config.host}:{config.port}/v1"
+        f"{' (bearer key required)' if key else ''}; Ctrl-C stops.",
+        flush=True,
+    )
     uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level)
 
 
@@ -103,7 +145,9 @@ def api_key(config: ServeConfig) -> str | None:
         return None
     key = os.environ.get(config.api_key_env)
     if not key:
-        raise UserError(f"The environment variable {config.api_key_env} is empty; set it to the key clients must send, or drop api_key_env.")
+        raise UserError(
+            f"The environment variable {config.api_key_env} is empty; set it to the key clients must send, or drop api_key_env."
+        )
     return key
 
 
@@ -111,7 +155,9 @@ def load_engine(config: ServeConfig):
     """The engine the config names: a local simulator with dynamic batching, or an upstream completions server."""
     from ..simulate import load_simulator
 
-    simulator = load_simulator(config, timeout=config.timeout, max_retries=config.max_retries, concurrency=config.concurrency)
+    simulator = load_simulator(
+        config, timeout=config.timeout, max_retries=config.max_retries, concurrency=config.concurrency
+    )
     if config.simulator_endpoint:
         return UpstreamEngine(simulator)
     return BatchingEngine(simulator, max_batch_size=config.max_batch_size, wait_s=config.batch_wait_ms / 1000)
@@ -139,7 +185,9 @@ def create_app(config: ServeConfig, engine, *, key: str | None = None):
         if first.get("type") == "json_invalid":
             return protocol.error_response(400, "The request body is not valid JSON.")
         where = ".".join(str(part) for part in first.get("loc", ())[1:]) or "body"
-        return protocol.error_response(400, f"Invalid request: `{where}`: {first.get('msg', 'invalid value')}.", param=where)
+        return protocol.error_response(
+            400, f"Invalid request: `{where}`: {first.get('msg', 'invalid value')}.", param=where
+        )
 
     @app.exception_handler(protocol.RequestError)
     async def refused(request: Request, error: protocol.RequestError):
@@ -148,8 +196,14 @@ def create_app(config: ServeConfig, engine, *, key: str | None = None):
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException):
         if error.status_code == 413:
-            return protocol.error_response(413, f"The request is larger than {max_bytes / 1e6:g} MB; shorten the conversation.", code="request_too_large")
-        return protocol.error_response(error.status_code, f"{request.method} {request.url.path} is not served here ({error.detail}).")
+            return protocol.error_response(
+                413,
+                f"The request is larger than {max_bytes / 1e6:g} MB; shorten the conversation.",
+                code="request_too_large",
+            )
+        return protocol.error_response(
+            error.status_code, f"{request.method} {request.url.path} is not served here ({error.detail})."
+        )
 
     @app.exception_handler(Exception)
     async def failed(request: Request, error: Exception):
@@ -163,8 +217,18 @@ def create_app(config: ServeConfig, engine, *, key: str | None = None):
 
     @app.get("/v1/models")
     async def models():
-        return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "userlm-kit",
-                                            "max_model_len": simulator.context_length}]}
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": name,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "userlm-kit",
+                    "max_model_len": simulator.context_length,
+                }
+            ],
+        }
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: protocol.ChatRequest, request: Request):
@@ -183,7 +247,12 @@ def create_app(config: ServeConfig, engine, *, key: str | None = None):
 
     def check_model(body) -> None:
         if body.model not in (name, config.simulator):
-            raise protocol.RequestError(404, f"The model {body.model!r} is not served here; this server serves {name!r}.", code="model_not_found", param="model")
+            raise protocol.RequestError(
+                404,
+                f"The model {body.model!r} is not served here; this server serves {name!r}.",
+                code="model_not_found",
+                param="model",
+            )
 
     async def respond(body: protocol.Sampling, prompts: list[list[dict]], request: Request, build):
         sampling = sampling_of(body, config)
@@ -195,7 +264,10 @@ def create_app(config: ServeConfig, engine, *, key: str | None = None):
                 raise protocol.RequestError(400, str(error), code="context_length_exceeded", param="messages")
             prompt_tokens += tokens * body.n
         rows = [prompt for prompt in prompts for _ in range(body.n)]
-        turns = await until_done_or_gone(asyncio.ensure_future(engine.generate(rows, row_seeds(config.seed, body.seed, len(rows)), sampling)), request)
+        turns = await until_done_or_gone(
+            asyncio.ensure_future(engine.generate(rows, row_seeds(config.seed, body.seed, len(rows)), sampling)),
+            request,
+        )
         if turns is None:
             return Response(status_code=499)  # the client left; nobody reads this
         failed = next((t for t in turns if isinstance(t, Exception)), None)
@@ -206,12 +278,18 @@ def create_app(config: ServeConfig, engine, *, key: str | None = None):
         end_text = body.end_text or config.end_text
         texts = [protocol.reply_text(turn, end_text) for turn in turns]
         completion_tokens = await asyncio.to_thread(counter.texts, texts)
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
         payload = build(name, turns, end_text, usage)
         if not body.stream:
             return JSONResponse(payload)
         include_usage = bool((body.stream_options or {}).get("include_usage"))
-        lines = [f"data: {json.dumps(chunk)}\n\n" for chunk in protocol.stream_chunks(payload, include_usage)] + ["data: [DONE]\n\n"]
+        lines = [f"data: {json.dumps(chunk)}\n\n" for chunk in protocol.stream_chunks(payload, include_usage)] + [
+            "data: [DONE]\n\n"
+        ]
         return StreamingResponse(iter(lines), media_type="text/event-stream")
 
     return app
@@ -227,7 +305,9 @@ class TokenCounter:
 
     def prompt(self, messages: list[dict]) -> int:
         with self.lock:
-            return len(self.tokenizer(render(self.tokenizer, self.template, messages), add_special_tokens=False)["input_ids"])
+            return len(
+                self.tokenizer(render(self.tokenizer, self.template, messages), add_special_tokens=False)["input_ids"]
+            )
 
     def texts(self, texts: list[str]) -> int:
         with self.lock:
@@ -248,8 +328,14 @@ class Gate:
         if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
-        if self.key is not None and not secrets.compare_digest(headers.get(b"authorization", b""), f"Bearer {self.key}".encode()):
-            refusal = protocol.error_response(401, "The API key is missing or wrong; send it as a bearer token (Authorization: Bearer KEY).", code="invalid_api_key")
+        if self.key is not None and not secrets.compare_digest(
+            headers.get(b"authorization", b""), f"Bearer {self.key}".encode()
+        ):
+            refusal = protocol.error_response(
+                401,
+                "The API key is missing or wrong; send it as a bearer token (Authorization: Bearer KEY).",
+                code="invalid_api_key",
+            )
             return await refusal(scope, receive, send)
         declared = headers.get(b"content-length", b"0")
         received = 0

@@ -31,7 +31,10 @@ class PersonaCase:
 def intent_cases(config: SuiteConfig) -> list[IntentCase]:
     entries = as_entries(config.intents, "intent", SuiteIntent)
     names = unique_names([(entry.name, entry.intent) for entry in entries], "intent")
-    return [IntentCase(name, entry.intent, config.intent_thresholds.merged(entry.thresholds)) for name, entry in zip(names, entries)]
+    return [
+        IntentCase(name, entry.intent, config.intent_thresholds.merged(entry.thresholds))
+        for name, entry in zip(names, entries)
+    ]
 
 
 def persona_cases(config: SuiteConfig) -> list[PersonaCase]:
@@ -76,6 +79,6 @@ def unique_names(named: list[tuple[str | None, str]], key: str) -> list[str]:
 
 
 def first_words(text: str) -> str:
-    """"You are a user chatting ... to get a refund for a broken kettle." -> "get a refund for a broken kettle"."""
+    """ "You are a user chatting ... to get a refund for a broken kettle." -> "get a refund for a broken kettle"."""
     words = text.strip().removeprefix(INTENT_PREFIX).strip().rstrip(".").split()
     return " ".join(words[:NAME_WORDS]) + (" …" if len(words) > NAME_WORDS else "")

@@ -28,10 +28,14 @@ TOLERANCE = 1e-9
 def read_previous(folder: Path) -> dict:
     folder = Path(folder)
     if not folder.is_dir():
-        raise UserError(f"The run to compare with, {folder}, is not a folder; pass the output folder of an earlier `userlm test` run.")
+        raise UserError(
+            f"The run to compare with, {folder}, is not a folder; pass the output folder of an earlier `userlm test` run."
+        )
     path = folder / RESULTS
     if not path.is_file():
-        raise UserError(f"{folder} holds no finished `userlm test` run (no {RESULTS}); compare with the folder of a run that finished.")
+        raise UserError(
+            f"{folder} holds no finished `userlm test` run (no {RESULTS}); compare with the folder of a run that finished."
+        )
     try:
         results = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
@@ -49,15 +53,32 @@ def compare(previous: dict, intents: list[dict]) -> dict:
     for intent in intents:
         before = before_by_name.get(intent["name"]) or before_by_text.get(intent["intent"])
         if before is None:
-            rows.append({"name": intent["name"], "change": "new", "figures": [], "gate_before": None, "gate_after": intent["passed"]})
+            rows.append(
+                {
+                    "name": intent["name"],
+                    "change": "new",
+                    "figures": [],
+                    "gate_before": None,
+                    "gate_after": intent["passed"],
+                }
+            )
             continue
         matched.add(before["name"])
         figures = [figure_change(key, before["stats"][key], intent["stats"][key]) for key in FIGURES]
-        rows.append({"name": intent["name"], "change": overall(figures), "figures": figures,
-                     "gate_before": before["passed"], "gate_after": intent["passed"]})
+        rows.append(
+            {
+                "name": intent["name"],
+                "change": overall(figures),
+                "figures": figures,
+                "gate_before": before["passed"],
+                "gate_after": intent["passed"],
+            }
+        )
     for name, before in before_by_name.items():
         if name not in matched:
-            rows.append({"name": name, "change": "gone", "figures": [], "gate_before": before["passed"], "gate_after": None})
+            rows.append(
+                {"name": name, "change": "gone", "figures": [], "gate_before": before["passed"], "gate_after": None}
+            )
     return {
         "previous": previous["folder"],
         "previous_finished": previous.get("finished"),

@@ -32,9 +32,13 @@ def check(scope: str, thresholds: Thresholds, stats: dict) -> list[dict]:
             line = f"{scope}: the {words} cannot be measured ({why_unmeasured(stats)}), so {key} {limit:g} fails"
         else:
             passed = measured >= limit - TOLERANCE if side == "min" else measured <= limit + TOLERANCE
-            relation = ("is at least" if passed else "is below") if side == "min" else ("is at most" if passed else "is above")
+            relation = (
+                ("is at least" if passed else "is below") if side == "min" else ("is at most" if passed else "is above")
+            )
             line = f"{scope}: {words} {measured:.2f}{counts(figure, stats)} {relation} {key} {limit:g}"
-        checks.append({"scope": scope, "threshold": key, "limit": limit, "measured": measured, "passed": passed, "line": line})
+        checks.append(
+            {"scope": scope, "threshold": key, "limit": limit, "measured": measured, "passed": passed, "line": line}
+        )
     return checks
 
 

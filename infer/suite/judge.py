@@ -47,7 +47,7 @@ def parse_judgement(answer: str) -> dict:
     those, a first sentence saying the conversation succeeded or failed, which is then the reason."""
     match = VERDICT.search(answer)
     if match is not None:
-        rest = answer[match.end():].lstrip(" \t\r\n:.,;-—")
+        rest = answer[match.end() :].lstrip(" \t\r\n:.,;-—")
         return {"success": match.group(1).lower() == "yes", "reason": first_sentence(rest)}
     sentence = first_sentence(answer)
     match = OUTCOME.search(sentence)
@@ -60,7 +60,9 @@ def first_sentence(text: str) -> str:
     return SENTENCE_END.split(text.strip(), maxsplit=1)[0].strip()[:REASON_CHARS] if text.strip() else ""
 
 
-def judge_conversations(records: list[dict], judge: Judge, cache: Path, *, progress: bool = True) -> tuple[dict[str, dict], int]:
+def judge_conversations(
+    records: list[dict], judge: Judge, cache: Path, *, progress: bool = True
+) -> tuple[dict[str, dict], int]:
     """A verdict per conversation id ({"success", "reason"}; success None when the judge failed),
     and how many requests went to the endpoint (the rest came from the cache)."""
     endpoint = judge.endpoint_at(judge.endpoint, judge.model, judge.key_env)
@@ -71,12 +73,18 @@ def judge_conversations(records: list[dict], judge: Judge, cache: Path, *, progr
         key = request_key(judge.model, messages, params)
         requests[key] = messages
         key_of[record["conversation_id"]] = key
-    answers, asked = cached_chats(endpoint, requests, cache, kind="suite-judge", params=params, desc="judge", progress=progress)
+    answers, asked = cached_chats(
+        endpoint, requests, cache, kind="suite-judge", params=params, desc="judge", progress=progress
+    )
     verdicts = {}
     for conversation_id, key in key_of.items():
         answer = answers[key]
         if isinstance(answer, EndpointError):
-            verdicts[conversation_id] = {"success": None, "reason": f"the judge failed: {answer}", "error": " ".join(str(answer).split())}
+            verdicts[conversation_id] = {
+                "success": None,
+                "reason": f"the judge failed: {answer}",
+                "error": " ".join(str(answer).split()),
+            }
         else:
             verdicts[conversation_id] = {**parse_judgement(answer), "answer": answer}
     return verdicts, asked

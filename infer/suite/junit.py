@@ -5,8 +5,8 @@ conversations in its text."""
 
 from __future__ import annotations
 
-from xml.etree import ElementTree
 from dataclasses import dataclass, field
+from xml.etree import ElementTree
 
 
 @dataclass
@@ -20,9 +20,18 @@ class JUnitCase:
 
 def junit_xml(suite: str, cases: list[JUnitCase], *, properties: dict[str, str], seconds: float) -> str:
     failed = sum(bool(case.failures) for case in cases)
-    root = ElementTree.Element("testsuites", name="userlm test", tests=str(len(cases)), failures=str(failed), errors="0", time=f"{seconds:.3f}")
+    root = ElementTree.Element(
+        "testsuites", name="userlm test", tests=str(len(cases)), failures=str(failed), errors="0", time=f"{seconds:.3f}"
+    )
     element = ElementTree.SubElement(
-        root, "testsuite", name=suite, tests=str(len(cases)), failures=str(failed), errors="0", skipped="0", time=f"{seconds:.3f}",
+        root,
+        "testsuite",
+        name=suite,
+        tests=str(len(cases)),
+        failures=str(failed),
+        errors="0",
+        skipped="0",
+        time=f"{seconds:.3f}",
     )
     listed = ElementTree.SubElement(element, "properties")
     for name, value in properties.items():

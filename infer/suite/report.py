@@ -75,7 +75,8 @@ def render_report(result: dict, records: list[dict]) -> str:
     """The report of `result` (what results.json holds) with the transcripts of `records`."""
     outcomes = {o["conversation_id"]: o for o in result["outcomes"]}
     parts = [
-        "<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
         f"<title>userlm test: {escape(result['suite'])}</title><style>{STYLE}</style></head><body>",
         header(result),
         gate_section(result),
@@ -120,8 +121,10 @@ def gate_section(result: dict) -> str:
         f"<td>{badge('pass') if c['passed'] else badge('fail')}</td></tr>"
         for c in checks
     )
-    return ("<h2>Gate</h2><table id='gate-table'><tr><th>scope</th><th>threshold</th><th>limit</th><th>measured</th><th>result</th></tr>"
-            f"{rows}</table>")
+    return (
+        "<h2>Gate</h2><table id='gate-table'><tr><th>scope</th><th>threshold</th><th>limit</th><th>measured</th><th>result</th></tr>"
+        f"{rows}</table>"
+    )
 
 
 def comparison_of(result: dict) -> dict | None:
@@ -135,8 +138,18 @@ def link(count: int, **filters: str) -> str:
 
 
 def table_section(title: str, table_id: str, key: str, rows: list[dict], changes: dict | None) -> str:
-    head = ["", "conversations", "success", "failure", "success rate", "user ended", "max turns", "assistant errors",
-            "not counted", "mean user turns"]
+    head = [
+        "",
+        "conversations",
+        "success",
+        "failure",
+        "success rate",
+        "user ended",
+        "max turns",
+        "assistant errors",
+        "not counted",
+        "mean user turns",
+    ]
     if key == "intent":
         head.append("gate")
     if changes is not None:
@@ -146,10 +159,12 @@ def table_section(title: str, table_id: str, key: str, rows: list[dict], changes
         stats, name = row["stats"], row["name"]
         reasons = stats["termination_reasons"]
         cells = [
-            escape(name), link(stats["conversations"], **{key: name}),
+            escape(name),
+            link(stats["conversations"], **{key: name}),
             link(stats["successes"], **{key: name, "outcome": "success"}),
             link(stats["judged"] - stats["successes"], **{key: name, "outcome": "failure"}),
-            rate(stats["success_rate"]), rate(stats["user_ended_rate"]),
+            rate(stats["success_rate"]),
+            rate(stats["user_ended_rate"]),
             link(reasons["max_turns"], **{key: name, "reason": "max_turns"}),
             link(reasons["assistant_error"], **{key: name, "reason": "assistant_error"}),
             link(stats["not_counted"], **{key: name, "outcome": "not counted"}),
@@ -181,10 +196,16 @@ def comparison_section(comparison: dict) -> str:
             show = rate if key != "mean_user_turns" else (lambda v: "n/a" if v is None else f"{v:.1f}")
             cells.append(f"{show(figure['before'])} → {show(figure['after'])} {badge(figure['change'])}")
         cells.append(f"{gate_word(row['gate_before'])} → {gate_word(row['gate_after'])}")
-        lines.append(f"<tr data-name='{escape(row['name'])}' data-change='{row['change']}'>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    return (f"<h2>Since {escape(comparison['previous'])}</h2>"
-            f"<p class='meta'>That run finished {escape(str(comparison['previous_finished']))}; its success signal: "
-            f"{escape(comparison['signal_before'])}.</p><table id='comparison-table'>{''.join(lines)}</table>")
+        lines.append(
+            f"<tr data-name='{escape(row['name'])}' data-change='{row['change']}'>"
+            + "".join(f"<td>{c}</td>" for c in cells)
+            + "</tr>"
+        )
+    return (
+        f"<h2>Since {escape(comparison['previous'])}</h2>"
+        f"<p class='meta'>That run finished {escape(str(comparison['previous_finished']))}; its success signal: "
+        f"{escape(comparison['signal_before'])}.</p><table id='comparison-table'>{''.join(lines)}</table>"
+    )
 
 
 def gate_word(passed: bool | None) -> str:
@@ -200,7 +221,8 @@ def transcripts_section(result: dict, records: list[dict], outcomes: dict) -> st
     }
     selects = "".join(
         f"<label>{key} <select data-key='{key}' id='filter-{key}'><option value=''>all</option>"
-        + "".join(f"<option value='{escape(v)}'>{escape(v)}</option>" for v in values) + "</select></label>"
+        + "".join(f"<option value='{escape(v)}'>{escape(v)}</option>" for v in values)
+        + "</select></label>"
         for key, values in options.items()
     )
     opened = len(records) <= OPEN_AT_MOST
@@ -210,23 +232,34 @@ def transcripts_section(result: dict, records: list[dict], outcomes: dict) -> st
 
 def transcript(record: dict, outcome: dict, opened: bool) -> str:
     outcome_label = label(outcome)
-    data = (f"data-outcome='{escape(outcome_label)}' data-reason='{escape(outcome['termination_reason'])}' "
-            f"data-intent='{escape(outcome['intent'])}' data-persona='{escape(outcome['persona'])}'")
-    summary = (f"<summary>{badge(outcome_label)} <b>{escape(outcome['intent'])}</b> · {escape(outcome['persona'])} · "
-               f"trial {outcome['trial']} · seed {outcome['seed']} · {escape(outcome['termination_reason'])} after "
-               f"{outcome['user_turns']} user turns</summary>")
+    data = (
+        f"data-outcome='{escape(outcome_label)}' data-reason='{escape(outcome['termination_reason'])}' "
+        f"data-intent='{escape(outcome['intent'])}' data-persona='{escape(outcome['persona'])}'"
+    )
+    summary = (
+        f"<summary>{badge(outcome_label)} <b>{escape(outcome['intent'])}</b> · {escape(outcome['persona'])} · "
+        f"trial {outcome['trial']} · seed {outcome['seed']} · {escape(outcome['termination_reason'])} after "
+        f"{outcome['user_turns']} user turns</summary>"
+    )
     turns = "".join(turn_html(turn) for turn in record["turns"])
     verdict = outcome.get("verdict")
     lines = []
     if verdict is not None:
         word = {True: "YES", False: "NO", None: "no verdict"}[verdict["success"]]
-        lines.append(f"<p class='verdict'>Judge: <b>{word}</b> — {escape(verdict['reason'] or '(no reason given)')}</p>")
-    lines.append(f"<p class='ending'>Ended: <b>{escape(outcome['termination_reason'])}</b>"
-                 + (f" <span class='error'>{escape(record['error'])}</span>" if record.get("error") else "") + "</p>")
+        lines.append(
+            f"<p class='verdict'>Judge: <b>{word}</b> — {escape(verdict['reason'] or '(no reason given)')}</p>"
+        )
+    lines.append(
+        f"<p class='ending'>Ended: <b>{escape(outcome['termination_reason'])}</b>"
+        + (f" <span class='error'>{escape(record['error'])}</span>" if record.get("error") else "")
+        + "</p>"
+    )
     if record.get("exhausted_events"):
         lines.append(f"<ul class='events'>{''.join(event_html(e) for e in record['exhausted_events'])}</ul>")
-    return (f"<details class='conversation' id='c-{escape(record['conversation_id'])}' {data}{' open' if opened else ''}>"
-            f"{summary}<div class='chat'>{turns}</div>{''.join(lines)}</details>")
+    return (
+        f"<details class='conversation' id='c-{escape(record['conversation_id'])}' {data}{' open' if opened else ''}>"
+        f"{summary}<div class='chat'>{turns}</div>{''.join(lines)}</details>"
+    )
 
 
 def turn_html(turn: dict) -> str:
@@ -239,8 +272,13 @@ def turn_html(turn: dict) -> str:
 
 
 def event_html(event: dict) -> str:
-    details = ", ".join(f"{key} {value!r}" if isinstance(value, str) else f"{key} {value}"
-                        for key, value in event.items() if key not in ("guardrail", "action", "attempt"))
+    details = ", ".join(
+        f"{key} {value!r}" if isinstance(value, str) else f"{key} {value}"
+        for key, value in event.items()
+        if key not in ("guardrail", "action", "attempt")
+    )
     attempt = f" (attempt {event['attempt']})" if "attempt" in event else ""
-    return (f"<li class='event'>guardrail <b>{escape(str(event.get('guardrail')))}</b>: {escape(str(event.get('action')))}"
-            f"{escape(attempt)}{': ' + escape(details) if details else ''}</li>")
+    return (
+        f"<li class='event'>guardrail <b>{escape(str(event.get('guardrail')))}</b>: {escape(str(event.get('action')))}"
+        f"{escape(attempt)}{': ' + escape(details) if details else ''}</li>"
+    )

@@ -29,14 +29,14 @@ from userlm.config import parse_config, to_dict
 from userlm.errors import UserError
 from userlm.summary import Summary, print_summary
 
-from .junit import JUnitCase, junit_xml
 from ..simulate import hide_loading_bars, load_assistant, load_simulator, make_jobs, simulate
 from ..simulate_output import check_output_file, check_writable, latest_records
 from .cases import IntentCase, PersonaCase, intent_cases, persona_cases
-from .compare import RESULTS, comparison_lines, compare, read_previous
+from .compare import RESULTS, compare, comparison_lines, read_previous
 from .config import SuiteConfig
 from .gate import check
 from .judge import judge_conversations, judge_label
+from .junit import JUnitCase, junit_xml
 from .outcomes import group_stats, grouped, label, outcome_of
 from .report import render_report
 
@@ -45,9 +45,15 @@ OUTPUTS = (CONVERSATIONS, RESULTS, JUNIT, REPORT, JUDGE_CACHE)
 
 
 def main(words: list[str]) -> int:
-    config = parse_config(SuiteConfig, words, prog="userlm test", description=(
-        "Run a suite of simulated users against an assistant under test: outcomes per conversation, "
-        "a gate on thresholds (exit 1 when one fails), JUnit XML and an HTML report."))
+    config = parse_config(
+        SuiteConfig,
+        words,
+        prog="userlm test",
+        description=(
+            "Run a suite of simulated users against an assistant under test: outcomes per conversation, "
+            "a gate on thresholds (exit 1 when one fails), JUnit XML and an HTML report."
+        ),
+    )
     result = run_suite(config)
     print_summary(suite_summary(result))
     return 0 if result["passed"] else 1
@@ -66,13 +72,25 @@ def run_suite(config: SuiteConfig) -> dict:
     if not config.progress:
         hide_loading_bars()
     # Deferred: a rerun that reuses every conversation loads no model.
-    simulator = load_simulator(config, timeout=config.timeout, max_retries=config.max_retries, concurrency=config.concurrency, deferred=True)
+    simulator = load_simulator(
+        config, timeout=config.timeout, max_retries=config.max_retries, concurrency=config.concurrency, deferred=True
+    )
     assistant = load_assistant(config, deferred=True)
     jobs = make_jobs([i.intent for i in intents], [p.persona for p in personas], config.n_per_intent, config.seed)
     simulated = simulate(
-        simulator, assistant, jobs, out / CONVERSATIONS, max_turns=config.max_turns, guardrails=config.guardrails,
-        batch_size=config.batch_size, assistant_system=config.assistant_system, max_new_tokens=config.max_new_tokens,
-        temperature=config.temperature, top_p=config.top_p, retry_failed=config.retry_failed, progress=config.progress,
+        simulator,
+        assistant,
+        jobs,
+        out / CONVERSATIONS,
+        max_turns=config.max_turns,
+        guardrails=config.guardrails,
+        batch_size=config.batch_size,
+        assistant_system=config.assistant_system,
+        max_new_tokens=config.max_new_tokens,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        retry_failed=config.retry_failed,
+        progress=config.progress,
     )
     stored = latest_records(out / CONVERSATIONS)
     records = [stored[i] for i in simulated["conversation_ids"]]
@@ -82,26 +100,42 @@ def run_suite(config: SuiteConfig) -> dict:
         to_judge = [r for r in records if r["termination_reason"] in ("user_ended", "max_turns")]
         verdicts, asked = judge_conversations(to_judge, config.judge, out / JUDGE_CACHE, progress=config.progress)
         errors = [v["error"] for v in verdicts.values() if "error" in v]
-        judge = {"label": judge_label(config.judge), "asked": asked, "judged": len(to_judge), "failed": len(errors),
-                 "last_error": errors[-1] if errors else None}
+        judge = {
+            "label": judge_label(config.judge),
+            "asked": asked,
+            "judged": len(to_judge),
+            "failed": len(errors),
+            "last_error": errors[-1] if errors else None,
+        }
     intent_name = {i.intent: i.name for i in intents}
     persona_name = {p.persona: p.name for p in personas}
     outcomes = [
-        outcome_of(r, intent_name[r["intent"]], persona_name[r["persona"]], verdicts.get(r["conversation_id"]), config.judge is not None)
+        outcome_of(
+            r,
+            intent_name[r["intent"]],
+            persona_name[r["persona"]],
+            verdicts.get(r["conversation_id"]),
+            config.judge is not None,
+        )
         for r in records
     ]
     result = tally(config, intents, personas, outcomes)
-    result.update({
-        "kind": "userlm test",
-        "suite": config.name,
-        "signal": signal(judge),
-        "judge": judge,
-        "simulated": {"now": simulated["conversations"], "reused": simulated["skipped_already_done"],
-                      "retried": simulated["retried_failed"]},
-        "config": to_dict(config),
-        "comparison": compare(previous, result["intents"]) if previous is not None else None,
-        "files": {name: str(out / name) for name in (REPORT, JUNIT, CONVERSATIONS, RESULTS)},
-    })
+    result.update(
+        {
+            "kind": "userlm test",
+            "suite": config.name,
+            "signal": signal(judge),
+            "judge": judge,
+            "simulated": {
+                "now": simulated["conversations"],
+                "reused": simulated["skipped_already_done"],
+                "retried": simulated["retried_failed"],
+            },
+            "config": to_dict(config),
+            "comparison": compare(previous, result["intents"]) if previous is not None else None,
+            "files": {name: str(out / name) for name in (REPORT, JUNIT, CONVERSATIONS, RESULTS)},
+        }
+    )
     result["seconds"] = round(time.monotonic() - started, 1)
     result["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     atomic_write(out / JUNIT, junit_file(result))
@@ -117,7 +151,9 @@ def check_suite_folder(out: Path) -> None:
     check_writable(out / RESULTS)
     foreign = sorted(p.name for p in out.iterdir() if not any(p.name.startswith((o, f".{o}.")) for o in OUTPUTS))
     if foreign:
-        raise UserError(f"The output folder {out} holds files that are not a `userlm test` output ({foreign[0]}); choose a new or empty folder.")
+        raise UserError(
+            f"The output folder {out} holds files that are not a `userlm test` output ({foreign[0]}); choose a new or empty folder."
+        )
 
 
 def start_run(out: Path, *, fresh: bool) -> None:
@@ -134,8 +170,16 @@ def tally(config: SuiteConfig, intents: list[IntentCase], personas: list[Persona
     intent_rows = []
     for case in intents:
         checks = check(f"intent {case.name!r}", case.thresholds, per_intent[case.name])
-        intent_rows.append({"name": case.name, "intent": case.intent, "thresholds": to_dict(case.thresholds),
-                            "stats": per_intent[case.name], "checks": checks, "passed": all(c["passed"] for c in checks)})
+        intent_rows.append(
+            {
+                "name": case.name,
+                "intent": case.intent,
+                "thresholds": to_dict(case.thresholds),
+                "stats": per_intent[case.name],
+                "checks": checks,
+                "passed": all(c["passed"] for c in checks),
+            }
+        )
     per_persona = grouped(outcomes, "persona", [p.name for p in personas])
     persona_rows = [{"name": p.name, "persona": p.persona, "stats": per_persona[p.name]} for p in personas]
     suite_stats = group_stats(outcomes)
@@ -157,8 +201,10 @@ def signal(judge: dict | None) -> dict:
     if judge is None:
         return {"kind": "user_ended", "text": "the user leaving before the turn limit (no judge configured)"}
     cached = judge["judged"] - judge["asked"]
-    return {"kind": "judge", "text": f"verdicts of {judge['label']} on the suite's rubric "
-                                     f"({judge['asked']} asked, {cached} from the cache)"}
+    return {
+        "kind": "judge",
+        "text": f"verdicts of {judge['label']} on the suite's rubric ({judge['asked']} asked, {cached} from the cache)",
+    }
 
 
 def junit_file(result: dict) -> str:
@@ -172,31 +218,41 @@ def junit_file(result: dict) -> str:
         broken = [o for o in result["outcomes"] if o["intent"] == row["name"] and label(o) != "success"]
         details = "\n".join(failure_text(o) for o in broken)
         seconds = sum(o["seconds"] for o in result["outcomes"] if o["intent"] == row["name"])
-        cases.append(JUnitCase(row["name"], failed, details=details, output=figures_text(row["stats"]), seconds=seconds))
-    properties = {"success_signal": result["signal"]["text"], "seed": result["config"]["seed"],
-                  "simulator": result["config"]["simulator"], "assistant": result["config"]["assistant"]}
+        cases.append(
+            JUnitCase(row["name"], failed, details=details, output=figures_text(row["stats"]), seconds=seconds)
+        )
+    properties = {
+        "success_signal": result["signal"]["text"],
+        "seed": result["config"]["seed"],
+        "simulator": result["config"]["simulator"],
+        "assistant": result["config"]["assistant"],
+    }
     return junit_xml(result["suite"], cases, properties=properties, seconds=result["seconds"])
 
 
 def failure_text(outcome: dict) -> str:
     why = outcome["verdict"]["reason"] if outcome.get("verdict") else outcome.get("error") or ""
-    return (f"{label(outcome)}: {outcome['conversation_id']} (persona {outcome['persona']!r}, trial {outcome['trial']}, "
-            f"seed {outcome['seed']}): {outcome['termination_reason']} after {outcome['user_turns']} user turns"
-            + (f"; {why}" if why else ""))
+    return (
+        f"{label(outcome)}: {outcome['conversation_id']} (persona {outcome['persona']!r}, trial {outcome['trial']}, "
+        f"seed {outcome['seed']}): {outcome['termination_reason']} after {outcome['user_turns']} user turns"
+        + (f"; {why}" if why else "")
+    )
 
 
 def figures_text(stats: dict) -> str:
     reasons = stats["termination_reasons"]
     turns = "n/a" if stats["mean_user_turns"] is None else f"{stats['mean_user_turns']:.2f}"
-    return "\n".join([
-        f"conversations: {stats['conversations']} ({stats['not_counted']} not counted: the simulator broke them)",
-        f"success rate: {share_text(stats['success_rate'], stats['successes'], stats['judged'])}"
-        + (f" ({stats['unjudged']} unjudged)" if stats["unjudged"] else ""),
-        f"user ended: {share_text(stats['user_ended_rate'], reasons['user_ended'], stats['counted'])}",
-        f"assistant errors: {share_text(stats['assistant_error_rate'], reasons['assistant_error'], stats['counted'])}",
-        f"mean user turns: {turns}",
-        "ended: " + ", ".join(f"{reason} {count}" for reason, count in reasons.items() if count),
-    ])
+    return "\n".join(
+        [
+            f"conversations: {stats['conversations']} ({stats['not_counted']} not counted: the simulator broke them)",
+            f"success rate: {share_text(stats['success_rate'], stats['successes'], stats['judged'])}"
+            + (f" ({stats['unjudged']} unjudged)" if stats["unjudged"] else ""),
+            f"user ended: {share_text(stats['user_ended_rate'], reasons['user_ended'], stats['counted'])}",
+            f"assistant errors: {share_text(stats['assistant_error_rate'], reasons['assistant_error'], stats['counted'])}",
+            f"mean user turns: {turns}",
+            "ended: " + ", ".join(f"{reason} {count}" for reason, count in reasons.items() if count),
+        ]
+    )
 
 
 def share_text(value: float | None, part: int, whole: int) -> str:
@@ -212,23 +268,35 @@ def gate_text(checks: list[dict]) -> str:
 def suite_summary(result: dict) -> Summary:
     """The closing table: per intent and for the suite, then the signal, the comparison and the gate's lines."""
     rows = []
-    for name, stats, checks in [*((r["name"], r["stats"], r["checks"]) for r in result["intents"]),
-                                ("all intents", result["stats"], result["suite_checks"])]:
+    for name, stats, checks in [
+        *((r["name"], r["stats"], r["checks"]) for r in result["intents"]),
+        ("all intents", result["stats"], result["suite_checks"]),
+    ]:
         reasons = stats["termination_reasons"]
         turns = "n/a" if stats["mean_user_turns"] is None else f"{stats['mean_user_turns']:.1f}"
-        rows.append((
-            name, stats["conversations"], share_text(stats["success_rate"], stats["successes"], stats["judged"]),
-            share_text(stats["user_ended_rate"], reasons["user_ended"], stats["counted"]),
-            share_text(stats["assistant_error_rate"], reasons["assistant_error"], stats["counted"]), turns, gate_text(checks),
-        ))
+        rows.append(
+            (
+                name,
+                stats["conversations"],
+                share_text(stats["success_rate"], stats["successes"], stats["judged"]),
+                share_text(stats["user_ended_rate"], reasons["user_ended"], stats["counted"]),
+                share_text(stats["assistant_error_rate"], reasons["assistant_error"], stats["counted"]),
+                turns,
+                gate_text(checks),
+            )
+        )
     simulated = result["simulated"]
-    reuse = (f"Conversations: {simulated['now']} simulated now, {simulated['reused']} reused from an earlier run of this "
-             f"configuration, {simulated['retried']} failed ones retried; {result['stats']['not_counted']} not counted "
-             "(the simulator broke them).")
+    reuse = (
+        f"Conversations: {simulated['now']} simulated now, {simulated['reused']} reused from an earlier run of this "
+        f"configuration, {simulated['retried']} failed ones retried; {result['stats']['not_counted']} not counted "
+        "(the simulator broke them)."
+    )
     notes = [f"Success signal: {result['signal']['text']}.", reuse]
     judge = result["judge"]
     if judge and judge["failed"]:  # the cause, here and not only in the report files
-        notes.append(f"The judge gave no verdict for {judge['failed']} of {judge['judged']} conversations; its last error: {judge['last_error']}")
+        notes.append(
+            f"The judge gave no verdict for {judge['failed']} of {judge['judged']} conversations; its last error: {judge['last_error']}"
+        )
     if result["comparison"] is not None:
         notes += comparison_lines(result["comparison"])
     if result["passed"]:
@@ -238,7 +306,12 @@ def suite_summary(result: dict) -> Summary:
     return Summary(
         title=f"userlm test: {result['suite']}",
         columns=("intent", "conv.", "success", "user ended", "assistant errors", "mean user turns", "gate"),
-        rows=rows, notes=notes,
-        wrote={"report": result["files"][REPORT], "junit": result["files"][JUNIT],
-               "conversations": result["files"][CONVERSATIONS], "results": result["files"][RESULTS]},
+        rows=rows,
+        notes=notes,
+        wrote={
+            "report": result["files"][REPORT],
+            "junit": result["files"][JUNIT],
+            "conversations": result["files"][CONVERSATIONS],
+            "results": result["files"][RESULTS],
+        },
     )
