@@ -133,7 +133,8 @@ def main(words: list[str]) -> int:
             else (f"{roc_auc(scope_scores, held_scopes):.3f}", f"{roc_auc(scope_scores, held_ends):.3f}")
         )
         print(
-            f"| {layer}{' (last)' if layer == last else ''} | {roc_auc(end_scores, held_ends):.3f} | {scope_cells[0]} | {scope_cells[1]} |"
+            f"| {layer}{' (last)' if layer == last else ''} | "
+            f"{roc_auc(end_scores, held_ends):.3f} | {scope_cells[0]} | {scope_cells[1]} |"
         )
     return 0
 

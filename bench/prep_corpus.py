@@ -105,7 +105,10 @@ def records(count: int, seed: int = 0):
         turns = len(contents)
         conversation = []
         for turn, content in enumerate(contents):
-            timestamp = f"2023-{rng.randint(4, 12):02d}-{rng.randint(1, 28):02d} {rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:00"
+            timestamp = (
+                f"2023-{rng.randint(4, 12):02d}-{rng.randint(1, 28):02d} "
+                f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:00"
+            )
             common = {"language": "English", "redacted": False, "toxic": toxic, "turn_identifier": number * 4 + turn}
             conversation.append(
                 {

@@ -137,7 +137,8 @@ def main() -> None:
     largest = max(results, key=lambda r: (r["conversations"], r["num_proc"]))
     print(
         f"{largest['conversations']:,} conversations: {largest['seconds'] / 60:.1f} min (target <= 6), "
-        f"{largest['peak_memory_gb']} GB peak (target <= 3), output {largest['output_to_input']}x the input (target <= 2)"
+        f"{largest['peak_memory_gb']} GB peak (target <= 3), output "
+        f"{largest['output_to_input']}x the input (target <= 2)"
     )
 
 

@@ -180,14 +180,16 @@ def main(argv: list[str]) -> int:
         for i, (name, command, model) in enumerate(servers)
     ]
     print(
-        f"{config.clients} concurrent clients x {config.turns} user turns, max_tokens {config.max_tokens}, SmolLM2-135M on CPU "
+        f"{config.clients} concurrent clients x {config.turns} user turns, "
+        f"max_tokens {config.max_tokens}, SmolLM2-135M on CPU "
         f"({os.cpu_count()} cores); server logs in {logs}\n"
     )
     print("| server | user turns | seconds | user turns/s | p50 latency s | p95 latency s |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
         print(
-            f"| {r.name} | {len(r.latencies)} | {r.seconds:.1f} | {r.turns_per_second:.2f} | {r.percentile(50):.2f} | {r.percentile(95):.2f} |"
+            f"| {r.name} | {len(r.latencies)} | {r.seconds:.1f} | {r.turns_per_second:.2f} | "
+            f"{r.percentile(50):.2f} | {r.percentile(95):.2f} |"
         )
     ours = results[0].turns_per_second
     for theirs in results[1:]:

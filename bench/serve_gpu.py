@@ -35,7 +35,8 @@ class GpuBenchConfig(BenchConfig):
         default_factory=lambda: ["userlm", "userlm-unguarded", "transformers-cb"],
         metadata={
             "nonempty": True,
-            "help": "which to measure: userlm serve with and without guardrails, transformers serve --continuous-batching",
+            "help": "which to measure: userlm serve with and without "
+            "guardrails, transformers serve --continuous-batching",
         },
     )
 

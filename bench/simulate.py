@@ -149,7 +149,8 @@ def main() -> None:
     )
     print(f"{'run':<22}{'seconds':>9}{'conv/min':>10}{'user turns':>12}")
     print(
-        f"{'sequential (card)':<22}{seq_time:>9.1f}{per_minute(seq_time):>10.2f}{config.conversations * config.turns:>12}"
+        f"{'sequential (card)':<22}{seq_time:>9.1f}{per_minute(seq_time):>10.2f}"
+        f"{config.conversations * config.turns:>12}"
     )
     print(f"{'batched':<22}{plain_time:>9.1f}{per_minute(plain_time):>10.2f}{plain['user_turns']:>12}")
     print(

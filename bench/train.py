@@ -163,7 +163,8 @@ def main() -> None:
     print(f"\n{'run':<15} {'trained tok/s':>14} {'padding':>8} {'trained tok':>12} {'positions':>10} {'seconds':>8}")
     for name, r in results.items():
         print(
-            f"{name:<15} {r['trained_tokens_per_s']:>14.2f} {r['padding_share']:>8.1%} {r['trained_tokens']:>12} {r['positions']:>10} {r['seconds']:>8.1f}"
+            f"{name:<15} {r['trained_tokens_per_s']:>14.2f} {r['padding_share']:>8.1%} "
+            f"{r['trained_tokens']:>12} {r['positions']:>10} {r['seconds']:>8.1f}"
         )
     ratios = {
         name: round(ours["trained_tokens_per_s"] / r["trained_tokens_per_s"], 3)
@@ -173,7 +174,8 @@ def main() -> None:
     for name, ratio in ratios.items():
         print(f"throughput ratio (userlm / {name}): {ratio:.2f}x")
     print(
-        f"padding share {ours['padding_share']:.1%} (target < 15%); trained tokens per processed position over an epoch: "
+        f"padding share {ours['padding_share']:.1%} (target < 15%); trained "
+        "tokens per processed position over an epoch: "
         + ", ".join(f"{name} {r['epoch_trained_per_position']:.3f}" for name, r in results.items())
     )
     report = {

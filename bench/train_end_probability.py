@@ -89,7 +89,8 @@ def no_model_reference(config: EndProbabilityConfig, points: list[dict]) -> str:
 
 
 def end_probabilities(model, tokenizer, template, points: list[dict], config: EndProbabilityConfig):
-    """(P(end), the probability that sampling at temperature 1 and top-p ends) at each point, as `userlm eval` scores them."""
+    """(P(end), the probability that sampling at temperature 1 and top-p ends) at
+    each point, as `userlm eval` scores them."""
     from types import SimpleNamespace
 
     from userlm.evaluation.end_probability import end_scores
@@ -176,7 +177,8 @@ def main(words: list[str]) -> int:
     ):
         print(report(name, [(r, s, y) for r, s, y, c in scored if c in chosen]))
     print(
-        f"  first turns of both draws: {len(first)}; P(end) mean {statistics.mean(first):.3g}, median {statistics.median(first):.3g}"
+        f"  first turns of both draws: {len(first)}; P(end) mean "
+        f"{statistics.mean(first):.3g}, median {statistics.median(first):.3g}"
     )
     decisions = [p for p in points if p["prompt"][-1]["role"] != "system" and p["conversation_id"] in large]
     print(

@@ -77,7 +77,8 @@ class PrepConfig(Config):
             "min": 0,
             "max": 1,
             "help": "share of the train split's conversations whose intent leaves out its scope sentence "
-            '("You follow up once."), drawn by a hash of the conversation so all its samples agree: one checkpoint then works '
+            '("You follow up once."), drawn by a hash of the conversation so all '
+            "its samples agree: one checkpoint then works "
             "with and without a stated length; validation and test keep theirs",
         },
     )

@@ -100,7 +100,8 @@ class FleetClient:
             except Exception as error:  # LiteLLM raises its own types (openai's subclasses) and others
                 first = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
                 raise EndpointError(
-                    f"None of the servers at {self.fleet.host} answered after {self.fleet.max_retries} retries ({first}); "
+                    f"None of the servers at {self.fleet.host} answered after "
+                    f"{self.fleet.max_retries} retries ({first}); "
                     "check that they are running and that the base URLs and model name are right."
                 ) from error
         return response.choices[0].message.content or ""

@@ -111,7 +111,7 @@ TOPICS = {
         developers framework library npm pip algorithm loop regex rust golang typescript c cpp git github""",
     "web development": """javascript html css react node django flask website websites webpage frontend backend vue
         angular php laravel http browser nextjs wordpress""",
-    "databases": """database databases sql query queries postgres postgresql mysql mongodb sqlite table tables schema""",
+    "databases": "database databases sql query queries postgres postgresql mysql mongodb sqlite table tables schema",
     "cloud and operations": """docker kubernetes aws azure gcp deploy deployment server servers linux bash terraform
         cloud devops nginx ssh""",
     "mobile apps": """android ios kotlin swift flutter app apps mobile""",

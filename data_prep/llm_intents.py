@@ -29,7 +29,9 @@ MAX_MESSAGES = 8
 
 INSTRUCTIONS = f"""You write the intent of a user who chatted with an AI assistant.
 Read the conversation and describe, in one or two sentences, what the user was trying to get done.
-Stay high level: name the kind of task and its topic, but leave out the details (no numbers, names, code, quotes or step-by-step requirements), so that someone given the intent could start a similar conversation in their own words.
+Stay high level: name the kind of task and its topic, \
+but leave out the details (no numbers, names, code, quotes or step-by-step requirements), \
+so that someone given the intent could start a similar conversation in their own words.
 The intent must begin with exactly: "{INTENT_PREFIX}"."""
 
 EXAMPLES = (
@@ -46,13 +48,15 @@ EXAMPLES = (
             ("user", "ok and how do i know when the dough is ready to bake"),
             ("assistant", "Use the poke test: press a floured finger into the dough..."),
         ],
-        f"{INTENT_PREFIX} get help troubleshooting a bread recipe that is not rising and learn how to tell when dough is ready.",
+        f"{INTENT_PREFIX} get help troubleshooting a bread recipe that is not "
+        "rising and learn how to tell when dough is ready.",
     ),
     (
         [
             (
                 "user",
-                "Write a Python function that reads a CSV of orders and returns the total revenue per customer, sorted.",
+                "Write a Python function that reads a CSV of orders and returns the total revenue "
+                "per customer, sorted.",
             ),
             ("assistant", "Here is a function using the csv module: ..."),
             ("user", "Can you make it work with pandas instead?"),

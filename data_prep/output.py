@@ -49,13 +49,15 @@ def check_out(config) -> None:
         path = Path(path).resolve()
         if path == out or out in path.parents:
             raise UserError(
-                f"The input {path} is inside the output folder {out}, which prep replaces as a whole; pass another --out."
+                f"The input {path} is inside the output folder {out}, which "
+                "prep replaces as a whole; pass another --out."
             )
     if out.is_dir() and not is_prep_output(out):
         found = sorted(entry.name for entry in out.iterdir())
         if found:
             raise UserError(
-                f"{out} holds files that `userlm prep` did not write (e.g. {found[0]}); prep replaces its output folder "
+                f"{out} holds files that `userlm prep` did not write (e.g. "
+                f"{found[0]}); prep replaces its output folder "
                 "as a whole, so pass a new or empty folder as --out."
             )
 

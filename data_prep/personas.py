@@ -218,7 +218,12 @@ def style_by_unit(records: list[dict]) -> dict[str, dict]:
     return attrs_by_conversation
 
 
-PROFILE_INSTRUCTIONS = """Below are messages that one person wrote to an AI assistant. Write a short profile of this person as a user, in the second person ("You ..."), in two or three sentences: how they write (length, tone, formality, care with spelling and punctuation) and any background that is evident (expertise, occupation, language). Do not mention what they asked for or any specific task, names or numbers.
+PROFILE_INSTRUCTIONS = """Below are messages that one person wrote to an AI assistant. \
+Write a short profile of this person as a user, \
+in the second person ("You ..."), in two or three sentences: \
+how they write (length, tone, formality, care with spelling and punctuation) \
+and any background that is evident (expertise, occupation, language). \
+Do not mention what they asked for or any specific task, names or numbers.
 Reply with only the profile."""
 PROFILE_TURNS = 8
 PROFILE_TURN_CHARS = 300
@@ -255,7 +260,8 @@ def llm_profiles(
         profile = reply if isinstance(reply, EndpointError) else clean_profile(reply)
         if profile == "":
             profile = EndpointError(
-                f"The endpoint at {endpoint.host} replied with an empty persona profile; check that the model follows instructions."
+                f"The endpoint at {endpoint.host} replied with an empty persona "
+                "profile; check that the model follows instructions."
             )
         for record in members:
             profiles[record["conversation_id"]] = profile
@@ -342,7 +348,8 @@ def parse_filter(expr: str) -> list[tuple[str, str, object]]:
         match = PART.match(part)
         if not part.strip() or not match or not match.group(3):
             raise UserError(
-                f"The persona filter part {part.strip()!r} is not NAME OP VALUE; write it like words_per_turn<=12,politeness=rare."
+                f"The persona filter part {part.strip()!r} is not NAME OP VALUE; write "
+                "it like words_per_turn<=12,politeness=rare."
             )
         name, op, value = match.groups()
         if name in MEASURES:
@@ -352,7 +359,8 @@ def parse_filter(expr: str) -> list[tuple[str, str, object]]:
                 number = math.nan
             if not math.isfinite(number):
                 raise UserError(
-                    f"The persona filter part {part.strip()!r} compares {name} with {value!r}, which is not a finite number; use a number."
+                    f"The persona filter part {part.strip()!r} compares {name} with {value!r}, "
+                    "which is not a finite number; use a number."
                 )
             conditions.append((name, op, number))
         elif name in BUCKETS or name == "language":
@@ -364,7 +372,8 @@ def parse_filter(expr: str) -> list[tuple[str, str, object]]:
             unknown = sorted(words - set(BUCKETS[name])) if name in BUCKETS else []
             if unknown:
                 raise UserError(
-                    f"The persona filter part {part.strip()!r} has {', '.join(unknown)}, not a value of {name}; use one of {'|'.join(BUCKETS[name])}."
+                    f"The persona filter part {part.strip()!r} has {', '.join(unknown)}, not a value of "
+                    f"{name}; use one of {'|'.join(BUCKETS[name])}."
                 )
             conditions.append((name, op, words))
         else:

@@ -146,7 +146,8 @@ def build(
     if not scanned["read"]:
         run.clean_up()
         raise UserError(
-            f"The inputs hold no records ({', '.join(map(str, config.inputs))}); check that they are the files you meant."
+            f"The inputs hold no records ({', '.join(map(str, config.inputs))}); "
+            "check that they are the files you meant."
         )
 
     def chunks():

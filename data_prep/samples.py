@@ -89,7 +89,8 @@ def load_samples(path: str | Path):
     found = split_files(path)
     if "train" not in found:
         raise UserError(
-            f"{path} holds no flipped samples (no hf/ folder, no train.jsonl); point dataset_path at `userlm prep` output."
+            f"{path} holds no flipped samples (no hf/ folder, no train.jsonl); "
+            "point dataset_path at `userlm prep` output."
         )
     # A split no user fell into is an empty file, which `datasets` cannot load: it is left out.
     return DatasetDict({split: _read_json_lines(file) for split, file in found.items() if has_lines(file)})
@@ -114,6 +115,7 @@ def _read_json_lines(path: Path):
     missing = {"prompt", "completion"} - set(dataset.column_names)
     if missing:
         raise UserError(
-            f"{path} is not a file of flipped samples (no {', '.join(sorted(missing))} field); write it with `userlm prep`."
+            f"{path} is not a file of flipped samples (no "
+            f"{', '.join(sorted(missing))} field); write it with `userlm prep`."
         )
     return dataset

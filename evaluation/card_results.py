@@ -84,9 +84,11 @@ def section(results: dict, name: str, folder: Path, out: Path) -> str:
             "## Evaluation",
             "",
             f"`userlm eval` on `{Path(results['settings']['data']).name}` ({data['samples']} held-out samples), seed "
-            f"{results['settings'].get('seed')}: each figure with its 95% interval and n, the items it was measured on. "
+            f"{results['settings'].get('seed')}: each figure with its 95% "
+            "interval and n, the items it was measured on. "
             + (
-                f'The base is `{base}`, the prompted instruct model; "minus base" is the paired difference with its own interval.'
+                f'The base is `{base}`, the prompted instruct model; "minus base" is '
+                "the paired difference with its own interval."
                 if base
                 else "No prompted base was evaluated beside it."
             ),

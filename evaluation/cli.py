@@ -24,7 +24,8 @@ def main(words: list[str]) -> int:
         EvalConfig,
         words,
         prog="userlm eval",
-        description="Evaluate simulator checkpoints side by side on a held-out flipped test set with the paper's metrics; "
+        description="Evaluate simulator checkpoints side by side on a held-out "
+        "flipped test set with the paper's metrics; "
         "writes metrics.json, report.md and report.html into OUT.",
     )
     from .evaluate import evaluate  # after parsing: `--help` and a bad key need no torch

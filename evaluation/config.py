@@ -68,7 +68,8 @@ class EvalConfig(Config):
         metadata={
             "nonempty": True,
             "help": "checkpoints to compare, each NAME=PATH (a `userlm train` output) or NAME=PATH@TEMPLATE "
-            f"(an instruct model prompted through the flipped template {' or '.join(TEMPLATES)}), e.g. base=default@chatml",
+            "(an instruct model prompted through the flipped template "
+            f"{' or '.join(TEMPLATES)}), e.g. base=default@chatml",
         }
     )
     data: Path = field(
@@ -80,7 +81,8 @@ class EvalConfig(Config):
     out: Path = field(
         default=Path("out/eval"),
         metadata={
-            "help": "folder for metrics.json, report.md and report.html, replaced as a whole (a new, empty or earlier eval folder)"
+            "help": "folder for metrics.json, report.md and report.html, replaced as a "
+            "whole (a new, empty or earlier eval folder)"
         },
     )
     seed: int = field(default=0, metadata={"min": 0, "help": "seed of the subsets drawn and of every generation"})
@@ -94,21 +96,24 @@ class EvalConfig(Config):
         metadata={
             "min": 1,
             "help": "samples longer than this (prompt and target, in characters) are left out of perplexity "
-            "and probes, decision points whose prompt is longer out of termination and P(end) (each conversation cut there), and counted",
+            "and probes, decision points whose prompt is longer out of termination and "
+            "P(end) (each conversation cut there), and counted",
         },
     )
     first_turn_intents: int = field(
         default=100,
         metadata={
             "min": 2,
-            "help": "distinct intents whose first turn is generated (first-turn diversity, intent decomposition, naturalness)",
+            "help": "distinct intents whose first turn is generated (first-turn "
+            "diversity, intent decomposition, naturalness)",
         },
     )
     termination_conversations: int = field(
         default=50,
         metadata={
             "min": 0,
-            "help": "held-out conversations whose decision points (up to the first one over max_sample_chars) are scored for termination; 0 skips termination",
+            "help": "held-out conversations whose decision points (up to the first one over max_sample_chars) are "
+            "scored for termination; 0 skips termination",
         },
     )
     probes_per_kind: int = field(
@@ -129,15 +134,18 @@ class EvalConfig(Config):
         default=None,
         metadata={
             "min": 0,
-            "help": "held-out conversations whose decision points (up to the first one over max_sample_chars) are scored for P(end as the first token) "
-            "and its ROC AUC (one forward pass per point at most, no generation); unset: all that fit max_sample_chars; 0 skips it",
+            "help": "held-out conversations whose decision points (up to the first one over "
+            "max_sample_chars) are scored for P(end as the first token) "
+            "and its ROC AUC (one forward pass per point at most, no generation); "
+            "unset: all that fit max_sample_chars; 0 skips it",
         },
     )
     scope_conversations: int = field(
         default=50,
         metadata={
             "min": 0,
-            "help": "held-out conversations (two decision points or more within max_sample_chars) whose first two points "
+            "help": "held-out conversations (two decision points or more "
+            "within max_sample_chars) whose first two points "
             "are read with each of three stated lengths in the intent, for how often the simulator leaves when told "
             "(termination obeys scope; P(end) passes only, three a conversation); 0 skips it",
         },
@@ -146,7 +154,8 @@ class EvalConfig(Config):
         default=50,
         metadata={
             "min": 0,
-            "help": "held-out users (two turns or more) whose turns are generated with their persona for persona fidelity; 0 skips it",
+            "help": "held-out users (two turns or more) whose turns are generated with "
+            "their persona for persona fidelity; 0 skips it",
         },
     )
     persona_turns_per_user: int = field(
@@ -163,7 +172,8 @@ class EvalConfig(Config):
         default=16,
         metadata={
             "min": 0,
-            "help": "intents whose first turn is generated under two opposite personas (the persona contrast probe); 0 skips it",
+            "help": "intents whose first turn is generated under two opposite "
+            "personas (the persona contrast probe); 0 skips it",
         },
     )
     contrast_max_new_tokens: int = field(
@@ -177,22 +187,26 @@ class EvalConfig(Config):
         default=2000,
         metadata={
             "min": 10,
-            "help": "train-split samples the offline naturalness detector is trained on (and held-out turns it is validated on)",
+            "help": "train-split samples the offline naturalness detector is "
+            "trained on (and held-out turns it is validated on)",
         },
     )
     naturalness_model_turns: int = field(
         default=16,
         metadata={
             "min": 0,
-            "help": "held-out intents whose first turn the embedded SmolLM2, prompted as a user, writes in each of two settings, "
-            "against which the naturalness detector is validated (its AUC against real first turns); 0 skips that check",
+            "help": "held-out intents whose first turn the embedded SmolLM2, prompted "
+            "as a user, writes in each of two settings, "
+            "against which the naturalness detector is validated (its AUC against real first turns); "
+            "0 skips that check",
         },
     )
     judge_validation_conversations: int = field(
         default=200,
         metadata={
             "min": 0,
-            "help": "held-out conversations from which four answers with known labels are built to score the adherence judge "
+            "help": "held-out conversations from which four answers with known "
+            "labels are built to score the adherence judge "
             "out of sample (each one request to an endpoint judge)",
         },
     )
@@ -202,8 +216,10 @@ class EvalConfig(Config):
     bf16: bool | Literal["auto"] = field(
         default=False,
         metadata={
-            "help": "read the teacher-forced passes (perplexity, P(end)) under bf16 autocast: about twice as fast on a CPU with "
-            "bf16 instructions (about 20x slower on one without), perplexity within about 2% of float32's; auto: where the "
+            "help": "read the teacher-forced passes (perplexity, P(end)) under bf16 "
+            "autocast: about twice as fast on a CPU with "
+            "bf16 instructions (about 20x slower on one without), perplexity "
+            "within about 2% of float32's; auto: where the "
             "hardware has bf16; generation is unchanged"
         },
     )
@@ -222,7 +238,8 @@ class EvalConfig(Config):
         default=None,
         metadata={
             "help": "MODULE:FUNCTION, a callable texts -> probabilities that a human wrote them; "
-            "without it an offline detector trained on the train split beside the test data is used, and labelled as such; "
+            "without it an offline detector trained on the train split beside "
+            "the test data is used, and labelled as such; "
             "either is validated on held-out turns"
         },
     )
@@ -239,7 +256,8 @@ class EvalConfig(Config):
             self.data = split_file(self.data, "test")  # a prep folder: its test split, whatever its compression
         if not Path(self.data).is_file():
             raise UserError(
-                f"The test data {self.data} does not exist; give the folder (or its test.jsonl) that `userlm prep` wrote."
+                f"The test data {self.data} does not exist; give the folder "
+                "(or its test.jsonl) that `userlm prep` wrote."
             )
         if self.persona_filter:
             from userlm.data_prep.personas import parse_filter

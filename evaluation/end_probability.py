@@ -142,7 +142,8 @@ def end_probability_metrics(
     )
     return {
         **auc,
-        # The textbook interval, the points taken as independent: beside the bootstrap's, it shows what the clustering costs.
+        # The textbook interval, the points taken as independent: beside the
+        # bootstrap's, it shows what the clustering costs.
         "ci_hanley_mcneil": hanley_mcneil(auc["value"], len(at_ends), len(at_continues))
         if auc["value"] is not None
         else None,

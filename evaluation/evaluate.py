@@ -112,12 +112,16 @@ def settings(config: EvalConfig, judge_label: str, detector_label: str) -> dict:
         "judge": judge_label,
         "naturalness_detector": detector_label,
         "generation": "unguarded sampling (UserSimulator.generate, guardrails=None), temperature 1.0, top_p 0.8",
-        "end_probability": "P(end as the first token of the turn) = the probability of the turn's opening then the end marker "
-        '(chatml: the marker after the open user header; userlm-llama3: P("\\n") x P(end | "\\n"); a vocabulary without the marker '
+        "end_probability": "P(end as the first token of the turn) = the "
+        "probability of the turn's opening then the end marker "
+        '(chatml: the marker after the open user header; userlm-llama3: P("\\n") x '
+        'P(end | "\\n"); a vocabulary without the marker '
         "spells it in several tokens, whose product is tiny), read from one forward pass "
         "(shared by a conversation's points where their prompts are prefixes of each other), temperature 1, no top-p",
-        "perplexity": "exp(mean NLL per scored token) over the target user turn and its end-of-turn token, the tokens training scores, "
-        "in each checkpoint's own tokenizer (the end marker is one token where the vocabulary has it, several where it does not)",
+        "perplexity": "exp(mean NLL per scored token) over the target user turn and its "
+        "end-of-turn token, the tokens training scores, "
+        "in each checkpoint's own tokenizer (the end marker is one token where the "
+        "vocabulary has it, several where it does not)",
         "teacher_forced_passes": "under bf16 autocast" if config.bf16 else "in each model's own dtype",
         "seeds": seeds_note(config.seed),
     }

@@ -54,7 +54,8 @@ ROLE_ANSWERS = (
     ),
     (
         "interest",
-        "The main difference is that simple interest is only on the principal, while compound interest grows exponentially.",
+        "The main difference is that simple interest is only on the principal, "
+        "while compound interest grows exponentially.",
         False,
     ),
     ("interest", "I guess I'd look it up online but I'd rather you just explain it", True),

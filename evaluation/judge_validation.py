@@ -40,7 +40,10 @@ OUT_OF_SAMPLE = (
     "(a real user or assistant turn in the user slot; a user's own next turn or another conversation's "
     "after a diversion to that conversation's opening), never seen while the judge's rules were written"
 )
-IN_SAMPLE = "in-sample: the hand-written answers of evaluation/judge_labels.py, written together with the heuristic judge's rules"
+IN_SAMPLE = (
+    "in-sample: the hand-written answers of evaluation/judge_labels.py, "
+    "written together with the heuristic judge's rules"
+)
 
 
 @dataclass(frozen=True)

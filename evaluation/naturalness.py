@@ -79,11 +79,15 @@ class OfflineDetector:
     def __init__(self, human_texts: list[str], machine_texts: list[str], trained_on: str):
         if len(human_texts) < 2 or len(machine_texts) < 2:
             raise UserError(
-                "The offline naturalness detector needs at least two user and two assistant turns to train on; give a larger test split."
+                "The offline naturalness detector needs at least two user and two assistant "
+                "turns to train on; give a larger test split."
             )
         import torch
 
-        self.label = f"offline detector (logistic regression on the first {OPENING_WORDS} words; trained on {trained_on}), not a model"
+        self.label = (
+            f"offline detector (logistic regression on the first {OPENING_WORDS} "
+            f"words; trained on {trained_on}), not a model"
+        )
         texts = [opening(t.strip()) for t in human_texts + machine_texts]
         counts = Counter(f for t in texts for f in word_features(t))
         firsts = [f for f, _ in counts.most_common() if f.startswith("first=")][:FIRST_WORDS]

@@ -90,7 +90,8 @@ def model_written_validation(detector, held_out: list[dict], config: EvalConfig)
         "verdict": (
             f"the detector tells real users from models writing as users (AUC at least {INFORMATIVE_AUC})"
             if informative
-            else f"uninformative: the detector cannot tell real users from models writing as users (AUC below {INFORMATIVE_AUC}), "
+            else "uninformative: the detector cannot tell real users from models "
+            f"writing as users (AUC below {INFORMATIVE_AUC}), "
             "so the naturalness row says little about a simulator"
         ),
         "examples": {name: texts[:2] for name, texts in written.items()},

@@ -67,15 +67,18 @@ METRICS = (
         "termination_f1",
         "Termination F1 (%)",
         "termination F1",
-        "F1 of END at every decision point against where the real conversation ended, from one sampled turn per point, the intent's scope sentence taken out",
+        "F1 of END at every decision point against where the real conversation ended, from one sampled turn per "
+        "point, the intent's scope sentence taken out",
         "higher",
     ),
     (
         "termination_expected_f1",
         "Termination F1 expected from P(end) (%)",
         "termination F1, expected",
-        "F1 of END from expected counts when each P(end) point ends with the probability that sampling (temperature 1, top-p 0.8) "
-        "draws the end turn there: the sampled F1 without its luck, on the P(end) points (no scope sentence); the no-model rows leave "
+        "F1 of END from expected counts when each P(end) point ends with the "
+        "probability that sampling (temperature 1, top-p 0.8) "
+        "draws the end turn there: the sampled F1 without its luck, on the P(end) points "
+        "(no scope sentence); the no-model rows leave "
         "each point with the train split's rate there, the floor a model must beat",
         "higher",
     ),
@@ -84,7 +87,8 @@ METRICS = (
         "Termination ROC AUC, P(end) as the first token",
         "termination AUC",
         "ROC AUC of the probability the model gives to ending as the first token of its turn, at every decision point, "
-        "against where the real conversation ended, the intent's scope sentence taken out (it states the length); 0.5 is chance, "
+        "against where the real conversation ended, the intent's scope sentence taken "
+        "out (it states the length); 0.5 is chance, "
         "the no-model rows are the floor a model must beat; no sampling, so no luck",
         "higher",
     ),
@@ -92,9 +96,12 @@ METRICS = (
         "termination_obeys_scope",
         "Termination obeys scope (%)",
         "obeys scope",
-        "share of held-out conversations × stated lengths (a single answer, follow up once, a few times) where the simulator, "
-        "reading the conversation's first two decision points with that length in its intent, leaves when told (for a few "
-        "times: not by turn 2), from the chance that sampling ends each point; a controllability figure, not when real users leave",
+        "share of held-out conversations × stated lengths (a single answer, follow "
+        "up once, a few times) where the simulator, "
+        "reading the conversation's first two decision points with that length "
+        "in its intent, leaves when told (for a few "
+        "times: not by turn 2), from the chance that sampling ends each point; a "
+        "controllability figure, not when real users leave",
         "higher",
     ),
     (
@@ -122,7 +129,8 @@ METRICS = (
         "persona_fidelity",
         "Persona fidelity (%)",
         "persona fidelity",
-        "share of the six style buckets (length, lowercase, punctuation, typos, questions, politeness) in which a held-out user's turns, "
+        "share of the six style buckets (length, lowercase, punctuation, typos, questions, "
+        "politeness) in which a held-out user's turns, "
         "written with that user's persona in the system message, match the user's own measured style",
         "higher",
     ),
@@ -193,7 +201,10 @@ def format_difference(entry: dict | None) -> str:
     """ "-22.14 [-30.10, -15.00], n 40, shown", or "not shown" where the 95% interval covers zero."""
     if entry is None:
         return ""
-    return f"{entry['value']:+.2f} {format_interval(entry) or '(no interval)'}, n {entry['n']}, {'shown' if entry['shown'] else 'not shown'}"
+    return (
+        f"{entry['value']:+.2f} {format_interval(entry) or '(no interval)'}, n {entry['n']}, "
+        f"{'shown' if entry['shown'] else 'not shown'}"
+    )
 
 
 def metric_rows(results: dict, key: str) -> list[dict]:
@@ -241,25 +252,34 @@ def settings_lines(results: dict) -> list[str]:
     return [
         f"Test data: {s['data']} ({d['samples']} flipped samples; {d['unusable_lines']} unusable lines; "
         f"{d['samples_longer_than_max_chars']} samples over {s['max_sample_chars']} characters left out of perplexity, "
-        f"{d['decision_points_longer_than_max_chars']} decision points whose prompt is longer left out of termination and P(end), "
-        f"each conversation cut there; {d['conversations_without_a_short_decision_point']} conversations had no shorter one)",
-        f"Sample sizes asked for: perplexity {s['perplexity_samples']} samples, first turns {s['first_turn_intents']} distinct intents "
+        f"{d['decision_points_longer_than_max_chars']} decision points whose prompt is "
+        "longer left out of termination and P(end), "
+        f"each conversation cut there; {d['conversations_without_a_short_decision_point']} "
+        "conversations had no shorter one)",
+        f"Sample sizes asked for: perplexity {s['perplexity_samples']} samples, first turns "
+        f"{s['first_turn_intents']} distinct intents "
         f"({d['distinct_intents_available']} available), termination {s['termination_conversations']} conversations "
         f"({d['termination_conversations']} drawn), P(end) {s['end_probability_conversations'] or 'all'} conversations "
-        f"({d['end_probability_conversations']} drawn), probes {s['probes_per_kind']} per kind (openings within the character limit), "
-        f"simulations {s['diversity_intents']} intents × {s['simulations_per_intent']}, persona fidelity {s['persona_users']} users "
-        f"({persona_users}; users {'from the conversations file' if d['users_known'] else 'unknown, each conversation stands in'}"
-        f"{', filter ' + s['persona_filter'] if s['persona_filter'] else ''}) × at most {s['persona_turns_per_user']} turns, "
+        f"({d['end_probability_conversations']} drawn), probes {s['probes_per_kind']} per "
+        "kind (openings within the character limit), "
+        f"simulations {s['diversity_intents']} intents × {s['simulations_per_intent']}, "
+        f"persona fidelity {s['persona_users']} users "
+        f"({persona_users}; users "
+        f"{'from the conversations file' if d['users_known'] else 'unknown, each conversation stands in'}"
+        f"{', filter ' + s['persona_filter'] if s['persona_filter'] else ''}) × at "
+        f"most {s['persona_turns_per_user']} turns, "
         f"persona contrast {s['contrast_intents']} intents × 2 personas; the n column gives what was measured",
         f"Seeds: {s['seeds']}",
         f"Perplexity and P(end) passes: {s['teacher_forced_passes']}",
         f"Word tokenisation: {s['word_tokenisation']}",
         f"Perplexity: {s['perplexity']}",
         f"P(end): {s['end_probability']}",
-        f"Generation: {s['generation']}, at most {s['max_new_tokens']} new tokens ({s['termination_max_new_tokens']} for termination decisions)",
+        f"Generation: {s['generation']}, at most {s['max_new_tokens']} new tokens "
+        f"({s['termination_max_new_tokens']} for termination decisions)",
         f"Adherence judge: {s['judge']}",
         f"Naturalness detector: {s['naturalness_detector']}",
-        f"Published rows: {results['published']['source']}; measured on the paper's data and sample sizes, not this test set",
+        f"Published rows: {results['published']['source']}; measured on the "
+        "paper's data and sample sizes, not this test set",
     ]
 
 
@@ -273,7 +293,8 @@ def checkpoint_lines(results: dict) -> list[str]:
         stages = ", ".join(f"{stage} {s} s" for stage, s in c.get("stage_seconds", {}).items())
         lines.append(
             f"{name}: {c['path']}, template {c['template']}{' (prompted instruct model)' if c['prompted'] else ''}, "
-            f"tokenizer {c['tokenizer']}, {c['ended_at_first_turn']} first turns were END{left_out}, {c['seconds']} s ({stages})"
+            f"tokenizer {c['tokenizer']}, {c['ended_at_first_turn']} first turns were "
+            f"END{left_out}, {c['seconds']} s ({stages})"
         )
     return lines
 
@@ -287,15 +308,18 @@ def example_lines(results: dict) -> list[str]:
         for kind in ("role", "intent"):
             for e in c.get(f"{kind}_adherence", {"examples": []})["examples"][:1]:
                 lines.append(
-                    f"{name}, {kind} probe, assistant: {e['assistant']!r} → user: {e['reply']!r} (adhered: {e['adhered']})"
+                    f"{name}, {kind} probe, assistant: {e['assistant']!r} → "
+                    f"user: {e['reply']!r} (adhered: {e['adhered']})"
                 )
         for e in c.get("persona_contrast", {}).get("examples", [])[:1]:
             lines.append(
-                f"{name}, the same intent under the terse persona: {e['terse']!r}; under the elaborate one: {e['elaborate']!r}"
+                f"{name}, the same intent under the terse persona: {e['terse']!r}; "
+                f"under the elaborate one: {e['elaborate']!r}"
             )
         for e in c.get("persona_fidelity", {}).get("examples", [])[:1]:
             lines.append(
-                f"{name}, held-out user ({', '.join(e['persona_reference'].values())}): real {e['real']!r}; generated {e['generated']!r}"
+                f"{name}, held-out user ({', '.join(e['persona_reference'].values())}): real "
+                f"{e['real']!r}; generated {e['generated']!r}"
             )
     return lines
 
@@ -383,9 +407,12 @@ def html_table(table: Table) -> str:
 
 
 INTERVALS_NOTE = (
-    "Every measured figure has its n and a 95% interval: a percentile bootstrap (2,000 resamples, seeded with the run's seed) "
-    "over the unit its items cluster in (conversations, intents, users, probes; the unit is in metrics.json). Each checkpoint "
-    "minus the prompted base has its own interval, paired on the units both measured; a difference whose interval covers zero "
+    "Every measured figure has its n and a 95% interval: a percentile bootstrap "
+    "(2,000 resamples, seeded with the run's seed) "
+    "over the unit its items cluster in (conversations, intents, users, probes; "
+    "the unit is in metrics.json). Each checkpoint "
+    "minus the prompted base has its own interval, paired on the units both "
+    "measured; a difference whose interval covers zero "
     'is marked "not shown": this sample cannot tell the two apart.'
 )
 HTML_STYLE = (
@@ -396,7 +423,8 @@ HTML_STYLE = (
 
 
 def write_report(results: dict, out_dir: Path) -> None:
-    """Add each checkpoint's differences from the prompted base to `results`, then write metrics.json and the reports."""
+    """Add each checkpoint's differences from the prompted base to `results`,
+    then write metrics.json and the reports."""
     out_dir.mkdir(parents=True, exist_ok=True)
     results["differences"] = base_differences(results)
     write_json(out_dir / "metrics.json", results)
@@ -418,7 +446,8 @@ def write_report(results: dict, out_dir: Path) -> None:
     atomic_write(out_dir / "report.md", "\n".join(md) + "\n")
 
     parts = [
-        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>Simulator evaluation</title><style>{HTML_STYLE}</style></head><body>'
+        '<!DOCTYPE html><html><head><meta charset="utf-8"><title>Simulator evaluation</title>'
+        f"<style>{HTML_STYLE}</style></head><body>"
     ]
     parts.append(f"<h1>Simulator evaluation</h1><p>{html.escape(INTERVALS_NOTE)}</p><h2>Settings</h2><ul>")
     parts += [f"<li>{html.escape(line)}</li>" for line in settings_lines(results)]
@@ -458,11 +487,14 @@ def eval_summary(results: dict, out_dir: Path) -> Summary:
         rows=rows,
         notes=[
             f"Judge: {results['settings']['judge']}; accuracy out of sample, on answers built from the test logs, "
-            f"{format_figure(validation['judge'])} (in-sample, on its hand labels: {format_figure(validation['judge']['in_sample'])}).",
+            f"{format_figure(validation['judge'])} (in-sample, on its hand labels: "
+            f"{format_figure(validation['judge']['in_sample'])}).",
             f"Naturalness: {results['settings']['naturalness_detector']}; ROC AUC against models writing as users "
-            f"{format_figure(detector.get('model_written'))}: {(detector.get('model_written') or {}).get('verdict', 'not checked')}; "
+            f"{format_figure(detector.get('model_written'))}: "
+            f"{(detector.get('model_written') or {}).get('verdict', 'not checked')}; "
             f"against assistant turns, held-out accuracy {format_value(detector['accuracy'])}%.",
-            "Persona fidelity, human column: the real users' split-half agreement, a human reference (a model can exceed it).",
+            "Persona fidelity, human column: the real users' split-half "
+            "agreement, a human reference (a model can exceed it).",
             *(
                 f"Termination ROC AUC, {name}: {format_value(e['value'])} at the same points."
                 for name, e in no_model_reference(results, "termination_auc")

@@ -31,7 +31,8 @@ def probability(value) -> str:
 
 
 def no_model_reference(results: dict, key: str) -> list[tuple[str, dict]]:
-    """[(its label, its entry)] for each measured reference of the metric that uses no model (evaluation/end_reference.py)."""
+    """[(its label, its entry)] for each measured reference of the metric that uses
+    no model (evaluation/end_reference.py)."""
     entries = ((results.get("reference") or {}).get(key) or {}).values()
     return [(entry["source"], entry) for entry in entries if entry["value"] is not None]
 
@@ -123,7 +124,8 @@ def contrast_details(results: dict) -> list[Table]:
         if not entry or entry["value"] is None:
             continue
         cells = [
-            f"{m['terse']:.2f} → {m['elaborate']:.2f} ({m['difference']:+.2f}{'' if m['as_expected'] else ', not ' + m['expected']})"
+            f"{m['terse']:.2f} → {m['elaborate']:.2f} "
+            f"({m['difference']:+.2f}{'' if m['as_expected'] else ', not ' + m['expected']})"
             for m in entry["measures"].values()
         ]
         rows.append(
@@ -157,7 +159,8 @@ def with_interval(entry: dict, unit: str = "") -> str:
 
 
 def row_flag(results: dict, key: str) -> str:
-    """ " (uninformative)" for the naturalness row when its detector cannot tell real users from models writing as users."""
+    """ " (uninformative)" for the naturalness row when its detector cannot tell
+    real users from models writing as users."""
     checked = ((results.get("validation") or {}).get("naturalness_detector") or {}).get("model_written") or {}
     return " (uninformative)" if key == "naturalness" and checked.get("informative") is False else ""
 
@@ -170,7 +173,8 @@ def naturalness_notes(results: dict) -> list[str]:
     return notes + [
         f"Against assistant turns, on held-out turns it was not trained on ({v['n_user_turns']} real user turns, "
         f"{v['n_assistant_turns']} assistant turns of the test data): accuracy {v['accuracy']:.1f}%; it rates "
-        f"{v['user_turns_rated_human']:.1f}% of the real user turns human and {v['assistant_turns_rated_machine']:.1f}% "
+        f"{v['user_turns_rated_human']:.1f}% of the real user turns human and "
+        f"{v['assistant_turns_rated_machine']:.1f}% "
         "of the assistant turns machine-written."
     ]
 
@@ -178,11 +182,16 @@ def naturalness_notes(results: dict) -> list[str]:
 def model_written_note(v: dict | None) -> str:
     """The detector's AUC against models writing as users (naturalness_validation.py), and what it means for the row."""
     if not v or v["value"] is None:
-        return "Not validated against models writing as users (naturalness_model_turns 0): this row's meaning is unchecked."
+        return (
+            "Not validated against models writing as users "
+            "(naturalness_model_turns 0): this row's meaning is unchecked."
+        )
     settings = "; ".join(f"{name}: {with_interval(e)}" for name, e in v["by_setting"].items())
     return (
-        f"{'' if v['informative'] else 'UNINFORMATIVE ROW. '}Detector validation against models writing as users: ROC AUC "
-        f"{with_interval(v)} ({v['real_user_turns']} held-out real first turns against {v['model_turns']} first turns by "
+        f"{'' if v['informative'] else 'UNINFORMATIVE ROW. '}Detector "
+        "validation against models writing as users: ROC AUC "
+        f"{with_interval(v)} ({v['real_user_turns']} held-out real first turns "
+        f"against {v['model_turns']} first turns by "
         f"{v['model']}; {settings}); {v['verdict']}."
     )
 
@@ -193,5 +202,6 @@ def judge_notes(results: dict) -> list[str]:
     by_kind = ", ".join(f"{kind} {with_interval(e, unit='%')}" for kind, e in v["by_kind"].items())
     return [
         f"Judge validation {v['labels']}: accuracy {with_interval(v, unit='%')} ({by_kind}{unjudged}).",
-        f"Beside it, {v['in_sample']['labels']}: accuracy {with_interval(v['in_sample'], unit='%')}; in-sample, so not the figure to trust.",
+        f"Beside it, {v['in_sample']['labels']}: accuracy "
+        f"{with_interval(v['in_sample'], unit='%')}; in-sample, so not the figure to trust.",
     ]

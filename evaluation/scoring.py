@@ -45,8 +45,10 @@ SAMPLING_TOP_P = 0.8
 def seeds_note(seed: int) -> str:
     return (
         f"selection seed {seed}; the k-th prompt of a stage is sampled with seed base + k, bases "
-        f"{seed} (first turns, termination), {seed + SIMULATION_SEED_OFFSET} (simulations), {seed + PROBE_SEED_OFFSET} (probes), "
-        f"{seed + PERSONA_SEED_OFFSET} (persona turns), {seed + CONTRAST_SEED_OFFSET} (both personas of the contrast probe); "
+        f"{seed} (first turns, termination), {seed + SIMULATION_SEED_OFFSET} "
+        f"(simulations), {seed + PROBE_SEED_OFFSET} (probes), "
+        f"{seed + PERSONA_SEED_OFFSET} (persona turns), "
+        f"{seed + CONTRAST_SEED_OFFSET} (both personas of the contrast probe); "
         "P(end) and perplexity sample nothing"
     )
 
@@ -66,7 +68,8 @@ def human_reference(subsets: EvalSubsets, detector, seed: int) -> dict:
 
 
 def naturalness(detector, texts: list[str], intents: list[str], seed: int) -> dict:
-    """The share of texts the detector calls human (probability above one half, as naturalness.human_share), by intent."""
+    """The share of texts the detector calls human (probability above one half,
+    as naturalness.human_share), by intent."""
     return mean_figure([p > 0.5 for p in detector(texts)], seed=seed, ids=intents, unit="intent", scale=100)
 
 
@@ -112,7 +115,8 @@ def perplexities(simulator, samples: list[dict], config: EvalConfig, name: str) 
             progress=config.progress,
             desc=f"{name} {label}",
         )
-        # perplexity.perplexity pooled over samples, resampled by conversation (a conversation's turns share its context).
+        # perplexity.perplexity pooled over samples, resampled by conversation (a
+        # conversation's turns share its context).
         result[f"perplexity_{key}"] = {
             **figure(
                 "perplexity",

@@ -90,7 +90,8 @@ class CallableAssistant:
             self.function = getattr(importlib.import_module(module_name), function_name)
         except (ImportError, AttributeError):
             raise UserError(
-                f"Could not import {function_name!r} from module {module_name!r}; check python:MODULE:FUNCTION and PYTHONPATH."
+                f"Could not import {function_name!r} from module {module_name!r}; "
+                "check python:MODULE:FUNCTION and PYTHONPATH."
             ) from None
         self.settings = {"kind": "python", "function": spec}
 

@@ -1,4 +1,5 @@
-"""`userlm simulate` and `userlm chat`: their configs (`infer/config.py`) from a YAML file, key=value words and flags."""
+"""`userlm simulate` and `userlm chat`: their configs (`infer/config.py`) from a
+YAML file, key=value words and flags."""
 
 from __future__ import annotations
 

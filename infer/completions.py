@@ -77,7 +77,8 @@ class CompletionsSimulator:
             folder = default_model_dir()
         if not Path(folder).is_dir():
             raise UserError(
-                f"No checkpoint folder at {folder}; the completions backend reads the simulator's tokenizer and template from it."
+                f"No checkpoint folder at {folder}; the completions backend reads the "
+                "simulator's tokenizer and template from it."
             )
         # Only the tokenizer and config are loaded: the flipped template, the end marker's id, the context.
         self.tokenizer = AutoTokenizer.from_pretrained(folder)

@@ -41,7 +41,8 @@ class SimulatorOptions(Config):
     template: str | None = field(
         default=None,
         metadata={
-            "help": f"flipped template ({', '.join(TEMPLATES)}) for an ordinary instruct model used as a prompted simulator; "
+            "help": f"flipped template ({', '.join(TEMPLATES)}) for an ordinary "
+            "instruct model used as a prompted simulator; "
             "unset: the checkpoint's own",
             "choices": tuple(TEMPLATES),
         },
@@ -49,7 +50,8 @@ class SimulatorOptions(Config):
     simulator_endpoint: str | None = field(
         default=None,
         metadata={
-            "help": "run the simulator behind this OpenAI-compatible completions endpoint (…/v1); `simulator` then only gives the tokenizer and template",
+            "help": "run the simulator behind this OpenAI-compatible completions endpoint (…/v1); "
+            "`simulator` then only gives the tokenizer and template",
         },
     )
     simulator_model: str | None = field(
@@ -58,7 +60,8 @@ class SimulatorOptions(Config):
     simulator_server: SimulatorServer = field(
         default="transformers",
         metadata={
-            "help": "what serves the simulator endpoint (transformers, vllm or llamacpp), which decides the guardrails it applies natively",
+            "help": "what serves the simulator endpoint (transformers, vllm or llamacpp), "
+            "which decides the guardrails it applies natively",
         },
     )
     seed: int = field(
@@ -86,7 +89,8 @@ class SimulatorOptions(Config):
     def validate(self) -> None:
         if self.simulator_endpoint and self.adapter is not None:
             raise UserError(
-                "An adapter applies to a local simulator only; serve the merged model (`userlm merge`) behind simulator_endpoint instead."
+                "An adapter applies to a local simulator only; serve the merged model "
+                "(`userlm merge`) behind simulator_endpoint instead."
             )
 
 
@@ -133,20 +137,23 @@ class SimulateConfig(ConversationOptions, AssistantOptions, SimulatorOptions):
     # Keys in this order in --help: the simulator's, the assistant's, the conversations', then these.
     intents: Path | list[str] = field(
         metadata={
-            "help": "a text file (one intent per line), a JSONL file with an 'intent' field (prep output works), or a list of intents",
+            "help": "a text file (one intent per line), a JSONL file with an 'intent' "
+            "field (prep output works), or a list of intents",
             "nonempty": True,
         }
     )
     personas: Path | list[str] | None = field(
         default=None,
         metadata={
-            "help": "personas like intents (a file, or a list; JSONL field 'persona'); every intent runs with every persona",
+            "help": "personas like intents (a file, or a list; JSONL field "
+            "'persona'); every intent runs with every persona",
             "nonempty": True,
         },
     )
     out: Path = field(
         metadata={
-            "help": "output JSONL; a rerun into the same file skips the conversations of this same configuration already finished",
+            "help": "output JSONL; a rerun into the same file skips the conversations "
+            "of this same configuration already finished",
         }
     )
 

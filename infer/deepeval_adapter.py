@@ -111,12 +111,14 @@ class ServedUser(DeepEvalBaseLLM):
                 # The last one: DeepEval shows an example conversation first.
                 history, _ = json.JSONDecoder().raw_decode(prompt, prompt.index("[", prompt.rindex(marker)))
         known = [s for s in self._scenarios if s in prompt]
-        # The completion check shows no scenario: the conversation's first user turn, which this adapter wrote, tells it.
+        # The completion check shows no scenario: the conversation's first user
+        # turn, which this adapter wrote, tells it.
         first = next((m["content"] for m in history if m["role"] == "user"), None)
         scenario = max(known, key=len) if known else self._scenario_of.get(first)
         if scenario is None:
             raise ValueError(
-                "ServedUser sees a DeepEval prompt for a conversation it did not start; use one ServedUser per ConversationSimulator."
+                "ServedUser sees a DeepEval prompt for a conversation it did not start; "
+                "use one ServedUser per ConversationSimulator."
             )
         messages = [
             {"role": "system", "content": scenario},

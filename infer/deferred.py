@@ -35,7 +35,8 @@ class Deferred:
 
 
 def local_simulator_settings(name: str, path: str, template: str | None, adapter: Path | None) -> dict | None:
-    """What `UserSimulator.settings` will say, from the tokenizer alone; None where only loading tells (a .gguf file)."""
+    """What `UserSimulator.settings` will say, from the tokenizer alone; None
+    where only loading tells (a .gguf file)."""
     if template is None and path != DEFAULT_NAME:
         if path.endswith(".gguf") or not Path(path).is_dir():
             return None

@@ -61,7 +61,8 @@ class Guardrails(Config):
     fallback: Literal["end", "keep"] = field(
         default="end",
         metadata={
-            "help": "after max_attempts rejected drafts: 'end' stops the conversation (guardrails_exhausted), 'keep' uses the last draft"
+            "help": "after max_attempts rejected drafts: 'end' stops the conversation "
+            "(guardrails_exhausted), 'keep' uses the last draft"
         },
     )
 

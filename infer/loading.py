@@ -125,7 +125,8 @@ def check_checkpoint(path: Path) -> None:
     if path.is_file():
         if path.suffix != ".gguf":
             raise UserError(
-                f"{path} is a file but not a .gguf model; pass a model folder, a `userlm train` output folder or a .gguf file."
+                f"{path} is a file but not a .gguf model; pass a model folder, a "
+                "`userlm train` output folder or a .gguf file."
             )
         return
     unfinished = unfinished_run_message(path)
@@ -139,7 +140,8 @@ def check_checkpoint(path: Path) -> None:
     checkpoints = sorted((p for p in path.glob("checkpoint-*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
     if checkpoints:
         raise UserError(
-            f"{path} holds training checkpoints but no final model: the `userlm train` run that wrote it did not finish; "
+            f"{path} holds training checkpoints but no final model: the "
+            "`userlm train` run that wrote it did not finish; "
             f"resume it with resume_from_checkpoint=auto, or load a checkpoint folder such as {checkpoints[-1]} itself."
         )
     kind, expected = ("adapter folder", ADAPTER_WEIGHTS[0]) if is_adapter else ("model folder", MODEL_WEIGHTS[0])

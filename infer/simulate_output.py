@@ -36,7 +36,8 @@ def check_output_file(path: Path, *, inputs: tuple = ()) -> None:
             raise UserError(f"The output {path} is also an input of this run; write the conversations to another file.")
     if path.is_dir():
         raise UserError(
-            f"The output {path} is a folder; give a file path for the conversations, such as {path / 'conversations.jsonl'}."
+            f"The output {path} is a folder; give a file path for the "
+            f"conversations, such as {path / 'conversations.jsonl'}."
         )
     check_writable(path)
     if path.exists():
@@ -63,7 +64,8 @@ def check_writable(path: Path) -> None:
 
 
 def scan(path: Path) -> tuple[list[dict], int]:
-    """The file's records, and the length of the part that holds whole lines; raises if it is not this command's output."""
+    """The file's records, and the length of the part that holds whole lines;
+    raises if it is not this command's output."""
     data = path.read_bytes()
     whole = data.rfind(b"\n") + 1
     torn = data[whole:]

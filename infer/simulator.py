@@ -258,7 +258,8 @@ class UserSimulator:
     def _judge(
         self, turn: Drafting, tokens: list[int], draw_events: list[dict], guardrails, attempts: int, stop
     ) -> None:
-        """Read an ended draft and check it: an accepted turn gets its `result`; a rejected one its next attempt or the fallback."""
+        """Read an ended draft and check it: an accepted turn gets its `result`; a rejected
+        one its next attempt or the fallback."""
         draft, finish = self._read(tokens, stop)
         attempt = turn.next_attempt
         turn.events.extend({**event, "attempt": attempt} for event in draw_events)

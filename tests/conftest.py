@@ -134,7 +134,8 @@ TRAIN_CONVERSATIONS = [
 
 
 def conversation_record(conversation_id: str, users: list[str], assistants: list[str], intent: str, meta: dict) -> dict:
-    """A hand-made conversation record (docs/design.md#conversation-records) alternating the given user and assistant turns."""
+    """A hand-made conversation record (docs/design.md#conversation-records)
+    alternating the given user and assistant turns."""
     messages = []
     for user, assistant in zip(users, assistants):
         messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
@@ -472,7 +473,8 @@ def serve(folder: Path, log: Path):
 
 @pytest.fixture
 def serve_folder(tmp_path):
-    """A factory: serve_folder(folder) -> base URL (…/v1) of a real `transformers serve` of that folder, stopped after the test."""
+    """A factory: serve_folder(folder) -> base URL (…/v1) of a real `transformers serve`
+    of that folder, stopped after the test."""
     processes = []
 
     def start(folder: Path) -> str:

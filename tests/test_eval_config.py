@@ -30,7 +30,8 @@ def test_yaml_flags_and_key_value_words_give_the_same_config(tmp_path, paths):
         f"checkpoints:\n  - sim={sim}\n  - base=default@chatml\ndata: {data}\nout: {tmp_path / 'report'}\n"
         "seed: 3\nperplexity_samples: 0\nbatch_size: 2\nprobes_per_kind: 4\n"
         "judge_endpoint: http://127.0.0.1:9/v1\njudge_model: judge\nprogress: false\n"
-        "end_probability_conversations: 20\npersona_users: 7\npersona_filter: length=very_short|short\ncontrast_intents: 0\n"
+        "end_probability_conversations: 20\npersona_users: 7\n"
+        "persona_filter: length=very_short|short\ncontrast_intents: 0\n"
     )
     from_yaml = parse([str(yaml_file)])
     from_flags = parse(

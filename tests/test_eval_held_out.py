@@ -99,7 +99,8 @@ def test_the_constructed_labels_are_what_they_say(test_split):
         elif a.construction == "role_assistant_turn":
             assert a.reply in assistants and a.reply not in users  # an assistant's turn in the user slot
         else:
-            # Another user's turn, in the conversation whose opening (its first words) the assistant proposed to talk about.
+            # Another user's turn, in the conversation whose opening (its first
+            # words) the assistant proposed to talk about.
             assert [
                 cid
                 for cid, opening in openings.items()

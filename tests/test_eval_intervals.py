@@ -33,11 +33,13 @@ def test_a_normal_mean_is_covered_at_about_the_stated_rate_over_seeds():
 
 
 def test_a_proportion_interval_by_hand_and_its_width():
-    # Two items 0 and 1: resampled means are 0, 1/2, 1 with probabilities 1/4, 1/2, 1/4: the 2.5th and 97.5th percentiles are 0 and 1.
+    # Two items 0 and 1: resampled means are 0, 1/2, 1 with probabilities 1/4, 1/2, 1/4: the
+    # 2.5th and 97.5th percentiles are 0 and 1.
     assert mean_figure([0, 1], seed=0)["ci"] == [0.0, 1.0]
     # A constant sample has no spread.
     assert mean_figure([2.5] * 10, seed=0)["ci"] == [2.5, 2.5]
-    # 30 of 100: the normal approximation gives 30 ± 1.96·sqrt(0.3·0.7/100)·100 = [21.0, 39.0]; the bootstrap is within a point.
+    # 30 of 100: the normal approximation gives 30 ± 1.96·sqrt(0.3·0.7/100)·100 =
+    # [21.0, 39.0]; the bootstrap is within a point.
     share = share_figure(30.0, 100, seed=0, unit="probe")
     assert share["value"] == pytest.approx(30.0) and share["n"] == 100 and share["unit"] == "probe"
     assert share["ci"][0] == pytest.approx(21.0, abs=1.5) and share["ci"][1] == pytest.approx(39.0, abs=1.5)
@@ -119,7 +121,8 @@ def test_the_paired_difference():
 
 
 def test_the_readme_quickstart_table_is_the_generated_one(capsys):
-    """README.md's quickstart table is `userlm eval table docs/results/quickstart-metrics.json`, pasted between its markers."""
+    """README.md's quickstart table is `userlm eval table
+    docs/results/quickstart-metrics.json`, pasted between its markers."""
     assert userlm_main(["eval", "table", str(ROOT / KEPT)]) == 0
     generated = capsys.readouterr().out
     readme = (ROOT / "README.md").read_text(encoding="utf-8")

@@ -150,7 +150,8 @@ def test_parse_verdict():
 def test_offline_detector_separates_users_from_assistants():
     users = ["how do i sort a list", "thanks! what about reverse", "fix my sql pls", "whats the capital of peru"]
     assistants = [
-        "Certainly! To sort a list in Python, use the built-in sorted() function:\n\n1. Call sorted(xs).\n2. Pass reverse=True.",
+        "Certainly! To sort a list in Python, use the built-in sorted() function:\n\n"
+        "1. Call sorted(xs).\n2. Pass reverse=True.",
         "Here is a corrected version of your query, with the typo fixed and the table name quoted.",
         "The capital of Peru is Lima. It is also the largest city in the country, with about ten million people.",
     ]
@@ -260,7 +261,8 @@ def test_the_heuristic_judge_on_the_shipped_labelled_answers():
     # up without naming the topic. Everything else it gets right: 40 of 46.
     assert missed == [
         "You could try wrapping the lookup in a try/except block and logging the missing key.",
-        "The main difference is that simple interest is only on the principal, while compound interest grows exponentially.",
+        "The main difference is that simple interest is only on the principal, "
+        "while compound interest grows exponentially.",
         "To improve your sleep, keep a consistent schedule, avoid screens before bed and limit caffeine.",
         "Tell me more about that instead.",
         "Interesting! How long does it take to grow them?",

@@ -70,7 +70,8 @@ def report_dir(tmp_path_factory, eval_test_file, forced_simulator):
         # An ordinary model without a flipped template, prompted through chatml.
         f"  - prompted={forced_simulator(always_end=False, word='hello', flipped=False)}@chatml\n"
         f"data: {data / 'test.jsonl'}\n"
-        "perplexity_samples: 6\nmax_new_tokens: 8\nprobes_per_kind: 3\ndiversity_intents: 2\nsimulations_per_intent: 3\n"
+        "perplexity_samples: 6\nmax_new_tokens: 8\nprobes_per_kind: 3\n"
+        "diversity_intents: 2\nsimulations_per_intent: 3\n"
     )
     assert userlm_main(["eval", str(config), "--out", str(folder / "report")]) == 0
     return folder / "report"
@@ -98,13 +99,15 @@ def test_metrics_json_and_markdown(report_dir):
     for checkpoint in (ender, talker, prompted):
         assert checkpoint["termination_auc"]["value"] == 0.5 and checkpoint["termination_auc"]["n"] == 7
     assert ender["termination_auc"]["mean_at_ends"] > 0.999 and talker["termination_auc"]["mean_at_ends"] < 1e-6
-    # The no-model floor at the same 7 points, from the train split beside the test file, and each checkpoint's lead over it.
+    # The no-model floor at the same 7 points, from the train split beside the test
+    # file, and each checkpoint's lead over it.
     reference = results["reference"]["termination_auc"]["turn_index"]
     assert reference["n"] == 7 and reference["real_end_points"] == 3 and reference["train_decision_points"] == 7
     assert talker["termination_auc"]["minus_reference"]["turn_index"]["value"] == pytest.approx(
         0.5 - reference["value"]
     )
-    # Obeys scope on the 3 conversations with two decision points: never leaving is on time only when told "a few times".
+    # Obeys scope on the 3 conversations with two decision points: never leaving
+    # is on time only when told "a few times".
     assert (
         talker["termination_obeys_scope"]["value"] == pytest.approx(100 / 3, abs=0.01)
         and talker["termination_obeys_scope"]["n"] == 3
@@ -139,7 +142,8 @@ def test_metrics_json_and_markdown(report_dir):
         and talker["termination_auc"]["unit"] == "conversation"
     )
     assert talker["persona_fidelity"]["unit"] == "user" and talker["persona_fidelity"]["n"] == 3
-    # Differences from the prompted base: "ok" and "hello" every time are equally undiverse, so that difference is zero and
+    # Differences from the prompted base: "ok" and "hello" every time are equally
+    # undiverse, so that difference is zero and
     # not shown; the same points' perplexities are paired by conversation.
     differences = results["differences"]
     assert differences["base"] == "prompted" and set(differences["checkpoints"]) == {"ender", "talker"}

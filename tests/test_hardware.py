@@ -65,7 +65,8 @@ def test_explicit_true_without_bf16_still_runs_and_warns_in_one_sentence(cpu, ca
 
 @pytest.mark.parametrize(("has_bf16", "expected"), [(False, False), (True, True)])
 def test_the_quickstart_recipe_trains_in_the_precision_the_machine_has(cpu, capsys, tmp_path, has_bf16, expected):
-    """The shipped CPU recipe says `bf16: auto`; its SFTConfig gets the machine's answer and the run's first line says why."""
+    """The shipped CPU recipe says `bf16: auto`; its SFTConfig gets the machine's
+    answer and the run's first line says why."""
     cpu("AVX512" if has_bf16 else "AVX2", bf16=has_bf16)
     recipe = load_recipe(
         "smollm2-cpu-quickstart", [f"output_dir={tmp_path / 'run'}", f"dataset_path={tmp_path / 'prep'}"]

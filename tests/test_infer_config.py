@@ -40,7 +40,8 @@ def test_yaml_flags_and_words_give_the_same_simulate_config(tmp_path, files):
         f"simulator: out/persona\nassistant: http://127.0.0.1:8000/v1\nassistant_model: my-bot\n"
         f"intents: {files['intents']}\npersonas: {files['personas']}\nout: {files['out']}\n"
         "n_per_intent: 3\nmax_turns: 4\ntemperature: 0.7\ntop_p: 0.9\nprogress: false\nretry_failed: false\n"
-        "guardrails:\n  min_words: 5\n  min_turns_before_end: never\n  banned_first_words: [Hi, Hello]\n  fallback: keep\n"
+        "guardrails:\n  min_words: 5\n  min_turns_before_end: never\n"
+        "  banned_first_words: [Hi, Hello]\n  fallback: keep\n"
     )
     from_yaml = simulate_config([str(yaml_file)])
     from_flags = simulate_config(
@@ -226,7 +227,8 @@ def test_intent_files_text_and_jsonl(tmp_path, files):
         ),
         (
             ["--simulator-endpoint", "http://127.0.0.1:9/v1", "--adapter", "lora"],
-            "An adapter applies to a local simulator only; serve the merged model (`userlm merge`) behind simulator_endpoint instead.",
+            "An adapter applies to a local simulator only; serve the merged model "
+            "(`userlm merge`) behind simulator_endpoint instead.",
         ),
     ],
 )
@@ -256,7 +258,8 @@ def test_unknown_yaml_keys_name_the_key(tmp_path, files):
     with pytest.raises(UserError, match=r"^Unknown key `max_turn` in sim.yaml; did you mean `max_turns`\?$"):
         simulate_config([str(yaml_file)])
     yaml_file.write_text(
-        f"simulator: default\nassistant: hf:default\nintents: {files['intents']}\nout: o.jsonl\nguardrails: {{min_wrds: 5}}\n"
+        "simulator: default\nassistant: hf:default\n"
+        f"intents: {files['intents']}\nout: o.jsonl\nguardrails: {{min_wrds: 5}}\n"
     )
     with pytest.raises(UserError, match=r"^Unknown key `min_wrds`.*did you mean `min_words`\?$"):
         simulate_config([str(yaml_file)])

@@ -235,7 +235,7 @@ def test_a_lora_persona_on_a_userlm_8b_shaped_base_adds_no_second_end_marker(
     assert sim.generate([PROMPT], max_new_tokens=3, seed=1)[0].attempts == 1
 
 
-# ---------------------------------------------------------------- folders that cannot be simulators, prompts that do not fit
+# ---------------------------------------------------------- folders that cannot be simulators, prompts that do not fit
 
 
 def test_a_model_folder_without_weights_is_one_sentence(tiny_llama):
@@ -243,7 +243,8 @@ def test_a_model_folder_without_weights_is_one_sentence(tiny_llama):
     (folder / "model.safetensors").unlink()
     with pytest.raises(
         UserError,
-        match=r"^The model folder .* has no weights \(no model.safetensors\); point to a folder that was saved in full\.$",
+        match=r"^The model folder .* has no weights \(no model.safetensors\); "
+        r"point to a folder that was saved in full\.$",
     ):
         UserSimulator.load(folder)
 

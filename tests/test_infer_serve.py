@@ -176,7 +176,8 @@ def test_errors_are_openai_errors_and_the_server_keeps_serving(server, client):
             400,
             "tokens and the simulator's context is 4,096",
         ),
-        # Over the server's --max-request-mb, declared or sent in chunks without a length: refused before it is read whole.
+        # Over the server's --max-request-mb, declared or sent in chunks without a
+        # length: refused before it is read whole.
         (oversized(server, declared=True), 413, "The request is larger than 2 MB"),
         (oversized(server, declared=False), 413, "The request is larger than 2 MB"),
     ]

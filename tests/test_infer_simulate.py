@@ -458,8 +458,8 @@ def test_an_out_that_is_not_this_commands_output_is_refused_before_anything_chan
         assert path.read_bytes() == before, error
         if path == intents_file:
             assert (
-                error
-                == f"userlm simulate: The output {path} is also an input of this run; write the conversations to another file."
+                error == f"userlm simulate: The output {path} is also an input of this run; "
+                "write the conversations to another file."
             )
         else:
             assert error.startswith(
@@ -468,10 +468,12 @@ def test_an_out_that_is_not_this_commands_output_is_refused_before_anything_chan
     folder = tmp_path / "runs"
     folder.mkdir()
     assert one_sentence_error([*base, "--out", str(folder)], capsys) == (
-        f"userlm simulate: The output {folder} is a folder; give a file path for the conversations, such as {folder / 'conversations.jsonl'}."
+        f"userlm simulate: The output {folder} is a folder; give a file path for the "
+        f"conversations, such as {folder / 'conversations.jsonl'}."
     )
     assert one_sentence_error([*base, "--out", str(others / "sim.jsonl")], capsys) == (
-        f"userlm simulate: Cannot write {others / 'sim.jsonl'}: {others} is a file, not a folder; choose another output path."
+        f"userlm simulate: Cannot write {others / 'sim.jsonl'}: {others} is a "
+        "file, not a folder; choose another output path."
     )
     unwritable = Path("/sys/userlm-test/sim.jsonl")  # read-only even for root
     assert re.fullmatch(
@@ -526,7 +528,8 @@ def test_chat_with_standard_input_closed_keeps_the_transcript(tmp_path, programm
 
 
 def test_intents_come_from_text_jsonl_and_prep_s_compressed_conversations(tmp_path):
-    """Prep may write conversations.jsonl.gz; its intents feed simulate as they are, and a binary file is one sentence."""
+    """Prep may write conversations.jsonl.gz; its intents feed simulate as they
+    are, and a binary file is one sentence."""
     import gzip
 
     from userlm.infer.simulate import read_input_file

@@ -101,7 +101,8 @@ def user_turns(record: dict) -> list[str]:
 
 
 def replay(record: dict, bot: str) -> str:
-    """Check the transcript against the simulator's rule and the bot's code (`suite_bots.<bot>`); the termination reason they give."""
+    """Check the transcript against the simulator's rule and the bot's code
+    (`suite_bots.<bot>`); the termination reason they give."""
     answer, done = None, False
     for turn in record["turns"]:
         if turn["role"] == "assistant":
@@ -130,7 +131,8 @@ def test_suite_outcomes_gate_junit_and_resume(tmp_path, simulator, bots, capsys)
     transformers_logging.enable_progress_bar()
     records = conversations(out)
     assert len(records) == 3 * 2 * 2
-    # Each outcome is what the simulator and the bot did: "Please" crashes the bot, "Hello" gets "Done.", the user leaves.
+    # Each outcome is what the simulator and the bot did: "Please" crashes the
+    # bot, "Hello" gets "Done.", the user leaves.
     for record in records:
         assert record["termination_reason"] == replay(record, "crashes_on_please")
     results = results_of(out)
@@ -142,7 +144,8 @@ def test_suite_outcomes_gate_junit_and_resume(tmp_path, simulator, bots, capsys)
     assert code == 1 and not results["passed"]
     suite_rate = errors / len(records)
     assert results["failed"] == [
-        f"suite: share of assistant errors {suite_rate:.2f} ({errors} of 12 conversations) is above max_assistant_errors 0"
+        f"suite: share of assistant errors {suite_rate:.2f} ({errors} of 12 "
+        "conversations) is above max_assistant_errors 0"
     ]
     assert printed.count("FAILED ") == 1 and f"FAILED {results['failed'][0]}" in printed
     for row in results["intents"]:
@@ -286,7 +289,8 @@ def test_refusals_before_anything_runs(tmp_path, simulator, bots):
     (foreign / "todo.txt").write_text("mine\n")
     with pytest.raises(
         UserError,
-        match=r"^The output folder .*notes holds files that are not a `userlm test` output \(todo.txt\); choose a new or empty folder.$",
+        match=r"^The output folder .*notes holds files that are not a `userlm test` output "
+        r"\(todo.txt\); choose a new or empty folder.$",
     ):
         run_words([str(suite), "--out", str(foreign)])
     assert sorted(p.name for p in foreign.iterdir()) == ["todo.txt"]

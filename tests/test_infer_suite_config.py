@@ -142,7 +142,8 @@ def test_intents_and_personas_inline_named_and_thresholds_per_intent(tmp_path):
         "simulator: default\nassistant: hf:default\n"
         f"intents:\n  - {BOOKING}\n  - name: refund\n    intent: {REFUND}\n    thresholds: {{min_success: 0.9}}\n"
         f"  - {BOOKING}\n  - {REFUND}\n"
-        "personas:\n  - Writes short messages, all lowercase, no greetings.\n  - {name: formal, persona: Writes formally.}\n"
+        "personas:\n  - Writes short messages, all lowercase, no greetings.\n"
+        "  - {name: formal, persona: Writes formally.}\n"
         "intent_thresholds: {min_success: 0.5, max_mean_user_turns: 4}\n"
     )
     config = suite_config([str(suite)])

@@ -1,5 +1,5 @@
-"""The one draft parser (docs/design.md#reading-a-drafted-turn): every way a drafted user turn comes back from a backend,
-then the same drafts through the local backend on real programmed Llamas."""
+"""The one draft parser (docs/design.md#reading-a-drafted-turn): every way a drafted user turn comes back from a
+backend, then the same drafts through the local backend on real programmed Llamas."""
 
 from __future__ import annotations
 

@@ -53,7 +53,8 @@ def test_heuristic_intent_is_high_level_and_copies_no_first_turn_word():
     assert heuristic_intent(
         record("how do I deploy my flask app to aws", "it fails with a 502 error", "still 502", "works")
     ) == (
-        f"{INTENT_PREFIX} get programming assistance, in the area of cloud and operations, with a bearing on software and computing."
+        f"{INTENT_PREFIX} get programming assistance, in the area of cloud and "
+        "operations, with a bearing on software and computing."
         " You follow up a few times."
     )
     # Non-Latin text has no words the rules know, so it gets the generic task alone.

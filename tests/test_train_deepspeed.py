@@ -1,4 +1,5 @@
-"""A real two-rank DeepSpeed ZeRO-3 run on the CPU (docs/design.md#real-components), through the `deepspeed` launcher."""
+"""A real two-rank DeepSpeed ZeRO-3 run on the CPU
+(docs/design.md#real-components), through the `deepspeed` launcher."""
 
 from __future__ import annotations
 

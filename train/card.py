@@ -26,7 +26,10 @@ SHAREGPT_DATASET = "anon8231489123/ShareGPT_Vicuna_unfiltered"
 PAPER = '[UserLM-8b](https://huggingface.co/microsoft/UserLM-8b) ("Flipping the Dialogue")'
 # `userlm eval` replaces what lies between these lines (evaluation/card_results.py).
 RESULTS_START, RESULTS_END = "<!-- userlm eval results -->", "<!-- end of userlm eval results -->"
-EXAMPLE_INTENT = "You are a user chatting with an assistant language model to plan a weekend trip to a nearby city. You follow up once."
+EXAMPLE_INTENT = (
+    "You are a user chatting with an assistant language model to plan a "
+    "weekend trip to a nearby city. You follow up once."
+)
 # The recipe's SFTConfig keys a reader needs to reproduce the run, in this order.
 SFT_KEYS = (
     "learning_rate",
@@ -182,11 +185,13 @@ def intro(name: str, base: str, template: FlippedTemplate, kind: str) -> str:
     return (
         f"# {name}\n\n"
         f"A **user simulator**: {kind} of {base}, trained with userlm-kit on real chat logs flipped around. It plays "
-        "the *user* of a chat, not the assistant: given an intent (what the user wants, and optionally a persona) as the "
+        "the *user* of a chat, not the assistant: given an intent (what the "
+        "user wants, and optionally a persona) as the "
         "system message and the conversation so far, it writes the user's next turn, and when the user would leave it "
         f"writes `{END_MARKER}` as its whole turn. This follows {PAPER}.\n\n"
         f"Its chat template is `{template.name}`, flipped: every message renders in its own role and the prompt always "
-        f"ends by opening a **user** turn (`{opening}`); a turn ends at `{template.eot_token}`. The template is saved as "
+        f"ends by opening a **user** turn (`{opening}`); a turn ends at "
+        f"`{template.eot_token}`. The template is saved as "
         f"the tokenizer's chat template and `{END_MARKER}` is in its vocabulary."
     )
 
@@ -325,15 +330,19 @@ def limitations_section(languages: list[str] | None) -> str:
     )
     return (
         "## Intended use and limitations\n\n"
-        "For testing and evaluating assistants with simulated multi-turn users (`userlm simulate`, or `userlm serve` as an "
-        "OpenAI-compatible endpoint a test harness talks to) and for research on user simulation. It is not an assistant: "
+        "For testing and evaluating assistants with simulated multi-turn users "
+        "(`userlm simulate`, or `userlm serve` as an "
+        "OpenAI-compatible endpoint a test harness talks to) and for research "
+        "on user simulation. It is not an assistant: "
         "it was trained to write what users write, not to help or to be safe, and should not talk to people.\n\n"
         "Limitations the UserLM-8b paper reports of such simulators, which apply here:\n\n"
-        "- It adds requirements that are not in the intent: a simulated user sometimes asks for things its intent never "
+        "- It adds requirements that are not in the intent: a simulated user "
+        "sometimes asks for things its intent never "
         "stated; check simulated conversations against their intents before scoring an assistant on them.\n"
         f"- {language}\n"
         "- It is sensitive to the prompt: the intent's wording and the persona block change what it writes and when it "
-        'leaves; write intents the way its training data states them ("You are a user chatting with an assistant language '
+        'leaves; write intents the way its training data states them ("You are '
+        "a user chatting with an assistant language "
         'model to ...").\n'
         "- Its figures come from its own small held-out splits: read them with their n and intervals."
     )
@@ -371,8 +380,10 @@ def quick_start(name: str, base: str | None, template: FlippedTemplate, *, adapt
         + f"stop = [tokenizer.convert_tokens_to_ids(t) for t in ({template.eot_token!r}, {END_MARKER!r})]\n\n"
         f'messages = [{{"role": "system", "content": {system!r}}}]\n'
         'prompt = tokenizer.apply_chat_template(messages, return_tensors="pt", return_dict=True)\n'
-        "output = model.generate(**prompt, max_new_tokens=64, do_sample=True, temperature=1.0, top_p=0.8, eos_token_id=stop)\n"
-        f'turn = tokenizer.decode(output[0, prompt["input_ids"].shape[1]:]).removesuffix({template.eot_token!r}).strip()\n'
+        "output = model.generate(**prompt, max_new_tokens=64, do_sample=True, "
+        "temperature=1.0, top_p=0.8, eos_token_id=stop)\n"
+        'turn = tokenizer.decode(output[0, prompt["input_ids"].shape[1]:])'
+        f".removesuffix({template.eot_token!r}).strip()\n"
         f"if turn == {END_MARKER!r}:\n"
         '    print("the user has left")\n'
         "else:  # the user's turn; add it and the assistant's reply, then generate the next one\n"

@@ -142,7 +142,8 @@ class TrainConfig(Config):
     long_samples: Literal["error", "skip"] = field(
         default="error",
         metadata={
-            "help": "a sample longer than max_length loses its oldest whole exchanges (the system message and the target "
+            "help": "a sample longer than max_length loses its oldest whole "
+            "exchanges (the system message and the target "
             "are never cut); one that still does not fit stops the run (error), or is skipped and listed in "
             "skipped_samples.jsonl (skip)"
         },
@@ -220,7 +221,8 @@ def find_recipe(word: str) -> Path:
 
 
 def load_recipe(name_or_path: str | Path, overrides: list[str] = ()) -> TrainConfig:
-    """A shipped recipe by name (`smollm2-cpu-quickstart`) or a YAML path, with `key=value` or `--key value` overrides."""
+    """A shipped recipe by name (`smollm2-cpu-quickstart`) or a YAML path, with
+    `key=value` or `--key value` overrides."""
     return parse_train_words([str(name_or_path), *overrides])
 
 

@@ -32,7 +32,8 @@ from .truncation import fit_sample
 def tokenize_split(
     dataset: Dataset, tokenizer, template: FlippedTemplate, max_length: int | None, num_proc: int | None = None
 ) -> tuple[Dataset, list[dict]]:
-    """Tokenise and fit to max_length; returns the trainable rows (with a `truncated` flag) and the samples that cannot fit.
+    """Tokenise and fit to max_length; returns the trainable rows (with a
+    `truncated` flag) and the samples that cannot fit.
 
     `dataset` must hold a sample: `map` on no rows adds no columns to read back. `num_proc` is SFTConfig's
     `dataset_num_proc`: fitting whole turns renders each sample several times (about 130 samples/s on one core).
@@ -153,7 +154,8 @@ def empty_split_message(path: Path) -> str:
     share = f", and {train.get('conversations', 0)} went to the train split" if train else ""
     return (
         f"{folder} holds no training samples: of {read} records read, prep removed them by ({lost}){share} "
-        f"(see {folder / 'stats.json'}); loosen those prep options (e.g. languages, persona_filter, split) and run `userlm prep` again."
+        f"(see {folder / 'stats.json'}); loosen those prep options (e.g. languages, "
+        "persona_filter, split) and run `userlm prep` again."
     )
 
 

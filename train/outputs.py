@@ -38,7 +38,8 @@ def mark_started(output_dir: Path) -> None:
         output_dir / INCOMPLETE_MARKER,
         {
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "note": f"userlm train is writing this folder; it is finished when this file is gone and {SUMMARY_FILE} is written.",
+            "note": "userlm train is writing this folder; it is finished when this "
+            f"file is gone and {SUMMARY_FILE} is written.",
         },
     )
 

@@ -347,7 +347,8 @@ def model_folder(name: str) -> str:
         return str(default_model_dir())
     if not Path(name).exists() and os.environ.get("HF_HUB_OFFLINE") == "1":
         raise UserError(
-            f"Model {name} is not a local folder and the hub is offline; set model_name_or_path to a saved model folder."
+            f"Model {name} is not a local folder and the hub is offline; set "
+            "model_name_or_path to a saved model folder."
         )
     return name
 
@@ -472,14 +473,16 @@ def lora_config(config: TrainConfig, model, tokenizer, added_tokens: list[str]):
 
 
 def continue_adapter(model, adapter: Path):
-    """The base with a `userlm train` LoRA adapter loaded trainable: LoRA weights and token rows go on from where it ended."""
+    """The base with a `userlm train` LoRA adapter loaded trainable: LoRA weights and
+    token rows go on from where it ended."""
     from peft import PeftModel
 
     return PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
 
 
 def give_head_a_bias(model) -> None:
-    """TRL's fused loss reads `lm_head.bias`, which PEFT's TrainableTokensWrapper lacks (still so in trl 1.16, peft 0.21)."""
+    """TRL's fused loss reads `lm_head.bias`, which PEFT's TrainableTokensWrapper
+    lacks (still so in trl 1.16, peft 0.21)."""
     head = model.get_output_embeddings()
     if not hasattr(head, "bias"):
         head.bias = None

@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # a bug, not a user's mistake: one line here, the traceback in a log
         log = write_crash_log(command, argv)
         print(
-            f"userlm {command}: unexpected error ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+            f"userlm {command}: unexpected error ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}); "
             f"the traceback is in {log}. Please report it with that file.",
             file=sys.stderr,
         )

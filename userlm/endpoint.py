@@ -104,8 +104,14 @@ def describe_failure(endpoint: Endpoint, error: Exception) -> str:
         hint = STATUS_HINTS.get(error.status_code, "check the server's log")
         hint = hint.format(env=endpoint.api_key_env, model=endpoint.model)
         retried = error.status_code in (408, 409, 429) or error.status_code >= 500  # what openai retries
-        return f"The endpoint at {endpoint.host} answered HTTP {error.status_code}{' ' + tries if retried else ''}; {hint}."
-    return f"The endpoint at {endpoint.host} sent an answer that could not be read ({type(error).__name__}); check that it is OpenAI-compatible."
+        return (
+            f"The endpoint at {endpoint.host} answered HTTP "
+            f"{error.status_code}{' ' + tries if retried else ''}; {hint}."
+        )
+    return (
+        f"The endpoint at {endpoint.host} sent an answer that could not be read "
+        f"({type(error).__name__}); check that it is OpenAI-compatible."
+    )
 
 
 class EndpointClient:

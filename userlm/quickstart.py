@@ -162,7 +162,8 @@ def stages(config: QuickstartConfig) -> list[Stage]:
 
 
 def recipe_values(section: dict, **paths) -> dict:
-    """A whole training recipe: the named one, the section's keys over it, the chaining paths; checked as `userlm train` checks it."""
+    """A whole training recipe: the named one, the section's keys over it, the chaining
+    paths; checked as `userlm train` checks it."""
     from userlm.train.config import load_recipe
 
     section = dict(section)

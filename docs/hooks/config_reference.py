@@ -36,7 +36,8 @@ COMMANDS = (
     (
         "test",
         "SuiteConfig",
-        "An intent may also be a mapping of `intent`, `name` and `thresholds`; a persona a mapping of `persona` and `name`.",
+        "An intent may also be a mapping of `intent`, `name` and `thresholds`; "
+        "a persona a mapping of `persona` and `name`.",
     ),
     ("eval", "EvalConfig", ""),
 )

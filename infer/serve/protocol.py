@@ -113,14 +113,16 @@ def chat_prompt(request: ChatRequest, default_roles: str) -> list[dict]:
         if message.role == "tool":
             raise RequestError(
                 400,
-                "Tool messages are not supported: the simulator writes user turns only; send the conversation's text turns.",
+                "Tool messages are not supported: the simulator writes user "
+                "turns only; send the conversation's text turns.",
                 param="messages",
             )
         role = "system" if message.role == "developer" else swap.get(message.role, message.role)
         if role == "system" and index > 0:
             raise RequestError(
                 400,
-                "Only the first message may be a system message (the intent, and persona); send the others as user or assistant turns.",
+                "Only the first message may be a system message (the intent, and persona); "
+                "send the others as user or assistant turns.",
                 param="messages",
             )
         prompt.append({"role": role, "content": message.text()})
@@ -132,7 +134,8 @@ def chat_prompt(request: ChatRequest, default_roles: str) -> list[dict]:
         )
         raise RequestError(
             400,
-            f"The conversation ends with a user turn, but the reply is the next user turn; end it with the assistant's message, or {hint}.",
+            "The conversation ends with a user turn, but the reply is the next user turn; end "
+            f"it with the assistant's message, or {hint}.",
             param="messages",
         )
     return prompt

@@ -54,14 +54,17 @@ class ServeConfig(SimulatorOptions):
     simulator: str = field(
         metadata={
             "positional": True,
-            "help": "the simulator: a `userlm train` output folder, a model folder (UserLM-8b works as it is), a .gguf file, "
-            "or 'default' (the embedded SmolLM2, prompted); with simulator_endpoint, the folder that gives the tokenizer and template",
+            "help": "the simulator: a `userlm train` output folder, a model "
+            "folder (UserLM-8b works as it is), a .gguf file, "
+            "or 'default' (the embedded SmolLM2, prompted); with simulator_endpoint, the "
+            "folder that gives the tokenizer and template",
         }
     )
     seed: int = field(
         default=0,
         metadata={
-            "help": "mixed into every request's own seed (a request with a seed is reproducible; one without draws fresh)",
+            "help": "mixed into every request's own seed (a request with a "
+            "seed is reproducible; one without draws fresh)",
             "min": 0,
         },
     )
@@ -82,7 +85,8 @@ class ServeConfig(SimulatorOptions):
     roles: Literal["natural", "flipped"] = field(
         default="natural",
         metadata={
-            "help": "natural: the user's turns are 'user'; flipped: the simulator's own turns come as 'assistant' and the agent's as 'user', "
+            "help": "natural: the user's turns are 'user'; flipped: the simulator's own turns "
+            "come as 'assistant' and the agent's as 'user', "
             "as prompted user simulators are called (a request's `roles` field overrides it)"
         },
     )
@@ -95,7 +99,8 @@ class ServeConfig(SimulatorOptions):
     batch_wait_ms: float = field(
         default=10.0,
         metadata={
-            "help": "a batch starts once no request has arrived for this long (at most 20 such waits), so requests sent together share it",
+            "help": "a batch starts once no request has arrived for this long (at most 20 "
+            "such waits), so requests sent together share it",
             "min": 0,
         },
     )
@@ -119,7 +124,8 @@ def main(words: list[str]) -> int:
         words,
         prog="userlm serve",
         description=(
-            "Serve a user simulator as an OpenAI-compatible server (chat and completions): the reply is the next user turn."
+            "Serve a user simulator as an OpenAI-compatible server (chat and "
+            "completions): the reply is the next user turn."
         ),
     )
     serve(config)
@@ -146,7 +152,8 @@ def api_key(config: ServeConfig) -> str | None:
     key = os.environ.get(config.api_key_env)
     if not key:
         raise UserError(
-            f"The environment variable {config.api_key_env} is empty; set it to the key clients must send, or drop api_key_env."
+            f"The environment variable {config.api_key_env} is empty; set it to the "
+            "key clients must send, or drop api_key_env."
         )
     return key
 

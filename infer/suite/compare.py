@@ -29,12 +29,14 @@ def read_previous(folder: Path) -> dict:
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(
-            f"The run to compare with, {folder}, is not a folder; pass the output folder of an earlier `userlm test` run."
+            f"The run to compare with, {folder}, is not a folder; pass the "
+            "output folder of an earlier `userlm test` run."
         )
     path = folder / RESULTS
     if not path.is_file():
         raise UserError(
-            f"{folder} holds no finished `userlm test` run (no {RESULTS}); compare with the folder of a run that finished."
+            f"{folder} holds no finished `userlm test` run (no {RESULTS}); "
+            "compare with the folder of a run that finished."
         )
     try:
         results = json.loads(path.read_text(encoding="utf-8"))
@@ -46,7 +48,8 @@ def read_previous(folder: Path) -> dict:
 
 
 def compare(previous: dict, intents: list[dict]) -> dict:
-    """Per intent of this run (and per intent only the earlier run had): each figure before and after, and the verdict."""
+    """Per intent of this run (and per intent only the earlier run had): each
+    figure before and after, and the verdict."""
     before_by_name = {i["name"]: i for i in previous["intents"]}
     before_by_text = {i["intent"]: i for i in previous["intents"]}
     rows, matched = [], set()

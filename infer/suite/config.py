@@ -42,7 +42,8 @@ class Thresholds(Config):
     min_success: float | None = field(
         default=None,
         metadata={
-            "help": "least share of successful conversations: the judge's verdicts, or without a judge the user leaving before the turn limit",
+            "help": "least share of successful conversations: the judge's verdicts, or without a "
+            "judge the user leaving before the turn limit",
             **SHARE,
         },
     )
@@ -120,14 +121,16 @@ class SuiteConfig(ConversationOptions, AssistantOptions, SimulatorOptions):
     personas: Path | list[str | SuitePersona] | None = field(
         default=None,
         metadata={
-            "help": "personas like intents (a file, or a list of texts or mappings of persona and name); every intent runs with every persona",
+            "help": "personas like intents (a file, or a list of texts or mappings of persona and "
+            "name); every intent runs with every persona",
             "nonempty": True,
         },
     )
     judge: Judge | None = field(
         default=None,
         metadata={
-            "help": "a judge endpoint for task-success verdicts; without one, success is the user leaving before the turn limit",
+            "help": "a judge endpoint for task-success verdicts; without one, "
+            "success is the user leaving before the turn limit",
         },
     )
     thresholds: Thresholds = field(

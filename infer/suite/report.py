@@ -24,12 +24,14 @@ OPEN_AT_MOST = 40  # transcripts start open in a small run, folded in a large on
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 0 auto; max-width: 1100px; padding: 16px 24px; color: #1f2328; }
 h1 { font-size: 22px; margin-bottom: 4px; } h2 { font-size: 17px; margin-top: 28px; border-bottom: 1px solid #d0d7de; }
-table { border-collapse: collapse; margin: 8px 0; } th, td { border: 1px solid #d0d7de; padding: 4px 8px; text-align: right; }
+table { border-collapse: collapse; margin: 8px 0; } \
+th, td { border: 1px solid #d0d7de; padding: 4px 8px; text-align: right; }
 th:first-child, td:first-child { text-align: left; } th { background: #f6f8fa; }
 .meta { color: #57606a; margin: 2px 0; }
 .badge { display: inline-block; border-radius: 10px; padding: 0 8px; font-size: 12px; font-weight: 600; color: #fff; }
 .pass, .success, .better { background: #1a7f37; } .fail, .failure, .worse { background: #cf222e; }
-.unjudged, .not-counted, .mixed, .changed { background: #9a6700; } .same, .n-a, .new, .gone, .none { background: #6e7781; }
+.unjudged, .not-counted, .mixed, .changed { background: #9a6700; } \
+.same, .n-a, .new, .gone, .none { background: #6e7781; }
 #filters { position: sticky; top: 0; background: #fff; padding: 8px 0; border-bottom: 1px solid #d0d7de; z-index: 1; }
 #filters label { margin-right: 12px; }
 details.conversation { border: 1px solid #d0d7de; border-radius: 6px; margin: 10px 0; padding: 6px 12px; }
@@ -97,8 +99,10 @@ def header(result: dict) -> str:
     return (
         f"<h1>userlm test: {escape(result['suite'])} {gate}</h1>"
         f"<p class='meta'>Finished {escape(result['finished'])} in {result['seconds']:g} s; "
-        f"{result['stats']['conversations']} conversations ({simulated['now']} simulated now, {simulated['reused']} reused, "
-        f"{simulated['retried']} retried), {config['n_per_intent']} per intent and persona, at most {config['max_turns']} user turns, "
+        f"{result['stats']['conversations']} conversations ({simulated['now']} "
+        f"simulated now, {simulated['reused']} reused, "
+        f"{simulated['retried']} retried), {config['n_per_intent']} per intent and persona, "
+        f"at most {config['max_turns']} user turns, "
         f"base seed {config['seed']}.</p>"
         f"<p class='meta'>Simulator <code>{escape(str(config['simulator']))}</code>; assistant under test "
         f"<code>{escape(str(config['assistant']))}</code>"
@@ -116,13 +120,15 @@ def gate_section(result: dict) -> str:
     if not checks:
         return "<h2>Gate</h2><p>No thresholds set: the gate passes whatever the outcomes.</p>"
     rows = "".join(
-        f"<tr class='{'pass' if c['passed'] else 'fail'}-row'><td>{escape(c['scope'])}</td><td>{escape(c['threshold'])}</td>"
+        f"<tr class='{'pass' if c['passed'] else 'fail'}-row'><td>{escape(c['scope'])}</td>"
+        f"<td>{escape(c['threshold'])}</td>"
         f"<td>{c['limit']:g}</td><td>{'n/a' if c['measured'] is None else format(c['measured'], '.2f')}</td>"
         f"<td>{badge('pass') if c['passed'] else badge('fail')}</td></tr>"
         for c in checks
     )
     return (
-        "<h2>Gate</h2><table id='gate-table'><tr><th>scope</th><th>threshold</th><th>limit</th><th>measured</th><th>result</th></tr>"
+        "<h2>Gate</h2><table id='gate-table'>"
+        "<tr><th>scope</th><th>threshold</th><th>limit</th><th>measured</th><th>result</th></tr>"
         f"{rows}</table>"
     )
 
@@ -183,7 +189,10 @@ def rate(value: float | None) -> str:
 
 
 def comparison_section(comparison: dict) -> str:
-    head = "<tr><th>intent</th><th>change</th><th>success rate</th><th>user ended</th><th>assistant errors</th><th>mean user turns</th><th>gate</th></tr>"
+    head = (
+        "<tr><th>intent</th><th>change</th><th>success rate</th><th>user ended</th>"
+        "<th>assistant errors</th><th>mean user turns</th><th>gate</th></tr>"
+    )
     lines = [head]
     for row in comparison["intents"]:
         figures = {f["figure"]: f for f in row["figures"]}
@@ -268,7 +277,10 @@ def turn_html(turn: dict) -> str:
     events = turn.get("events") or []
     listed = f"<ul class='events'>{''.join(event_html(e) for e in events)}</ul>" if events else ""
     classes = f"turn {turn['role']}" + (" leaves" if leaves else "")
-    return f"<div class='{classes}'><div class='role'>{turn['role']}</div><div class='bubble'>{escape(text)}</div>{listed}</div>"
+    return (
+        f"<div class='{classes}'><div class='role'>{turn['role']}</div>"
+        f"<div class='bubble'>{escape(text)}</div>{listed}</div>"
+    )
 
 
 def event_html(event: dict) -> str:

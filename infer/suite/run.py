@@ -152,7 +152,8 @@ def check_suite_folder(out: Path) -> None:
     foreign = sorted(p.name for p in out.iterdir() if not any(p.name.startswith((o, f".{o}.")) for o in OUTPUTS))
     if foreign:
         raise UserError(
-            f"The output folder {out} holds files that are not a `userlm test` output ({foreign[0]}); choose a new or empty folder."
+            f"The output folder {out} holds files that are not a `userlm test` output "
+            f"({foreign[0]}); choose a new or empty folder."
         )
 
 
@@ -248,7 +249,8 @@ def figures_text(stats: dict) -> str:
             f"success rate: {share_text(stats['success_rate'], stats['successes'], stats['judged'])}"
             + (f" ({stats['unjudged']} unjudged)" if stats["unjudged"] else ""),
             f"user ended: {share_text(stats['user_ended_rate'], reasons['user_ended'], stats['counted'])}",
-            f"assistant errors: {share_text(stats['assistant_error_rate'], reasons['assistant_error'], stats['counted'])}",
+            "assistant errors: "
+            f"{share_text(stats['assistant_error_rate'], reasons['assistant_error'], stats['counted'])}",
             f"mean user turns: {turns}",
             "ended: " + ", ".join(f"{reason} {count}" for reason, count in reasons.items() if count),
         ]
@@ -295,7 +297,8 @@ def suite_summary(result: dict) -> Summary:
     judge = result["judge"]
     if judge and judge["failed"]:  # the cause, here and not only in the report files
         notes.append(
-            f"The judge gave no verdict for {judge['failed']} of {judge['judged']} conversations; its last error: {judge['last_error']}"
+            f"The judge gave no verdict for {judge['failed']} of {judge['judged']} "
+            f"conversations; its last error: {judge['last_error']}"
         )
     if result["comparison"] is not None:
         notes += comparison_lines(result["comparison"])
