@@ -38,7 +38,7 @@ def comparison_table(results: dict) -> Table:
         published = results["published"]["figures"].get(key, {}).get("UserLM-8b")
         rows.append(
             [
-                f"{short} ({better} is better)",
+                f"{short} ({better} is better){uninformative_note(results, key)}",
                 *(format_figure(entry) for entry in measured),
                 *(format_difference(differences["checkpoints"][n].get(key)) for n in compared),
                 format_figure(human),
@@ -46,6 +46,35 @@ def comparison_table(results: dict) -> Table:
             ]
         )
     return Table(headers, rows)
+
+
+def uninformative_note(results: dict, key: str) -> str:
+    """The naturalness row says so when its detector cannot tell real users from models writing as users."""
+    check = results.get("validation", {}).get("naturalness_detector", {}).get("model_written") or {}
+    if key != "naturalness" or check.get("informative", True):
+        return ""
+    return f": uninformative, the detector tells real from model-written users at AUC {format_figure(check)}"
+
+
+def floor_table(results: dict) -> Table | None:
+    """Each termination figure beside the no-model floors learnt from the train split, and each checkpoint's
+    difference from them: a model that only counts turns or words scores the floor."""
+    floors = results.get("reference") or {}
+    names = list(results["checkpoints"])
+    rows = []
+    for key, _, short, _, better in METRICS:
+        for floor, figure in (floors.get(key) or {}).items():
+            differences = [(results["checkpoints"][n].get(key) or {}).get("minus_reference", {}) for n in names]
+            rows.append(
+                [
+                    f"{short} ({better} is better)",
+                    f"{figure.get('source', floor)}: {format_figure(figure)}",
+                    *(format_difference(d.get(floor)) for d in differences),
+                ]
+            )
+    if not rows:
+        return None
+    return Table(["metric", "no-model floor", *(f"{name} − floor" for name in names)], rows)
 
 
 @dataclass(kw_only=True)
@@ -64,4 +93,8 @@ def table_markdown(path: Path) -> str:
         results = json.loads(Path(path).read_text(encoding="utf-8"))
     except ValueError:
         raise UserError(f"{path} is not JSON; give the metrics.json of a `userlm eval` output folder.") from None
-    return "\n".join(markdown_table(comparison_table(results))) + "\n"
+    lines = markdown_table(comparison_table(results))
+    floors = floor_table(results)
+    if floors is not None:
+        lines += ["", *markdown_table(floors)]
+    return "\n".join(lines) + "\n"
