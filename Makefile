@@ -24,6 +24,11 @@ test: install
 	$(BIN)/pytest
 
 # The docs site (mkdocs.yml), built with --strict into out/site: a broken link, anchor or page fails.
+# Ruff's rules and line length are in pyproject.toml.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
 docs: install
 	$(BIN)/pip install -q -e ".[docs]"
 	$(BIN)/mkdocs build --strict
@@ -44,4 +49,4 @@ $(VLLM_VENV)/.ready:
 
 vllm-env: $(VLLM_VENV)/.ready
 
-.PHONY: install quickstart test docs vllm-env
+.PHONY: install quickstart test lint docs vllm-env
