@@ -64,7 +64,7 @@ def main(words: list[str]) -> int:
     from train_end_probability import EndProbabilityConfig, draws, end_probabilities, no_model_reference
     from transformers import TrainerCallback
 
-    from userlm.data_prep.templates import get_template
+    from userlm.flipped.templates import get_template
     from userlm.train.config import load_recipe
     from userlm.train.sft import build_trainer
 

@@ -81,10 +81,10 @@ def probe(features, labels: list[bool], l2: float):
 def main(words: list[str]) -> int:
     from train_end_probability import EndProbabilityConfig, draws, load
 
-    from userlm.data_prep.intents import SCOPES
-    from userlm.data_prep.samples import load_samples
-    from userlm.data_prep.templates import render
     from userlm.evaluation.roc import roc_auc
+    from userlm.flipped.samples import load_samples
+    from userlm.flipped.scope import SCOPES
+    from userlm.flipped.templates import render
     from userlm.train.truncation import fit_sample
 
     config = parse_config(EndProbeConfig, words, prog="bench/end_probe.py", description=__doc__)

@@ -26,8 +26,8 @@ import torch
 from tqdm import tqdm
 
 from userlm.config import Config, parse_config
-from userlm.data_prep.format import system_text
-from userlm.data_prep.templates import render
+from userlm.flipped.format import system_text
+from userlm.flipped.templates import render
 from userlm.infer.assistants import LocalAssistant
 from userlm.infer.guardrails import Guardrails
 from userlm.infer.simulate import make_jobs, simulate

@@ -104,7 +104,7 @@ def baseline_run(data: Path, out: Path, steps: int, *, advised: bool) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from userlm.data_prep.samples import load_samples
+    from userlm.flipped.samples import load_samples
     from userlm.hardware import resolve_bf16
     from userlm.train.config import load_recipe
     from userlm.train.sft import lora_config, model_folder

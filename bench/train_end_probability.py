@@ -59,8 +59,8 @@ class EndProbabilityConfig(Config):
 
 def draws(config: EndProbabilityConfig) -> tuple[list[dict], set[str], set[str]]:
     """The decision points of both draws, and the conversation ids of each (eval's, then the larger)."""
-    from userlm.data_prep.samples import split_file
     from userlm.evaluation.subsets import decision_points, prompt_chars, read_samples
+    from userlm.flipped.samples import split_file
 
     samples, _ = read_samples(split_file(config.data, "test"))
     # As evaluation/subsets.py keeps them: the points whose prompt fits (each conversation cut there).
@@ -77,8 +77,8 @@ def draws(config: EndProbabilityConfig) -> tuple[list[dict], set[str], set[str]]
 
 def no_model_reference(config: EndProbabilityConfig, points: list[dict]) -> str:
     """ROC AUC at `points` of the train split's end rate by user turn, the floor `userlm eval` reports."""
-    from userlm.data_prep.samples import split_file
     from userlm.evaluation.end_reference import end_reference
+    from userlm.flipped.samples import split_file
 
     reference = end_reference(split_file(config.data, "test"), points).get("termination_auc", {}).get("turn_index")
     return (
@@ -126,7 +126,7 @@ def load(config: EndProbabilityConfig):
         path, _, template = config.checkpoint.partition("@")
         simulator = UserSimulator.load(path, template=template or None)
         return simulator.model, simulator.tokenizer, simulator.template
-    from userlm.data_prep.templates import get_template
+    from userlm.flipped.templates import get_template
     from userlm.train.config import load_recipe
     from userlm.train.sft import build_trainer
 

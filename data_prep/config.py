@@ -161,7 +161,7 @@ class PrepConfig(Config):
                 "`personas: llm` needs an endpoint: `persona_endpoint` and `persona_model` (or the intent ones)."
             )
         if self.persona_filter:
-            from .personas import parse_filter
+            from userlm.flipped.style import parse_filter
 
             parse_filter(self.persona_filter)  # a bad expression stops the run before any work
 

@@ -19,10 +19,11 @@ import json
 from collections import Counter
 
 from userlm.atomic import atomic_open, atomic_write, write_jsonl
-from userlm.data_prep.format import CONVERSATION_KEYS, flip
+from userlm.flipped.format import CONVERSATION_KEYS, flip
+from userlm.flipped.scope import without_scope
 
 from .chunks import Chunk
-from .intents import assign_intents, drops_scope, without_scope
+from .intents import assign_intents, drops_scope
 from .kept import kept_records
 from .split import SPLITS, split_of
 from .users import PersonaTable

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from userlm.data_prep.format import count_user_turns
+from userlm.flipped.format import count_user_turns
 
 # The detector reads only this much of the user's text: enough for a stable guess, and
 # long code-heavy turns would slow it down without helping.

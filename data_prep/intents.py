@@ -28,8 +28,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from userlm.data_prep.format import INTENT_PREFIX, conversation_ends, count_user_turns, parse_system_text, system_text
-from userlm.data_prep.words import words
+from userlm.flipped.format import INTENT_PREFIX, conversation_ends, count_user_turns
+from userlm.flipped.scope import SCOPE_TURNS, SCOPES
+from userlm.flipped.words import words
 
 from .reading import Rejection
 
@@ -185,17 +186,6 @@ def topics_of(text: str, limit: int = 2) -> list[str]:
     return sorted(votes, key=lambda topic: (-votes[topic], order.index(topic)))[:limit]
 
 
-# `scope_of`'s sentences, from the shortest conversation to the longest, and the user turns each
-# states (fewest, most; None: no limit).
-SCOPES = (
-    "A single answer is all you are after.",
-    "You follow up once.",
-    "You follow up a few times.",
-    "You keep following up for a long while.",
-)
-SCOPE_TURNS = ((1, 1), (2, 2), (3, 4), (5, None))
-
-
 def scope_of(record: dict) -> str:
     """How far the user takes the conversation, in coarse words. The paper's intents are written
     from the whole conversation and so say when the user followed up ("... and then adapt it to
@@ -205,26 +195,6 @@ def scope_of(record: dict) -> str:
         return SCOPES[-1]
     turns = count_user_turns(record["messages"])
     return next(s for s, (_, most) in zip(SCOPES, SCOPE_TURNS) if most is None or turns <= most)
-
-
-def without_scope(intent: str) -> str:
-    """The intent with any scope sentence taken out."""
-    for sentence in SCOPES:
-        intent = intent.replace(sentence, "")
-    return re.sub(" {2,}", " ", intent).strip()
-
-
-def rescoped(prompt: list[dict], sentence: str | None) -> list[dict]:
-    """A flipped prompt whose system message states `sentence` as its scope (None: no scope), the
-    persona block untouched: the one place a sample's scope is rewritten (evaluation strips it from
-    the points where it would give the answer away, and states each length to see if it is obeyed)."""
-    if not prompt or prompt[0]["role"] != "system":
-        return prompt
-    intent, persona = parse_system_text(prompt[0]["content"])
-    intent = without_scope(intent)
-    if sentence:
-        intent = f"{intent} {sentence}"
-    return [{"role": "system", "content": system_text(intent, persona)}, *prompt[1:]]
 
 
 def drops_scope(conversation_id: str, fraction: float) -> bool:

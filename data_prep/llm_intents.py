@@ -17,10 +17,10 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from userlm.data_prep.fleet import Fleet
-from userlm.data_prep.format import INTENT_PREFIX
 from userlm.data_prep.llm_cache import AnswerCache, ask_missing, cached_chats, request_key
 from userlm.data_prep.reading import Rejection
 from userlm.endpoint import Endpoint, EndpointError
+from userlm.flipped.format import INTENT_PREFIX
 
 # Long turns are cut to their head and tail: the goal of a turn is usually stated at its
 # start, and pasted code or documents in the middle say little about the intent.

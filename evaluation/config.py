@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Literal
 
 from userlm.config import Config
-from userlm.data_prep.templates import TEMPLATES
 from userlm.errors import UserError
+from userlm.flipped.templates import TEMPLATES
 
 
 @dataclass(frozen=True)
@@ -251,7 +251,7 @@ class EvalConfig(Config):
         if self.judge_endpoint and not self.judge_model:
             raise UserError("Name the judge's model with judge_model when you give judge_endpoint.")
         if Path(self.data).is_dir():
-            from userlm.data_prep.samples import split_file
+            from userlm.flipped.samples import split_file
 
             self.data = split_file(self.data, "test")  # a prep folder: its test split, whatever its compression
         if not Path(self.data).is_file():
@@ -260,7 +260,7 @@ class EvalConfig(Config):
                 "(or its test.jsonl) that `userlm prep` wrote."
             )
         if self.persona_filter:
-            from userlm.data_prep.personas import parse_filter
+            from userlm.flipped.style import parse_filter
 
             parse_filter(self.persona_filter)
         specs = self.specs

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from userlm.data_prep.format import system_text
-from userlm.data_prep.templates import render
+from userlm.flipped.format import system_text
+from userlm.flipped.templates import render
 from userlm.infer.loading import context_length
 
 from .config import EvalConfig

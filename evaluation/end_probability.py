@@ -20,8 +20,8 @@ from __future__ import annotations
 import math
 import statistics
 
-from userlm.data_prep.format import END_MARKER
-from userlm.data_prep.templates import FlippedTemplate, render
+from userlm.flipped.format import END_MARKER
+from userlm.flipped.templates import FlippedTemplate, render
 
 from .forward import logprobs_at
 from .intervals import figure, hanley_mcneil

@@ -18,7 +18,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from userlm.data_prep.samples import open_lines, split_files
+from userlm.flipped.samples import open_lines, split_files
 
 from .end_probability import end_probability_metrics, expected_f1
 from .intervals import difference

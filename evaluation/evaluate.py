@@ -16,8 +16,8 @@ from pathlib import Path
 
 from userlm.atomic import replace_folder, staging_folder
 from userlm.config import to_dict
-from userlm.data_prep.words import WORD_TOKENISATION
 from userlm.errors import UserError
+from userlm.flipped.words import WORD_TOKENISATION
 from userlm.hardware import resolve_bf16
 from userlm.summary import print_summary
 

@@ -23,7 +23,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from userlm.data_prep.words import words
+from userlm.flipped.words import words
 
 LEVEL = 0.95
 RESAMPLES = 2000

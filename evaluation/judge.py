@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 
-from userlm.data_prep.format import END_MARKER
-from userlm.data_prep.words import LIST_LINE, content_words
+from userlm.flipped.format import END_MARKER
+from userlm.flipped.words import LIST_LINE, content_words
 
 from .metrics import intent_without_prefix
 from .probes import Probe

@@ -12,7 +12,7 @@ one beside it, labelled in-sample.
 
 from __future__ import annotations
 
-from userlm.data_prep.format import END_MARKER, INTENT_PREFIX
+from userlm.flipped.format import END_MARKER, INTENT_PREFIX
 
 from .probes import DIVERSION_TOPICS, INTENT_TEMPLATES, ROLE_TEMPLATES, Probe
 

@@ -1,6 +1,6 @@
 """The paper's word-level metrics as pure functions of text (docs/design.md#metrics).
 
-Word tokenisation for every metric here is `data_prep.words.words`; every report states it.
+Word tokenisation for every metric here is `flipped.words.words`; every report states it.
 Values are returned as fractions in [0, 1]; reports multiply by 100 like the paper.
 """
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import itertools
 
-from userlm.data_prep.format import END_MARKER, INTENT_PREFIX
-from userlm.data_prep.words import content_words, words
+from userlm.flipped.format import END_MARKER, INTENT_PREFIX
+from userlm.flipped.words import content_words, words
 
 from .intervals import figure, mean_figure
 

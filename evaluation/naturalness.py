@@ -33,9 +33,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from userlm.data_prep.samples import open_lines, split_files
-from userlm.data_prep.words import LIST_LINE, POLITENESS, words
 from userlm.errors import UserError
+from userlm.flipped.samples import open_lines, split_files
+from userlm.flipped.words import LIST_LINE, POLITENESS, words
 
 from .logistic import fit_balanced_logistic
 

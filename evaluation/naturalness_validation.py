@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 
-from userlm.data_prep.format import END_MARKER
+from userlm.flipped.format import END_MARKER
 
 from .config import EvalConfig
 from .intervals import figure, hanley_mcneil

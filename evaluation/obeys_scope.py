@@ -15,7 +15,7 @@ both points in one).
 
 from __future__ import annotations
 
-from userlm.data_prep.intents import SCOPES, rescoped
+from userlm.flipped.scope import SCOPES, rescoped
 
 from .end_probability import end_scores
 from .intervals import mean_figure

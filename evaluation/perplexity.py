@@ -1,6 +1,6 @@
 """Perplexity of real user turns, with and without the intent (docs/design.md#metrics).
 
-Token ids and the loss mask come from `data_prep.templates.tokenize_sample`, the
+Token ids and the loss mask come from `flipped.templates.tokenize_sample`, the
 function training uses, so the tokens scored here are exactly the tokens trained on:
 the target user turn and its end-of-turn token. "Without intent" empties the system
 message (the intent and any persona) and scores the same targets.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from userlm.data_prep.templates import FlippedTemplate, tokenize_sample
+from userlm.flipped.templates import FlippedTemplate, tokenize_sample
 
 from .forward import logprobs_at
 

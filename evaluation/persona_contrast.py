@@ -13,8 +13,8 @@ interval resamples intents. The turns are generated to their full length
 
 from __future__ import annotations
 
-from userlm.data_prep.format import END_MARKER, system_text
-from userlm.data_prep.personas import measure_style, render_style
+from userlm.flipped.format import END_MARKER, system_text
+from userlm.flipped.style import measure_style, render_style
 
 from .intervals import mean_figure
 

@@ -25,8 +25,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from userlm.data_prep.format import END_MARKER, parse_system_text, system_text
-from userlm.data_prep.personas import BUCKETS, matches, measure_style, parse_filter, render_style
+from userlm.flipped.format import END_MARKER, parse_system_text, system_text
+from userlm.flipped.style import BUCKETS, matches, measure_style, parse_filter, render_style
 
 from .intervals import mean_figure
 

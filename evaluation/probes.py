@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from userlm.data_prep.format import parse_system_text
+from userlm.flipped.format import parse_system_text
 
 ROLE_TEMPLATES = (
     "Hmm, I'm honestly not sure about this one. What do you think the answer is?",

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 import torch
 
-from userlm.data_prep.format import END_MARKER
+from userlm.flipped.format import END_MARKER
 
 from .config import CheckpointSpec, EvalConfig
 from .context import fit_to_context

@@ -12,10 +12,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from userlm.data_prep.format import parse_system_text
-from userlm.data_prep.intents import rescoped
-from userlm.data_prep.samples import iter_conversations, open_lines
 from userlm.errors import UserError
+from userlm.flipped.format import parse_system_text
+from userlm.flipped.samples import iter_conversations, open_lines
+from userlm.flipped.scope import rescoped
 
 from .config import EvalConfig
 from .obeys_scope import POINTS_READ

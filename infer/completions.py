@@ -15,7 +15,7 @@ Guardrails use the server's native parameters where it has them and candidate re
   ordinary token, which survives.
 A banned first word is always caught by candidate rejection: a logit bias would ban the
 word everywhere in the turn, not only first. Every completion is read by the one draft
-parser (`data_prep/drafts.py`), as in the local backend; a prompt over the model's context
+parser (`flipped/drafts.py`), as in the local backend; a prompt over the model's context
 is refused before any request.
 """
 
@@ -30,11 +30,11 @@ from pathlib import Path
 import httpx
 from transformers import AutoConfig, AutoTokenizer
 
-from userlm.data_prep.drafts import ParsedDraft, parse_draft
-from userlm.data_prep.format import END_MARKER, count_user_turns
-from userlm.data_prep.templates import render
 from userlm.endpoint import Endpoint, EndpointClient
 from userlm.errors import UserError
+from userlm.flipped.drafts import ParsedDraft, parse_draft
+from userlm.flipped.format import END_MARKER, count_user_turns
+from userlm.flipped.templates import render
 
 from .config import SimulatorServer
 from .guardrails import Guardrails, check_draft

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Literal
 
 from userlm.config import Config
-from userlm.data_prep.templates import TEMPLATES
 from userlm.endpoint import EndpointOptions
 from userlm.errors import UserError
+from userlm.flipped.templates import TEMPLATES
 
 from .guardrails import Guardrails
 

@@ -33,7 +33,7 @@ import openai
 from deepeval.conversation_simulator.schema import ConversationCompletion, Scenario, SimulatedInput, UserProfile
 from deepeval.models import DeepEvalBaseLLM
 
-from userlm.data_prep.format import system_text
+from userlm.flipped.format import system_text
 
 # Where DeepEval's prompts show the conversation so far (as JSON, natural roles).
 HISTORY_MARKERS = ("Previous Conversation:", "Conversation History:")

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from userlm.config import Config
-from userlm.data_prep.drafts import ParsedDraft
-from userlm.data_prep.format import count_user_turns, parse_system_text
 from userlm.errors import UserError
+from userlm.flipped.drafts import ParsedDraft
+from userlm.flipped.format import count_user_turns, parse_system_text
 
 DEFAULT_BANNED_FIRST_WORDS = ("I", "You", "Here", "i", "you", "here")
 _FIRST_WORD = re.compile(r"[^\W\d_]+")

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from userlm.data_prep.format import END_MARKER
-from userlm.data_prep.templates import FlippedTemplate, get_template, template_of
 from userlm.errors import UserError
+from userlm.flipped.format import END_MARKER
+from userlm.flipped.templates import FlippedTemplate, get_template, template_of
 from userlm.train.outputs import unfinished_run_message
 
 DEFAULT_NAME = "default"

@@ -34,9 +34,9 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from userlm.config import to_dict
-from userlm.data_prep.format import END_MARKER, count_user_turns, system_text
-from userlm.data_prep.samples import open_lines
 from userlm.errors import UserError
+from userlm.flipped.format import END_MARKER, count_user_turns, system_text
+from userlm.flipped.samples import open_lines
 from userlm.summary import Summary
 
 from .config import AssistantOptions, SimulateConfig, SimulatorOptions

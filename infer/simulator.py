@@ -10,7 +10,7 @@ with an open user turn. All prompts are generated together (left padding), in on
 loop (`infer/decoding.py`): a draft the guardrails reject is redrawn at once, beside the
 drafts still decoding, from its prompt's KV cache. Prompts' KV caches are
 kept (`infer/prompt_cache.py`): a conversation's next prompt prefills only what its previous one lacked.
-Every draft is read by the one draft parser (`data_prep/drafts.py`), as in the
+Every draft is read by the one draft parser (`flipped/drafts.py`), as in the
 completions backend. A prompt that does not fit the model's context is refused before
 anything is generated (`generate` raises; `generate_each` and `agenerate`, the loop's and
 the server's entries, return the error in that prompt's place and generate the others).
@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 
-from userlm.data_prep.drafts import ParsedDraft, parse_draft
-from userlm.data_prep.format import END_MARKER, count_user_turns
-from userlm.data_prep.templates import FlippedTemplate, render
 from userlm.errors import UserError
+from userlm.flipped.drafts import ParsedDraft, parse_draft
+from userlm.flipped.format import END_MARKER, count_user_turns
+from userlm.flipped.templates import FlippedTemplate, render
 
 from .decoding import Decoder
 from .guardrails import Guardrails, check_draft, first_word

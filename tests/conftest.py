@@ -165,7 +165,7 @@ def flipped_samples_dir(tmp_path) -> Path:
     """A folder shaped like `userlm prep` output: train.jsonl and validation.jsonl of flipped samples."""
     import json
 
-    from userlm.data_prep.format import flip
+    from userlm.flipped.format import flip
 
     folder = tmp_path / "prep"
     folder.mkdir()
@@ -234,7 +234,7 @@ def eval_test_file(tmp_path_factory) -> Path:
     """A test.jsonl of flipped samples from `eval_conversation_records`, as `userlm prep` writes it (read-only)."""
     import json
 
-    from userlm.data_prep.format import flip
+    from userlm.flipped.format import flip
 
     path = tmp_path_factory.mktemp("eval-data") / "test.jsonl"
     with open(path, "w") as sink:
@@ -259,8 +259,8 @@ def make_forced_simulator(folder: Path, tokenizer, *, always_end: bool, word: st
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from userlm.data_prep.format import END_MARKER
-    from userlm.data_prep.templates import CHATML, attach_template
+    from userlm.flipped.format import END_MARKER
+    from userlm.flipped.templates import CHATML, attach_template
 
     tokenizer = copy.deepcopy(tokenizer)
     tokenizer.add_tokens([END_MARKER], special_tokens=True)
@@ -356,8 +356,8 @@ def make_programmed_simulator(folder: Path, tokenizer, start: dict, transitions:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from userlm.data_prep.format import END_MARKER
-    from userlm.data_prep.templates import CHATML, attach_template
+    from userlm.flipped.format import END_MARKER
+    from userlm.flipped.templates import CHATML, attach_template
 
     tokenizer = copy.deepcopy(tokenizer)
     tokenizer.add_tokens([END_MARKER], special_tokens=True)
@@ -424,7 +424,7 @@ SERVED_OPENINGS = {"Please help me now", "Hello there now"}
 @pytest.fixture(scope="session")
 def served_persona(tmp_path_factory, default_tokenizer) -> Path:
     """The folder of that simulator, named `persona` (the model name its server serves)."""
-    from userlm.data_prep.format import END_MARKER
+    from userlm.flipped.format import END_MARKER
 
     eot = "<|im_end|>"
     start = {END_MARKER: 30, "Please": 25, "Hello": 25}
@@ -510,7 +510,7 @@ def userlm_8b_tokenizer(tokenizer):
 
     from transformers import AddedToken
 
-    from userlm.data_prep.format import END_MARKER
+    from userlm.flipped.format import END_MARKER
 
     tokenizer = copy.deepcopy(tokenizer)
     tokenizer.add_tokens(

@@ -51,8 +51,8 @@ def make_trigger_model(
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from userlm.data_prep.format import END_MARKER
-    from userlm.data_prep.templates import CHATML, attach_template
+    from userlm.flipped.format import END_MARKER
+    from userlm.flipped.templates import CHATML, attach_template
 
     tokenizer = copy.deepcopy(tokenizer)
     if flipped:
@@ -113,8 +113,8 @@ def make_bigram_model(folder: Path, tokenizer, template, *, transitions: dict[st
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from userlm.data_prep.format import END_MARKER
-    from userlm.data_prep.templates import attach_template
+    from userlm.flipped.format import END_MARKER
+    from userlm.flipped.templates import attach_template
 
     tokenizer = copy.deepcopy(tokenizer)
     tokenizer.add_tokens([END_MARKER], special_tokens=True)

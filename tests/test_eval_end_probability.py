@@ -14,11 +14,11 @@ import torch
 
 from tests.eval_models import make_bigram_model, make_trigger_model
 from tests.test_eval_termination import HELD_OUT, PHRASE, PHRASE_SEEN, REAL_END
-from userlm.data_prep.format import END_MARKER, flip
-from userlm.data_prep.templates import CHATML, USERLM_LLAMA3, attach_template, render
 from userlm.evaluation.end_probability import end_probabilities, end_probability_metrics, end_rows, end_tokens
 from userlm.evaluation.roc import roc_auc, roc_curve
 from userlm.evaluation.termination import decision_points
+from userlm.flipped.format import END_MARKER, flip
+from userlm.flipped.templates import CHATML, USERLM_LLAMA3, attach_template, render
 from userlm.infer.simulator import UserSimulator
 
 

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from userlm.data_prep.intents import SCOPES
 from userlm.evaluation.end_probability import end_probability_metrics
 from userlm.evaluation.end_reference import REFERENCES, add_floor_differences, end_reference
+from userlm.flipped.scope import SCOPES
 
 SINGLE, ONCE = SCOPES[0], SCOPES[1]
 

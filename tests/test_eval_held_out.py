@@ -11,13 +11,13 @@ import pytest
 
 from userlm.data_prep.config import PrepConfig
 from userlm.data_prep.pipeline import prep
-from userlm.data_prep.samples import open_lines, split_file
 from userlm.evaluation.judge import HeuristicJudge
 from userlm.evaluation.judge_labels import labelled_answers
 from userlm.evaluation.judge_validation import CONSTRUCTIONS, constructed_answers, judge_validation
 from userlm.evaluation.persona_fidelity import held_out_users, turns_by_user
 from userlm.evaluation.roc import roc_auc
 from userlm.evaluation.subsets import conversation_users, read_samples
+from userlm.flipped.samples import open_lines, split_file
 
 QUICKSTART_FILTER = "length=very_short,lowercase=often"  # recipes/quickstart.yaml's persona subset
 

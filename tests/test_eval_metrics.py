@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from tests.eval_models import always_human
-from userlm.data_prep.format import END_MARKER, system_text
 from userlm.errors import UserError
 from userlm.evaluation import metrics
 from userlm.evaluation.config import CheckpointSpec, EvalConfig, parse_checkpoint
@@ -16,6 +15,7 @@ from userlm.evaluation.metrics import word_metrics
 from userlm.evaluation.naturalness import OfflineDetector, human_share, load_detector, naturalness_setup
 from userlm.evaluation.probes import build_probes
 from userlm.evaluation.subsets import intent_of
+from userlm.flipped.format import END_MARKER, system_text
 
 INTENT = "You are a user chatting with an assistant language model to fix a broken Python script."
 

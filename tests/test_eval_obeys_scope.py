@@ -9,11 +9,11 @@ import json
 import pytest
 
 from tests.eval_models import make_trigger_model
-from userlm.data_prep.format import END_MARKER
-from userlm.data_prep.intents import SCOPES
 from userlm.evaluation.config import EvalConfig
 from userlm.evaluation.obeys_scope import CHANCE, STATED, obeys_scope, outcomes
 from userlm.evaluation.subsets import draw_subsets
+from userlm.flipped.format import END_MARKER
+from userlm.flipped.scope import SCOPES
 from userlm.infer.simulator import UserSimulator
 
 TOP_P = 0.8

@@ -10,9 +10,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from userlm.data_prep.templates import CHATML, tokenize_sample
 from userlm.evaluation.perplexity import completion_nll, perplexity, without_intent
 from userlm.evaluation.scoring import teacher_forced
+from userlm.flipped.templates import CHATML, tokenize_sample
 
 
 @pytest.fixture

@@ -8,11 +8,11 @@ import json
 import pytest
 
 from tests.conftest import conversation_record
-from userlm.data_prep.format import END_MARKER, flip, parse_system_text
-from userlm.data_prep.personas import render_style
 from userlm.evaluation.persona_contrast import ELABORATE, TERSE, contrast_prompts, persona_contrast
 from userlm.evaluation.persona_fidelity import held_out_users, style_agreement, turns_by_user
 from userlm.evaluation.subsets import conversation_users
+from userlm.flipped.format import END_MARKER, flip, parse_system_text
+from userlm.flipped.style import render_style
 
 INTENT = "You are a user chatting with an assistant language model to get things done."
 

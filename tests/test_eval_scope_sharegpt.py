@@ -8,13 +8,13 @@ from __future__ import annotations
 import pytest
 
 from userlm.data_prep.config import PrepConfig
-from userlm.data_prep.format import parse_system_text
-from userlm.data_prep.intents import SCOPES, without_scope
 from userlm.data_prep.pipeline import prep
-from userlm.data_prep.samples import iter_conversations, split_file
 from userlm.evaluation.config import EvalConfig
 from userlm.evaluation.subsets import draw_subsets, read_samples
 from userlm.evaluation.termination import decision_points
+from userlm.flipped.format import parse_system_text
+from userlm.flipped.samples import iter_conversations, split_file
+from userlm.flipped.scope import SCOPES, without_scope
 
 
 def scoped(text: str) -> bool:

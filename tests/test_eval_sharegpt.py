@@ -11,10 +11,10 @@ import pytest
 
 from userlm.data_prep.config import PrepConfig
 from userlm.data_prep.pipeline import prep
-from userlm.data_prep.samples import split_file
 from userlm.evaluation.metrics import intent_decomposition
 from userlm.evaluation.naturalness import naturalness_setup
 from userlm.evaluation.subsets import intent_of, read_samples
+from userlm.flipped.samples import split_file
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from tests.eval_models import make_trigger_model
-from userlm.data_prep.format import END_MARKER, flip
 from userlm.evaluation.termination import decision_points, predict_ends, termination_f1
+from userlm.flipped.format import END_MARKER, flip
 from userlm.infer.simulator import UserSimulator
 
 PHRASE = " goodbye"  # one token; the model ends only after it

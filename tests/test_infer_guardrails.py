@@ -8,8 +8,8 @@ import copy
 import pytest
 import torch
 
-from userlm.data_prep.format import END_MARKER, system_text
-from userlm.data_prep.templates import CHATML
+from userlm.flipped.format import END_MARKER, system_text
+from userlm.flipped.templates import CHATML
 from userlm.infer.guardrails import Guardrails, first_word, normalise, repeated_source
 from userlm.infer.simulator import UserSimulator
 

@@ -10,10 +10,10 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
-from userlm.data_prep.format import END_MARKER
-from userlm.data_prep.templates import CHATML, attach_template, render
 from userlm.defaults import smollm2_gguf
 from userlm.errors import UserError
+from userlm.flipped.format import END_MARKER
+from userlm.flipped.templates import CHATML, attach_template, render
 from userlm.infer.simulator import UserSimulator
 
 PROMPT = [{"role": "system", "content": "You are a user chatting with an assistant language model to learn chess."}]
@@ -123,7 +123,7 @@ EOT_ID = "<|eot_id|>"
 
 
 def test_a_userlm_8b_shaped_checkpoint_loads_as_it_is(userlm_8b_like):
-    from userlm.data_prep.templates import USERLM_LLAMA3
+    from userlm.flipped.templates import USERLM_LLAMA3
 
     folder = userlm_8b_like({"Hello": 30}, {"Hello": {" there": 30}, " there": {EOT_ID: 30}})
     config = json.loads((folder / "config.json").read_text())

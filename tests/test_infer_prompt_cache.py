@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from userlm.data_prep.format import system_text
-from userlm.data_prep.templates import render
+from userlm.flipped.format import system_text
+from userlm.flipped.templates import render
 from userlm.infer.guardrails import Guardrails
 from userlm.infer.prompt_cache import PromptCache
 from userlm.infer.simulator import UserSimulator

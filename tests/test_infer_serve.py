@@ -14,8 +14,8 @@ import pytest
 
 from tests.conftest import SERVED_INTENT as INTENT
 from tests.conftest import SERVED_OPENINGS as OPENINGS
-from userlm.data_prep.format import END_MARKER
-from userlm.data_prep.templates import CHATML, render
+from userlm.flipped.format import END_MARKER
+from userlm.flipped.templates import CHATML, render
 from userlm.infer.serve.engine import BATCHING_STATS
 
 KEY = "test-key-123"

@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import SERVED_INTENT as INTENT
 from tests.conftest import SERVED_OPENINGS as OPENINGS
 from userlm.data_prep.fleet import import_litellm
-from userlm.data_prep.format import END_MARKER
+from userlm.flipped.format import END_MARKER
 
 os.environ["DEEPEVAL_TELEMETRY_OPT_OUT"] = "YES"
 

@@ -9,8 +9,8 @@ import asyncio
 import openai
 import pytest
 
-from userlm.data_prep.format import END_MARKER
 from userlm.endpoint import Endpoint
+from userlm.flipped.format import END_MARKER
 from userlm.infer.completions import CompletionsSimulator
 from userlm.infer.guardrails import Guardrails
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from userlm.cli import main
-from userlm.data_prep.format import END_MARKER
 from userlm.errors import UserError
+from userlm.flipped.format import END_MARKER
 from userlm.infer.assistants import make_assistant
 from userlm.infer.chat import chat
 from userlm.infer.config import SimulateConfig

@@ -21,8 +21,8 @@ from junitparser import Failure, JUnitXml
 
 from tests.eval_models import make_trigger_model, one_token
 from userlm.cli import main
-from userlm.data_prep.format import END_MARKER
 from userlm.errors import UserError
+from userlm.flipped.format import END_MARKER
 
 GOALS = {
     "book": "book a table for two",

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from userlm.cli import main
-from userlm.data_prep.format import END_MARKER
+from userlm.flipped.format import END_MARKER
 
 CHROMIUM = shutil.which("chromium")
 EOT = "<|im_end|>"

@@ -51,3 +51,29 @@ def test_the_import_paths_documented_before_the_subpackages_still_work():
 
     assert run_suite is moved and callable(suite_summary)
     assert SuiteConfig.__module__ == Thresholds.__module__ == "userlm.infer.suite.config"
+
+
+def test_the_flipped_contract_imports_no_stage_and_the_stages_import_no_prep_internals():
+    """flipped/ is what every stage shares; the other stages reach into data_prep only to run prep
+    (the quickstart's PrepConfig) and for the LLM answer cache the suite's judge shares with prep."""
+    import ast
+
+    root = Path(__file__).parents[1]
+
+    def imported(folder: str) -> set[str]:
+        names = set()
+        for path in (root / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    names.add(node.module)
+                elif isinstance(node, ast.Import):
+                    names.update(alias.name for alias in node.names)
+        return {name for name in names if name.startswith("userlm.")}
+
+    stages = ("userlm.data_prep", "userlm.train", "userlm.infer", "userlm.evaluation", "userlm.quickstart")
+    assert not {m for m in imported("flipped") if m.startswith(stages)}
+    reached = set().union(*(imported(folder) for folder in ("train", "infer", "evaluation", "userlm")))
+    assert {m for m in reached if m.startswith("userlm.data_prep")} == {
+        "userlm.data_prep.config",
+        "userlm.data_prep.llm_cache",
+    }

@@ -13,8 +13,8 @@ import pytest
 from userlm.cli import main as userlm
 from userlm.config import from_dict, parse_config, read_yaml, shipped_config
 from userlm.data_prep.config import PrepConfig
-from userlm.data_prep.samples import open_lines
 from userlm.errors import UserError
+from userlm.flipped.samples import open_lines
 
 FIXTURES = Path(__file__).parent / "fixtures" / "prep"
 OPENAI, WILDCHAT = FIXTURES / "openai.jsonl", FIXTURES / "wildchat.jsonl"

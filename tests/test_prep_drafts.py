@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from userlm.data_prep.drafts import ParsedDraft, parse_draft
-from userlm.data_prep.format import END_MARKER
-from userlm.data_prep.templates import CHATML, USERLM_LLAMA3
+from userlm.flipped.drafts import ParsedDraft, parse_draft
+from userlm.flipped.format import END_MARKER
+from userlm.flipped.templates import CHATML, USERLM_LLAMA3
 from userlm.infer.guardrails import Guardrails, check_draft
 from userlm.infer.simulator import UserSimulator
 

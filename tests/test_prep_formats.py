@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from userlm.data_prep.config import PrepConfig
-from userlm.data_prep.format import CONVERSATION_KEYS, END_MARKER, INTENT_PREFIX
 from userlm.data_prep.intents import heuristic_intent
 from userlm.data_prep.pipeline import prep
-from userlm.data_prep.samples import open_lines
+from userlm.flipped.format import CONVERSATION_KEYS, END_MARKER, INTENT_PREFIX
+from userlm.flipped.samples import open_lines
 
 FIXTURES = Path(__file__).parent / "fixtures" / "prep"
 

@@ -7,12 +7,12 @@ from collections import Counter
 from pathlib import Path
 
 from userlm.data_prep.config import PrepConfig
-from userlm.data_prep.format import INTENT_PREFIX
 from userlm.data_prep.intents import assign_intents, heuristic_intent, task_of, topics_of
 from userlm.data_prep.pipeline import prep
 from userlm.data_prep.split import split_of
-from userlm.data_prep.words import content_words
 from userlm.evaluation.metrics import intent_without_prefix
+from userlm.flipped.format import INTENT_PREFIX
+from userlm.flipped.words import content_words
 
 FIXTURES = Path(__file__).parent / "fixtures" / "prep"
 

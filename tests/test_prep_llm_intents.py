@@ -23,9 +23,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from userlm.data_prep.format import INTENT_PREFIX
 from userlm.data_prep.llm_intents import MAX_TURN_CHARS, clean_intent, intent_messages, llm_intents
 from userlm.endpoint import Endpoint, EndpointError
+from userlm.flipped.format import INTENT_PREFIX
 
 TOPICS = [
     ("how do i center a div in css", "Use flexbox on the parent."),

@@ -9,9 +9,10 @@ from contextlib import closing
 
 import pytest
 
-from userlm.data_prep.personas import assign_personas, clean_profile, measure_style, render_style, select_personas
+from userlm.data_prep.personas import assign_personas, clean_profile, select_personas
 from userlm.endpoint import Endpoint
 from userlm.errors import UserError
+from userlm.flipped.style import measure_style, render_style
 
 TERSE_TURNS_A = ["hey can u help me with my resume pls", "thanks!! that looks sooo much better"]
 TERSE_TURNS_B = ["Why does my code crash?", "Please check the loop."]

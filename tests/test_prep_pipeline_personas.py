@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from userlm.data_prep.config import PrepConfig
-from userlm.data_prep.format import system_text
 from userlm.data_prep.pipeline import prep
-from userlm.data_prep.samples import open_lines
 from userlm.errors import UserError
+from userlm.flipped.format import system_text
+from userlm.flipped.samples import open_lines
 
 FIXTURES = Path(__file__).parent / "fixtures" / "prep"
 

@@ -1,5 +1,5 @@
 """What prep writes is what the other stages read: `datasets.load_dataset` opens the compressed
-sample files as they are, in TRL's prompt-completion shape, and `data_prep.samples` finds the
+sample files as they are, in TRL's prompt-completion shape, and `flipped.samples` finds the
 samples and the conversation records of a prep folder."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from userlm.data_prep.config import PrepConfig
 from userlm.data_prep.pipeline import prep
-from userlm.data_prep.samples import iter_conversations, load_samples, split_file
+from userlm.flipped.samples import iter_conversations, load_samples, split_file
 
 FIXTURES = Path(__file__).parent / "fixtures" / "prep"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from userlm.data_prep.format import END_MARKER, flip
-from userlm.data_prep.templates import CHATML, USERLM_LLAMA3, attach_template, render, template_of, tokenize_sample
+from userlm.flipped.format import END_MARKER, flip
+from userlm.flipped.templates import CHATML, USERLM_LLAMA3, attach_template, render, template_of, tokenize_sample
 
 RECORD = {
     "conversation_id": "t1",
@@ -97,7 +97,7 @@ def test_tokenize_sample_mask_is_exactly_the_completion(tokenizer, template):
 
 
 def test_system_text_parses_back_even_when_the_intent_has_a_blank_line():
-    from userlm.data_prep.format import parse_system_text, system_text
+    from userlm.flipped.format import parse_system_text, system_text
 
     intent = "You are a user chatting with an assistant language model to plan a trip.\n\nThey like trains."
     persona = "You write short messages.\n\nYou never say thanks."

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_tiny_llama
-from userlm.data_prep.format import END_MARKER
 from userlm.defaults import SMOLLM2_ID
+from userlm.flipped.format import END_MARKER
 from userlm.train.card import RESULTS_END, RESULTS_START
 
 FIXTURES = Path(__file__).parent / "fixtures" / "prep"

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from userlm.config import from_dict
-from userlm.data_prep.format import END_MARKER
+from userlm.flipped.format import END_MARKER
 from userlm.train.config import TrainConfig
 from userlm.train.sft import build_trainer
 

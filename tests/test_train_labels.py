@@ -121,7 +121,7 @@ def test_end_marker_is_one_added_special_token(flipped_samples_dir, tiny_llama, 
 def test_long_prompt_loses_its_oldest_exchanges_and_keeps_system_and_target(
     flipped_samples_dir, default_tokenizer, tmp_path
 ):
-    from userlm.data_prep.templates import CHATML
+    from userlm.flipped.templates import CHATML
 
     r = recipe("default", flipped_samples_dir, tmp_path / "out", "chatml", max_length=48)
     train, _, report = prepare_datasets(r, default_tokenizer, CHATML, 48)
@@ -141,7 +141,7 @@ def test_long_prompt_loses_its_oldest_exchanges_and_keeps_system_and_target(
 def test_sample_whose_system_and_target_do_not_fit_stops_the_run_or_is_listed(
     flipped_samples_dir, default_tokenizer, tmp_path
 ):
-    from userlm.data_prep.templates import CHATML
+    from userlm.flipped.templates import CHATML
 
     strict = recipe("default", flipped_samples_dir, tmp_path / "out", "chatml", max_length=24)
     with pytest.raises(UserError, match="do not fit max_length=24 even with their history dropped"):
@@ -168,7 +168,7 @@ def test_dataset_num_proc_tokenises_in_worker_processes_to_the_same_rows(
 ):
     from datasets import Dataset
 
-    from userlm.data_prep.templates import CHATML
+    from userlm.flipped.templates import CHATML
 
     processes = []
     real_map = Dataset.map
@@ -201,7 +201,7 @@ def test_dataset_num_proc_tokenises_in_worker_processes_to_the_same_rows(
 
 
 def test_end_samples_are_repeated_as_the_recipe_says(flipped_samples_dir, default_tokenizer, tmp_path):
-    from userlm.data_prep.templates import CHATML
+    from userlm.flipped.templates import CHATML
 
     r = recipe("default", flipped_samples_dir, tmp_path / "out", "chatml", end_sample_repeats=3)
     train, _, report = prepare_datasets(r, default_tokenizer, CHATML, 512)
@@ -217,7 +217,7 @@ def test_end_samples_are_repeated_as_the_recipe_says(flipped_samples_dir, defaul
 
 
 def test_empty_target_still_trains_its_end_of_turn_token(tmp_path, default_tokenizer):
-    from userlm.data_prep.templates import CHATML
+    from userlm.flipped.templates import CHATML
 
     bad = {"prompt": [{"role": "system", "content": "x"}], "completion": [{"role": "user", "content": ""}]}
     data = tmp_path / "train.jsonl"
@@ -229,7 +229,7 @@ def test_empty_target_still_trains_its_end_of_turn_token(tmp_path, default_token
 
 
 def test_jsonl_file_and_hf_folder_are_both_read(flipped_samples_dir, tmp_path):
-    from userlm.data_prep.samples import load_samples
+    from userlm.flipped.samples import load_samples
 
     from_jsonl = load_samples(flipped_samples_dir)
     from_jsonl.save_to_disk(str(tmp_path / "prep" / "hf"))
@@ -242,7 +242,7 @@ def test_jsonl_file_and_hf_folder_are_both_read(flipped_samples_dir, tmp_path):
 def test_an_empty_validation_split_is_no_validation_split(flipped_samples_dir, default_tokenizer, tmp_path):
     import shutil
 
-    from userlm.data_prep.templates import CHATML
+    from userlm.flipped.templates import CHATML
     from userlm.train.sft import load_data, training_args
 
     # A prep folder whose validation split no user fell into: prep writes it empty. With eval

@@ -23,9 +23,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from tests.conftest import eval_conversation_records, make_tiny_llama, train_conversation_records
-from userlm.data_prep.format import END_MARKER
-from userlm.data_prep.templates import CHATML
 from userlm.errors import UserError
+from userlm.flipped.format import END_MARKER
+from userlm.flipped.templates import CHATML
 from userlm.train.outputs import unfinished_run_message
 
 TINY_RUN = {
@@ -54,7 +54,7 @@ def base(tmp_path_factory, default_tokenizer) -> Path:
 @pytest.fixture(scope="module")
 def samples(tmp_path_factory) -> Path:
     """Flipped samples shaped like `userlm prep` output, the validation split held out (other conversations)."""
-    from userlm.data_prep.format import flip
+    from userlm.flipped.format import flip
 
     folder = tmp_path_factory.mktemp("prep")
     for split, records in (("train", train_conversation_records()), ("validation", eval_conversation_records())):

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from userlm.data_prep.format import END_MARKER, flip, system_text
-from userlm.data_prep.templates import CHATML
+from userlm.flipped.format import END_MARKER, flip, system_text
+from userlm.flipped.templates import CHATML
 from userlm.train.truncation import fit_sample
 
 INTENT = "You are a user chatting with an assistant language model to turn a marketing book into an agency playbook."

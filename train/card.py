@@ -14,9 +14,9 @@ import json
 from pathlib import Path
 
 from userlm.atomic import atomic_write
-from userlm.data_prep.format import END_MARKER, system_text
-from userlm.data_prep.templates import FlippedTemplate, get_template
 from userlm.defaults import SHAREGPT_FILE
+from userlm.flipped.format import END_MARKER, system_text
+from userlm.flipped.templates import FlippedTemplate, get_template
 
 from .base_model import public_id
 
@@ -92,7 +92,7 @@ def merged_card(adapter: Path, out: Path, base: str, tokenizer, dtype: str):
     plain-transformers quick start; otherwise the parts that need no training record."""
     from huggingface_hub import ModelCard
 
-    from userlm.data_prep.templates import template_of
+    from userlm.flipped.templates import template_of
 
     template = template_of(tokenizer)
     note = (

@@ -20,8 +20,8 @@ from typing import Any, ClassVar, Literal
 from trl import SFTConfig
 
 from userlm.config import Config, check_value, parse_config, shipped_config, unknown_key_message
-from userlm.data_prep.templates import TEMPLATES
 from userlm.errors import UserError
+from userlm.flipped.templates import TEMPLATES
 
 # SFTConfig fields the run sets itself: the loss mask comes from the flipped samples.
 FIXED_SFT_KEYS = {"completion_only_loss": True, "assistant_only_loss": False}

@@ -1,7 +1,7 @@
 """Flipped samples in, token ids + completion masks out, checked before any training starts.
 
-Samples come from what `userlm prep` writes, found by `data_prep.samples.load_samples`
-(a prep folder, a `DatasetDict` folder, or one JSONL file). Tokenising is `data_prep.templates.tokenize_sample`,
+Samples come from what `userlm prep` writes, found by `flipped.samples.load_samples`
+(a prep folder, a `DatasetDict` folder, or one JSONL file). Tokenising is `flipped.templates.tokenize_sample`,
 the one place samples become ids, so the label mask is the evaluation mask.
 
 Truncation (train/truncation.py, documented in docs/guide/train.md): a sample longer than
@@ -22,9 +22,9 @@ from pathlib import Path
 
 from datasets import Dataset, concatenate_datasets
 
-from userlm.data_prep.samples import datasets_folder, has_lines, load_samples, split_files
-from userlm.data_prep.templates import FlippedTemplate
 from userlm.errors import UserError
+from userlm.flipped.samples import datasets_folder, has_lines, load_samples, split_files
+from userlm.flipped.templates import FlippedTemplate
 
 from .truncation import fit_sample
 
@@ -81,7 +81,7 @@ def prepare_datasets(
     if len(samples["train"]) == 0:
         raise UserError(empty_split_message(config.dataset_path))
     train = _subset(samples["train"], config.max_train_samples)
-    # A split no user fell into is not in `samples` (data_prep.samples leaves its empty file out).
+    # A split no user fell into is not in `samples` (flipped.samples leaves its empty file out).
     validation = _subset(samples["validation"], config.max_eval_samples) if "validation" in samples else None
     num_proc = config.sft.get("dataset_num_proc")
     train, skipped = tokenize_split(train, tokenizer, template, max_length, num_proc)

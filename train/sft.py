@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from userlm.atomic import share_files, write_jsonl
-from userlm.data_prep.templates import FlippedTemplate, get_template
 from userlm.errors import UserError
+from userlm.flipped.templates import FlippedTemplate, get_template
 from userlm.hardware import resolve_bf16, set_cpu_threads
 from userlm.summary import Summary
 

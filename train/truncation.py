@@ -9,7 +9,7 @@ cut: a sample that does not fit with its system message, its target and at least
 of the message it answers cannot be trained on (left with the system message alone, it
 would teach the target as a first turn), and `fit_sample` returns None for it.
 
-Every candidate is tokenised by `data_prep.templates.tokenize_sample`, the one place samples
+Every candidate is tokenised by `flipped.templates.tokenize_sample`, the one place samples
 become ids, so the labels of a cut sample are exactly those of an uncut one.
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from userlm.data_prep.templates import FlippedTemplate, tokenize_sample
+from userlm.flipped.templates import FlippedTemplate, tokenize_sample
 
 
 @dataclass

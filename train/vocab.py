@@ -21,9 +21,9 @@ instruct model such as SmolLM2 that is its EOS (`<|im_end|>`) anyway; for a Llam
 
 from __future__ import annotations
 
-from userlm.data_prep.format import END_MARKER
-from userlm.data_prep.templates import FlippedTemplate, attach_template
 from userlm.errors import UserError
+from userlm.flipped.format import END_MARKER
+from userlm.flipped.templates import FlippedTemplate, attach_template
 
 
 def prepare_tokenizer(tokenizer, template: FlippedTemplate) -> list[str]:

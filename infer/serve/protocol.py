@@ -19,8 +19,8 @@ from typing import Any, Literal
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from userlm.data_prep.format import END_MARKER
-from userlm.data_prep.templates import FlippedTemplate, read_prompt
+from userlm.flipped.format import END_MARKER
+from userlm.flipped.templates import FlippedTemplate, read_prompt
 
 from ..simulator import GeneratedTurn
 

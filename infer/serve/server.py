@@ -35,9 +35,9 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from userlm.config import from_dict, parse_config, to_dict
-from userlm.data_prep.format import END_MARKER
-from userlm.data_prep.templates import render
 from userlm.errors import UserError
+from userlm.flipped.format import END_MARKER
+from userlm.flipped.templates import render
 
 from ..config import SimulatorOptions
 from ..guardrails import Guardrails

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from userlm.data_prep.format import INTENT_PREFIX
 from userlm.errors import UserError
+from userlm.flipped.format import INTENT_PREFIX
 
 from ..simulate import read_inputs
 from .config import SuiteConfig, SuiteIntent, SuitePersona, Thresholds

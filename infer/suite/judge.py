@@ -12,9 +12,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from userlm.data_prep.format import END_MARKER
 from userlm.data_prep.llm_cache import cached_chats, request_key
 from userlm.endpoint import Endpoint, EndpointError
+from userlm.flipped.format import END_MARKER
 
 from .config import Judge
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from statistics import mean
 
-from userlm.data_prep.format import count_user_turns
+from userlm.flipped.format import count_user_turns
 
 from ..simulate import TERMINATION_REASONS
 

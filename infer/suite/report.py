@@ -13,7 +13,7 @@ from __future__ import annotations
 from html import escape
 from urllib.parse import urlencode
 
-from userlm.data_prep.format import END_MARKER
+from userlm.flipped.format import END_MARKER
 
 from ..simulate import TERMINATION_REASONS
 from .outcomes import label
