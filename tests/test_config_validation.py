@@ -89,7 +89,7 @@ def stage_configs(folder: Path) -> dict[type, dict]:
 
 
 # Options shared by several commands: each is checked through the commands that include it.
-MIXINS = {"SimulatorOptions", "AssistantOptions", "ConversationOptions"}
+MIXINS = {"SimulatorOptions", "AssistantOptions", "ConversationOptions", "EndpointOptions"}
 
 
 def keys_of(cls) -> list[tuple[str, typing.Any, dict]]:
