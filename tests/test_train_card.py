@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import make_tiny_llama
 from userlm.defaults import SMOLLM2_ID
@@ -137,6 +138,13 @@ def test_no_file_of_the_checkpoint_names_a_path_outside_it(run):
             assert not ABSOLUTE.findall(text), (path, ABSOLUTE.findall(text))
             checked.append(path.relative_to(out).as_posix())
     assert {"README.md", "adapter_config.json", "tokenizer_config.json", "train_summary.json"} <= set(checked)
+    # The trainer's pickled settings, in the folder and its checkpoints, name only paths inside them.
+    pickled = sorted(out.rglob("training_args.bin"))
+    assert len(pickled) >= 2
+    for path in pickled:
+        args = torch.load(path, weights_only=False)
+        assert args.output_dir == ("." if path.parent == out else out.name), (path, args.output_dir)
+        assert not Path(str(getattr(args, "logging_dir", None) or "")).is_absolute()
 
 
 def test_a_copied_adapter_loads_where_its_first_folders_are_gone(run, tmp_path, monkeypatch):

@@ -68,3 +68,24 @@ def portable(summary: dict, output_dir: Path) -> dict:
         "init_adapter": named(summary.get("init_adapter")),
         "resumed_from": named(summary.get("resumed_from")),
     }
+
+
+def portable_training_args(output_dir: Path) -> None:
+    """Rewrite each training_args.bin under output_dir (the trainer pickles its settings there, the folder's
+    absolute path included) with its paths named inside the folder, as `portable` does for the summary."""
+    import copy
+
+    import torch
+
+    from userlm.atomic import atomic_open
+
+    for path in Path(output_dir).rglob("training_args.bin"):
+        args = copy.copy(torch.load(path, weights_only=False))  # our own pickle, written by this run's trainer
+        folder = path.parent.resolve()
+        for key in ("output_dir", "logging_dir", "deepspeed"):
+            value = getattr(args, key, None)
+            if isinstance(value, str) and Path(value).is_absolute():
+                value = Path(value).resolve()
+                setattr(args, key, value.relative_to(folder).as_posix() if value.is_relative_to(folder) else value.name)
+        with atomic_open(path, "wb") as handle:
+            torch.save(args, handle)

@@ -31,7 +31,7 @@ from .base_model import recorded_name
 from .card import train_card, write_card
 from .config import FIXED_SFT_KEYS, TrainConfig
 from .data import prepare_datasets
-from .outputs import mark_finished, mark_started
+from .outputs import mark_finished, mark_started, portable_training_args
 from .vocab import init_new_rows, init_source_token, prepare_tokenizer, resize_embeddings, token_rows_to_train
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,7 @@ def train(config: TrainConfig) -> dict:
         if run.data["skipped"]:
             write_jsonl(output_dir / "skipped_samples.jsonl", run.data["skipped"])
         write_card(output_dir, train_card(config, summary))
+        portable_training_args(output_dir)
         share_files(output_dir)
         mark_finished(output_dir, summary)
     return summary
