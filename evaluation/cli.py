@@ -8,6 +8,17 @@ from userlm.config import parse_config
 from .config import EvalConfig
 
 
+def find_eval_config(word: str):
+    """A word that is not a file names a shipped eval config (`eval-paper-gpu`)."""
+    from userlm.config import shipped_config
+    from userlm.errors import UserError
+
+    found = shipped_config(word)
+    if found is None:
+        raise UserError(f"No eval config {word}: it is not a file, nor a shipped one such as eval-paper-gpu.")
+    return found
+
+
 def main(words: list[str]) -> int:
     if words[:1] == ["table"]:
         from .table import TableConfig, table_markdown
@@ -23,6 +34,7 @@ def main(words: list[str]) -> int:
     config = parse_config(
         EvalConfig,
         words,
+        find_config=find_eval_config,
         prog="userlm eval",
         description="Evaluate simulator checkpoints side by side on a held-out "
         "flipped test set with the paper's metrics; "

@@ -187,3 +187,25 @@ def test_checkpoints_and_data_are_required(paths):
         parse(["--data", str(data)])
     with pytest.raises(UserError, match="Set `data`"):
         parse(["--checkpoints", f"sim={sim}"])
+
+
+def test_the_shipped_paper_size_config_is_found_by_name(paths, capsys):
+    """`userlm eval eval-paper-gpu ...`: the paper's 2,000 first-turn intents, other sizes at least the defaults."""
+    from userlm.cli import main
+    from userlm.evaluation.cli import find_eval_config
+
+    data, sim = paths
+    path = find_eval_config("eval-paper-gpu")
+    config = parse_config(EvalConfig, [str(path), f"checkpoints=sim={sim}", f"data={data}"], prog="userlm eval")
+    default = EvalConfig(checkpoints=[f"sim={sim}"], data=data)
+    assert config.first_turn_intents == 2000 and config.end_probability_conversations is None
+    for key in (
+        "perplexity_samples",
+        "termination_conversations",
+        "probes_per_kind",
+        "persona_users",
+        "contrast_intents",
+    ):
+        assert getattr(config, key) >= getattr(default, key), key
+    assert main(["eval", "no-such-eval-config", f"data={data}"]) == 2
+    assert "No eval config no-such-eval-config" in capsys.readouterr().err
