@@ -235,3 +235,27 @@ def test_eval_adds_its_section_once_and_replaces_it(run, tmp_path):
     # Everything else of the card is as training wrote it.
     assert second.text.split(RESULTS_START)[0].strip() == before.split("---\n", 2)[2].split(RESULTS_START)[0].strip()
     assert second.text.split(RESULTS_END)[1].strip() == before.split(RESULTS_END)[1].strip()
+
+
+def test_share_files_opens_private_temporary_folders_and_weights(tmp_path):
+    """What `mkdtemp` and safetensors leave private (0700, 0600), as the embedded default's cache is built."""
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    from userlm.atomic import share_files
+
+    previous = os.umask(0o022)
+    try:
+        staging = Path(tempfile.mkdtemp(dir=tmp_path))
+        (staging / "sub").mkdir()
+        save_file({"w": torch.zeros(2)}, staging / "sub" / "model.safetensors")
+        assert (staging.stat().st_mode & 0o777, (staging / "sub" / "model.safetensors").stat().st_mode & 0o777) == (
+            0o700,
+            0o600,
+        )
+        share_files(staging)
+    finally:
+        os.umask(previous)
+    assert staging.stat().st_mode & 0o777 == 0o755 and (staging / "sub").stat().st_mode & 0o777 == 0o755
+    assert (staging / "sub" / "model.safetensors").stat().st_mode & 0o777 == 0o644

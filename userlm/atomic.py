@@ -33,13 +33,16 @@ def _umask() -> int:
 
 
 def share_files(folder: str | Path) -> None:
-    """Give every file under `folder` the mode the umask gives a new file (0644 under 022).
+    """Give every file under `folder` the mode the umask gives a new file (0644 under 022), and
+    `folder` and the folders in it the mode it gives a new folder (0755).
 
     Writers that go through a private temporary file leave theirs 0600: safetensors 0.8's
-    `save_file`, which transformers and PEFT save weights with.
+    `save_file`, which transformers and PEFT save weights with; `tempfile.mkdtemp` makes 0700 folders.
     """
-    mode = 0o666 & ~_umask()
+    mode, folder_mode = 0o666 & ~_umask(), 0o777 & ~_umask()
     for root, _, files in os.walk(folder):
+        if Path(root).stat().st_mode & 0o777 != folder_mode:
+            os.chmod(root, folder_mode)
         for name in files:
             path = Path(root) / name
             if not path.is_symlink() and path.stat().st_mode & 0o777 != mode:

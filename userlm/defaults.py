@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from userlm.atomic import share_files
 from userlm.errors import UserError
 
 SHAREGPT_FILE = "ShareGPT_V3_unfiltered_cleaned_split.json"
@@ -64,6 +65,7 @@ def default_model_dir() -> Path:
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".building-"))
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
+    share_files(staging)  # the cache is readable by whoever shares this machine's cache folder
     # Two processes may build it at once (parallel tests); the first rename wins.
     try:
         staging.rename(folder)
