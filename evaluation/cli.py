@@ -3,20 +3,11 @@
 
 from __future__ import annotations
 
-from userlm.config import parse_config
+from userlm.config import parse_config, shipped_finder
 
 from .config import EvalConfig
 
-
-def find_eval_config(word: str):
-    """A word that is not a file names a shipped eval config (`eval-paper-gpu`)."""
-    from userlm.config import shipped_config
-    from userlm.errors import UserError
-
-    found = shipped_config(word)
-    if found is None:
-        raise UserError(f"No eval config {word}: it is not a file, nor a shipped one such as eval-paper-gpu.")
-    return found
+find_eval_config = shipped_finder("eval config", "eval-paper-gpu")
 
 
 def main(words: list[str]) -> int:

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal
 
 from trl import SFTConfig
 
-from userlm.config import Config, check_value, parse_config, shipped_config, unknown_key_message
+from userlm.config import Config, check_value, parse_config, shipped_finder, unknown_key_message
 from userlm.errors import UserError
 from userlm.flipped.templates import TEMPLATES
 
@@ -212,12 +212,7 @@ def report_targets(value) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
-def find_recipe(word: str) -> Path:
-    """A word that is not a file on the command line names a shipped recipe."""
-    found = shipped_config(word)
-    if found is None:
-        raise UserError(f"No recipe {word}: it is not a file, nor a shipped recipe such as smollm2-cpu-quickstart.")
-    return found
+find_recipe = shipped_finder("recipe", "smollm2-cpu-quickstart")
 
 
 def load_recipe(name_or_path: str | Path, overrides: list[str] = ()) -> TrainConfig:

@@ -601,6 +601,18 @@ def to_dict(config) -> dict:
     return plain(config)
 
 
+def shipped_finder(kind: str, example: str):
+    """`find_config` for `parse_config`: a word that is not a file names a shipped config of this kind."""
+
+    def find(word: str) -> Path:
+        found = shipped_config(word)
+        if found is None:
+            raise UserError(f"No {kind} {word}: it is not a file, nor a shipped {kind} such as {example}.")
+        return found
+
+    return find
+
+
 def shipped_config(name: str) -> Path | None:
     """A config shipped inside the package (`recipes/`), by name (`smollm2-cpu-quickstart`) or file name."""
     from importlib.resources import files
