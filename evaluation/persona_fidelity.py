@@ -26,20 +26,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from userlm.flipped.format import END_MARKER, parse_system_text, system_text
-from userlm.flipped.style import BUCKETS, matches, measure_style, parse_filter, render_style
+from userlm.flipped.style import BUCKETS, MEASURES, matches, measure_style, parse_filter, render_style
 
 from .intervals import mean_figure
 
 # The real users' own turns against their other half: a human reference, not a ceiling (a model can exceed it).
 HUMAN_REFERENCE = "real users, split-half (human reference)"
-STYLE_MEASURES = (
-    "words_per_turn",
-    "lowercase_start_rate",
-    "punctuation_rate",
-    "typo_rate",
-    "question_rate",
-    "politeness_rate",
-)
+# The style measures of a turn (a user's turn count says nothing of one turn's style).
+STYLE_MEASURES = tuple(m for m in MEASURES if m != "turns")
 
 
 @dataclass
