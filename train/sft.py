@@ -205,12 +205,9 @@ def training_args(config: TrainConfig, attention: str):
     sft["bf16"] = precision.bf16
     if precision.bf16 and not torch.cuda.is_available():
         sft.setdefault("use_cpu", True)  # transformers refuses bf16 without a GPU unless told the run is on the CPU
+    threads = "GPU" if torch.cuda.is_available() else set_cpu_threads()  # on every rank, said once
     if os.environ.get("RANK", "0") == "0":
-        print(
-            f"userlm train: {precision.describe()}; {set_cpu_threads() if not torch.cuda.is_available() else 'GPU'}; "
-            f"{attention} attention",
-            file=sys.stderr,
-        )
+        print(f"userlm train: {precision.describe()}; {threads}; {attention} attention", file=sys.stderr)
     configure_wandb(sft.get("report_to", []), output_dir)
     try:
         return SFTConfig(output_dir=str(output_dir), **FIXED_SFT_KEYS, **sft), resume
