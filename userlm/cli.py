@@ -21,12 +21,15 @@ COMMANDS = {
     "merge": ("userlm.train.cli:merge_main", "merge a LoRA/QLoRA adapter into its unquantised base"),
     "simulate": ("userlm.infer.cli:simulate_main", "simulate conversations between a user simulator and an assistant"),
     "chat": ("userlm.infer.cli:chat_main", "chat with a user simulator: you play the assistant"),
+    "synth": ("userlm.infer.synth.run:main", "simulate, filter and export conversations to train an assistant"),
     "serve": ("userlm.infer.serve.server:main", "serve a user simulator as an OpenAI-compatible HTTP server"),
     "test": (
         "userlm.infer.suite.run:main",
         "run a suite of simulated users against an assistant, with a pass/fail gate",
     ),
     "eval": ("userlm.evaluation.cli:main", "evaluate simulator checkpoints side by side with the paper's metrics"),
+    "extrinsic": ("userlm.evaluation.extrinsic.run:main", "check an assistant on tasks under each user simulator"),
+    "calibrate": ("userlm.evaluation.calibration:main", "fit when a simulator leaves to the real per-turn rates"),
     "quickstart": ("userlm.quickstart:main", "run the whole pipeline on the embedded default on a CPU"),
 }
 
