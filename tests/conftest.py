@@ -40,6 +40,74 @@ def sharegpt_file() -> Path:
     return sharegpt_path()
 
 
+@pytest.fixture(scope="session")
+def sharegpt_prep(sharegpt_file, tmp_path_factory):
+    """`userlm prep` of the whole bundled ShareGPT file with prep's defaults (heuristic intents, no
+    personas) and the Arrow copy, run once per session: its PrepResult. Its folder is shared by
+    every test that asks for it: read it, never write into it (copy it first)."""
+    from userlm.data_prep.config import PrepConfig
+    from userlm.data_prep.pipeline import prep
+
+    out = tmp_path_factory.mktemp("sharegpt-prep")
+    return prep(PrepConfig(inputs=[sharegpt_file], out=out, progress=False, hf=True))
+
+
+@pytest.fixture(scope="session")
+def sharegpt_quickstart_prep(sharegpt_file, tmp_path_factory) -> Path:
+    """The folder of `userlm prep` of the bundled ShareGPT file as the quickstart prepares it (the prep
+    section of the shipped recipes/quickstart.yaml: measured personas, scope dropout), run once per
+    session. Shared: read it, never write into it (copy it first)."""
+    from userlm.config import checked_kwargs
+    from userlm.data_prep.config import PrepConfig
+    from userlm.data_prep.pipeline import prep
+    from userlm.quickstart import shipped_section
+
+    out = tmp_path_factory.mktemp("sharegpt-quickstart-prep")
+    values = {**shipped_section("prep"), "inputs": [str(sharegpt_file)], "out": str(out), "progress": False}
+    prep(PrepConfig(**checked_kwargs(PrepConfig, values)))
+    return out
+
+
+@pytest.fixture(scope="session")
+def default_model_and_tokenizer():
+    """The embedded SmolLM2 default as `userlm` loads it (eval mode), loaded once per session.
+    Shared: never train it or change its weights or its tokenizer."""
+    from userlm.infer.loading import load_model_and_tokenizer
+
+    return load_model_and_tokenizer("default")
+
+
+@pytest.fixture
+def default_simulator(default_model_and_tokenizer):
+    """A factory: default_simulator(template=None) -> a fresh `UserSimulator.load("default", template=...)`
+    (its own prompt cache) around the session's one SmolLM2, so no test pays for loading it again."""
+    from userlm.infer.loading import resolve_template
+    from userlm.infer.simulator import UserSimulator
+
+    model, tokenizer = default_model_and_tokenizer
+
+    def build(template: str | None = None) -> UserSimulator:
+        return UserSimulator(model, tokenizer, resolve_template(tokenizer, template, "default"), name="default")
+
+    return build
+
+
+@pytest.fixture
+def userlm_cli(capsys):
+    """A factory: userlm_cli(*words) -> CompletedProcess of `userlm WORDS` run in this process
+    (`userlm.cli.main`, what the console script calls), its stdout and stderr captured. For the
+    many refusal cases of a command; one test per command still runs the real console script."""
+    from userlm.cli import main
+
+    def run(*words: str) -> subprocess.CompletedProcess:
+        capsys.readouterr()  # what the test printed before is not this command's
+        code = main(list(words))
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(["userlm", *words], code, captured.out, captured.err)
+
+    return run
+
+
 def make_tiny_llama(folder: Path, tokenizer, *, hidden_size: int = 64, layers: int = 2, seed: int = 0) -> Path:
     """A random Llama with the given tokenizer's vocabulary, saved with it to `folder`."""
     import torch
@@ -163,11 +231,15 @@ def train_conversation_records() -> list[dict]:
 @pytest.fixture
 def flipped_samples_dir(tmp_path) -> Path:
     """A folder shaped like `userlm prep` output: train.jsonl and validation.jsonl of flipped samples."""
+    return write_flipped_samples(tmp_path / "prep")
+
+
+def write_flipped_samples(folder: Path) -> Path:
+    """Write `train_conversation_records` into `folder` as `userlm prep` would (train.jsonl, validation.jsonl)."""
     import json
 
     from userlm.flipped.format import flip
 
-    folder = tmp_path / "prep"
     folder.mkdir()
     records = train_conversation_records()
     splits = {"train": records, "validation": records[:2]}

@@ -2,66 +2,100 @@
 
 from __future__ import annotations
 
-import copy
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
-from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
 from userlm.defaults import smollm2_gguf
 from userlm.errors import UserError
 from userlm.flipped.format import END_MARKER
-from userlm.flipped.templates import CHATML, attach_template, render
+from userlm.flipped.templates import CHATML, render
 from userlm.infer.simulator import UserSimulator
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import make_tiny_llama, write_flipped_samples  # noqa: E402
 
 PROMPT = [{"role": "system", "content": "You are a user chatting with an assistant language model to learn chess."}]
 
 
-@pytest.fixture
-def lora_output(tmp_path, tiny_llama, default_tokenizer):
-    """A folder shaped like a `userlm train` LoRA output: a PEFT adapter on a tiny base that
-    lacked the end marker, saved with the tokenizer (end marker added, flipped template attached)."""
-    base = tiny_llama("base")
-    tokenizer = copy.deepcopy(default_tokenizer)
-    tokenizer.add_tokens([END_MARKER], special_tokens=True)
-    attach_template(tokenizer, CHATML)
-    model = AutoModelForCausalLM.from_pretrained(base)
-    model.resize_token_embeddings(len(tokenizer))
-    config = LoraConfig(
-        r=4, target_modules=["q_proj", "v_proj"], modules_to_save=["embed_tokens", "lm_head"], init_lora_weights=False
+@pytest.fixture(scope="module")
+def lora_output(tmp_path_factory, default_tokenizer):
+    """A real `userlm train` LoRA output, trained once for this module (one step): a PEFT adapter on a
+    tiny random base that lacked the end marker, the marker's new row trained as PEFT
+    `trainable_token_indices`, saved with the tokenizer (marker added, flipped template attached).
+    Shared: tests that change the folder copy it first."""
+    from userlm.cli import main
+
+    root = tmp_path_factory.mktemp("trained-lora")
+    base = make_tiny_llama(root / "base", default_tokenizer)
+    out = root / "lora-out"
+    recipe = root / "recipe.yaml"
+    recipe.write_text(
+        json.dumps(
+            {
+                "model_name_or_path": str(base),
+                "dataset_path": str(write_flipped_samples(root / "prep")),
+                "output_dir": str(out),
+                "template": "chatml",
+                "method": "lora",
+                "max_length": 256,
+                "per_device_train_batch_size": 4,
+                "max_steps": 1,
+                "report_to": "none",
+                "activation_checkpointing": False,
+                "eval_strategy": "no",
+                "seed": 0,
+            }
+        )
     )
-    peft_model = get_peft_model(model, config)
-    with torch.no_grad():
-        # The new END row is trained with the adapter: make the adapter's copy of it distinctive.
-        peft_model.base_model.model.model.embed_tokens.modules_to_save["default"].weight[-1] = 3.0
-    out = tmp_path / "lora-out"
-    peft_model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    assert main(["train", str(recipe)]) == 0
     return base, out
 
 
 def test_lora_output_folder_loads_with_its_base_and_new_vocabulary(lora_output):
     import logging
 
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
     base, out = lora_output
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    # The layout training writes: the end marker's row is a trainable token, not a saved copy of the whole matrix.
+    assert adapter["base_model_name_or_path"] == str(base) and not adapter["modules_to_save"]
+    [end] = adapter["trainable_token_indices"]["embed_tokens"]
+    [trained_row] = load_file(out / "adapter_model.safetensors")[
+        "base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta"
+    ]
     logging.Logger.warning_once.cache_clear()  # transformers warns once per process: let it speak here
     heard: list[str] = []
     listener = logging.Handler()
     listener.emit = lambda record: heard.append(record.getMessage())
     logging.getLogger("transformers").addHandler(listener)
-    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(base)
     sim = UserSimulator.load(out)
-    assert sim.template is CHATML and sim.end_token_id == len(sim.tokenizer) - 1
-    assert sim.model.get_input_embeddings().weight.shape[0] == len(sim.tokenizer)
-    assert torch.all(sim.model.get_input_embeddings().weight[-1] == 3.0)
-    # Greedy drafting is the merged model's argmax, token by token, after the flipped prompt.
+    assert sim.template is CHATML and sim.end_token_id == end == len(sim.tokenizer) - 1
+    embeddings = sim.model.get_input_embeddings().weight
+    assert embeddings.shape[0] == len(sim.tokenizer)
+    # The loaded end row is the one training wrote, which moved from its start (a copy of <|im_end|>'s).
+    start = AutoModelForCausalLM.from_pretrained(base).get_input_embeddings().weight[sim.eot_token_id]
+    assert torch.equal(embeddings[end], trained_row) and not torch.equal(embeddings[end], start)
+    # The loaded model is the adapter on its base as PEFT itself applies it.
+    reference = AutoModelForCausalLM.from_pretrained(base)
+    reference.resize_token_embeddings(len(sim.tokenizer), mean_resizing=False)  # the adapter sets the new row
+    reference = PeftModel.from_pretrained(reference, out).eval()
+    ids = torch.tensor([sim.prompt_ids(PROMPT)])
+    with torch.no_grad():
+        assert torch.allclose(sim.model(ids).logits, reference(ids).logits, atol=1e-5)
+    # Greedy drafting is that model's argmax, token by token, after the flipped prompt (this
+    # barely trained random model writes blank lines: the logits above are what tells models apart).
     [turn] = sim.generate([PROMPT], max_new_tokens=4, temperature=0)
-    assert turn.text == greedy_text(sim, PROMPT, 4) != ""
+    assert turn.text == greedy_text(sim, PROMPT, 4)
     # The same adapter named explicitly on top of its base gives the same model.
     explicit = UserSimulator.load(base, adapter=out)
-    assert torch.equal(explicit.model.get_input_embeddings().weight, sim.model.get_input_embeddings().weight)
+    assert torch.equal(explicit.model.get_input_embeddings().weight, embeddings)
     # The adapter's rows replace the new ones: no warning about initialising them that a user cannot act on.
     logging.getLogger("transformers").removeHandler(listener)
     assert not [message for message in heard if "multivariate normal" in message]
@@ -108,12 +142,12 @@ def test_ordinary_instruct_model_needs_a_named_template(tiny_llama):
 
 
 @pytest.mark.slow
-def test_embedded_gguf_loads_as_a_prompted_simulator():
+def test_embedded_gguf_loads_as_a_prompted_simulator(default_simulator):
     sim = UserSimulator.load(smollm2_gguf(), template="chatml")
     assert sim.end_token_id is None
     # The "default" folder holds the GGUF's weights dequantised: both write the same greedy turn.
     [turn] = sim.generate([PROMPT], max_new_tokens=6, temperature=0)
-    [expected] = UserSimulator.load("default").generate([PROMPT], max_new_tokens=6, temperature=0)
+    [expected] = default_simulator().generate([PROMPT], max_new_tokens=6, temperature=0)
     assert turn.text == expected.text == greedy_text(sim, PROMPT, 6) != ""
 
 
@@ -250,7 +284,9 @@ def test_a_model_folder_without_weights_is_one_sentence(tiny_llama):
 
 
 def test_an_unfinished_train_output_is_refused(lora_output, tmp_path):
-    _, out = lora_output
+    import shutil
+
+    out = shutil.copytree(lora_output[1], tmp_path / "lora-out")
     # `userlm train` marks its folder until the final model is written (train/outputs.py).
     (out / "train_incomplete.json").write_text("{}")
     with pytest.raises(UserError, match="did not finish"):

@@ -1,4 +1,5 @@
-"""`userlm prep` as a user runs it: the real console script in a subprocess."""
+"""`userlm prep` as a user runs it: the real console script in a subprocess, and its refusals
+(one sentence, exit 2) through the same `userlm.cli.main` in-process."""
 
 from __future__ import annotations
 
@@ -65,21 +66,21 @@ def test_prep_writes_everything_and_prints_a_summary(tmp_path):
         ),
     ],
 )
-def test_nonsensical_options_exit_2_with_one_sentence(tmp_path, args, words):
-    done = userlm("prep", str(FIXTURES / "openai.jsonl"), "--out", str(tmp_path), "--no-progress", *args)
+def test_nonsensical_options_exit_2_with_one_sentence(tmp_path, args, words, userlm_cli):
+    done = userlm_cli("prep", str(FIXTURES / "openai.jsonl"), "--out", str(tmp_path), "--no-progress", *args)
     assert done.returncode == 2
     assert words in done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
-def test_unknown_format_and_unreadable_file_exit_2(tmp_path):
+def test_unknown_format_and_unreadable_file_exit_2(tmp_path, userlm_cli):
     odd = tmp_path / "odd.jsonl"
     odd.write_text('{"question": "q", "answer": "a"}\n')
     missing = tmp_path / "missing.jsonl"
     binary = tmp_path / "blob.json"
     binary.write_bytes(b"\x89PNG\r\n\x1a\n")
     for path, words in ((odd, "Cannot tell the format"), (missing, "does not exist"), (binary, "neither JSON")):
-        done = userlm("prep", str(path), "--out", str(tmp_path / "out"), "--no-progress")
+        done = userlm_cli("prep", str(path), "--out", str(tmp_path / "out"), "--no-progress")
         assert done.returncode == 2, path
         assert words in done.stderr and "Traceback" not in done.stderr
         assert len(done.stderr.strip().splitlines()) == 1

@@ -2,15 +2,18 @@
 loopback `transformers serve` servers through LiteLLM's Router, and a dead server in the list
 costs nothing but a retry on the other one.
 
-Each server sits behind a real counting HTTP proxy (the one test_prep_llm_intents.py uses), so
-the test sees which server each request reached.
+The test is about routing, not about intents' quality, so the servers serve a tiny programmed
+Llama (conftest's make_programmed_simulator) that answers "Plan a trip." to any prompt: the
+servers start and answer in a fraction of what two SmolLM2 servers take. Each server sits behind
+a real counting HTTP proxy (the one test_prep_llm_intents.py uses), so the test sees which server
+each request reached.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -19,49 +22,40 @@ from userlm.data_prep.config import PrepConfig
 from userlm.data_prep.pipeline import prep
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import free_port, wait_for_http  # noqa: E402
+from conftest import free_port, make_programmed_simulator, serve, stop  # noqa: E402
 from test_prep_llm_intents import TOPICS, CountingProxy  # noqa: E402
 
-
-def start_server(model_dir: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    with open(log, "wb") as sink:
-        process = subprocess.Popen(
-            [
-                Path(sys.executable).parent / "transformers",
-                "serve",
-                str(model_dir),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--device",
-                "cpu",
-                "--default-seed",
-                "0",
-            ],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    return process, f"http://127.0.0.1:{port}"
+INTENT = "You are a user chatting with an assistant language model to plan a trip."
 
 
 @pytest.fixture(scope="module")
-def two_servers(default_model_dir, tmp_path_factory):
-    """Two real servers of the SmolLM2 default, each behind its own counting proxy."""
-    folder = tmp_path_factory.mktemp("fleet")
-    started = [start_server(default_model_dir, folder / f"serve-{i}.log") for i in range(2)]
+def intent_writer(default_tokenizer, tmp_path_factory) -> Path:
+    """A tiny Llama that writes "Plan a trip." whatever it is asked, with SmolLM2's own chat template."""
+    folder = tmp_path_factory.mktemp("fleet") / "intent-writer"
+    eot = default_tokenizer.eos_token
+    transitions = {"Plan": {" a": 30}, " a": {" trip": 30}, " trip": {".": 30}, ".": {eot: 30}}
+    make_programmed_simulator(folder, default_tokenizer, {"Plan": 30}, transitions)
+    default_tokenizer.save_pretrained(folder)  # an ordinary chat model: SmolLM2's template, not the flipped one
+    return folder
+
+
+@pytest.fixture(scope="module")
+def two_servers(intent_writer, tmp_path_factory):
+    """Two real servers of the intent writer, each behind its own counting proxy."""
+    folder = tmp_path_factory.mktemp("fleet-logs")
+    with ThreadPoolExecutor(2) as pool:  # the two start side by side
+        starting = [pool.submit(serve, intent_writer, folder / f"serve-{i}.log") for i in range(2)]
+    started = [future.result() for future in starting if future.exception() is None]
     try:
-        for process, root in started:
-            wait_for_http(f"{root}/health", process)
-        proxies = [CountingProxy(f"{root}/v1") for _, root in started]
+        for future in starting:
+            future.result()  # raise the first start's failure, the other server stopped below
+        proxies = [CountingProxy(url) for _, url in started]
         yield proxies
         for proxy in proxies:
             proxy.close()
     finally:
         for process, _ in started:
-            process.terminate()
-            process.wait(timeout=30)
+            stop(process)
 
 
 @pytest.fixture
@@ -91,22 +85,23 @@ def run(logs: Path, out: Path, endpoints: list[str], model: Path):
     )
 
 
-def test_requests_spread_over_both_servers(two_servers, logs, tmp_path, default_model_dir):
+def test_requests_spread_over_both_servers(two_servers, logs, tmp_path, intent_writer):
     first, second = two_servers
     before = first.chat_requests, second.chat_requests
-    result = run(logs, tmp_path / "out", [first.url, second.url], default_model_dir)
+    result = run(logs, tmp_path / "out", [first.url, second.url], intent_writer)
     assert result.stats["kept"] == 4 and result.stats["rejected"] == {}
     # One request in flight per server: least-busy routing sends the second to the idle server.
     got = first.chat_requests - before[0], second.chat_requests - before[1]
     assert sum(got) == 4 and min(got) >= 1, got
     intents = [json.loads(line) for line in (tmp_path / "out" / "conversations.jsonl").read_text().splitlines()]
-    assert {record["intent_source"] for record in intents} == {f"llm:{default_model_dir}"}
+    assert {record["intent_source"] for record in intents} == {f"llm:{intent_writer}"}
+    assert {record["intent"] for record in intents} == {INTENT}
 
 
-def test_a_dead_server_in_the_fleet_costs_a_retry_not_an_intent(two_servers, logs, tmp_path, default_model_dir):
+def test_a_dead_server_in_the_fleet_costs_a_retry_not_an_intent(two_servers, logs, tmp_path, intent_writer):
     alive = two_servers[0]
     before = alive.chat_requests
     dead = f"http://127.0.0.1:{free_port()}/v1"
-    result = run(logs, tmp_path / "out", [dead, alive.url], default_model_dir)
+    result = run(logs, tmp_path / "out", [dead, alive.url], intent_writer)
     assert result.stats["kept"] == 4 and result.stats["rejected"] == {}
     assert alive.chat_requests - before == 4

@@ -4,7 +4,6 @@ holds the user's own files, and a run that keeps nothing (or reads nothing) says
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,7 +16,6 @@ from userlm.data_prep.pipeline import prep
 from userlm.errors import UserError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "prep"
-USERLM = Path(sys.executable).parent / "userlm"
 
 KILL_DURING_WRITE = """
 import os, signal, sys
@@ -31,12 +29,6 @@ def killed(*args):
 pipeline.emit_job = killed
 pipeline.prep(PrepConfig(inputs=[Path(sys.argv[1])], out=Path(sys.argv[2]), languages=None, progress=False))
 """
-
-
-def userlm(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(USERLM), *args], capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"}
-    )
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -66,7 +58,7 @@ def test_a_re_prep_killed_mid_write_leaves_the_previous_output_whole(tmp_path):
     assert {json.loads(line)["source"] for line in (out / "conversations.jsonl").read_text().splitlines()} == {"openai"}
 
 
-def test_prep_never_writes_over_the_users_own_files(tmp_path):
+def test_prep_never_writes_over_the_users_own_files(tmp_path, userlm_cli):
     logs = tmp_path / "logs"
     logs.mkdir()
     (logs / "train.jsonl").write_bytes((FIXTURES / "openai.jsonl").read_bytes())
@@ -80,7 +72,7 @@ def test_prep_never_writes_over_the_users_own_files(tmp_path):
         # A folder that cannot be made (tests run as root, whom permissions do not stop: a file is in the way).
         (["prep", str(FIXTURES / "openai.jsonl"), "--out", str(logs / "notes.txt" / "out")], "Cannot write beside"),
     ):
-        done = userlm(*args, "--no-progress")
+        done = userlm_cli(*args, "--no-progress")
         assert done.returncode == 2, done.stderr
         assert words in done.stderr and "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert snapshot(logs) == before
@@ -115,9 +107,9 @@ def test_a_second_prep_on_the_same_out_waits_its_turn(tmp_path):
         (["--languages", "any", "--keep-toxic", "--persona-filter", "words_per_turn>1000"], "persona_filter filter: 4"),
     ],
 )
-def test_keeping_nothing_writes_why_and_exits_2(tmp_path, args, causes):
+def test_keeping_nothing_writes_why_and_exits_2(tmp_path, args, causes, userlm_cli):
     out = tmp_path / "out"
-    done = userlm("prep", str(FIXTURES / "wildchat.jsonl"), "--out", str(out), "--no-progress", *args)
+    done = userlm_cli("prep", str(FIXTURES / "wildchat.jsonl"), "--out", str(out), "--no-progress", *args)
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("userlm prep: No conversation was kept: of 4 records read") and causes in done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
@@ -126,14 +118,14 @@ def test_keeping_nothing_writes_why_and_exits_2(tmp_path, args, causes):
     assert stats["kept"] == 0 and stats["read"] == 4
 
 
-def test_an_empty_input_is_a_clear_outcome(tmp_path):
+def test_an_empty_input_is_a_clear_outcome(tmp_path, userlm_cli):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    done = userlm("prep", str(empty), "--out", str(tmp_path / "out"), "--no-progress")
+    done = userlm_cli("prep", str(empty), "--out", str(tmp_path / "out"), "--no-progress")
     assert done.returncode == 2 and "The inputs hold no records" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
     # Beside a non-empty input, it is a warning in the summary.
-    done = userlm(
+    done = userlm_cli(
         "prep",
         str(empty),
         str(FIXTURES / "openai.jsonl"),
@@ -156,7 +148,7 @@ def test_an_empty_input_is_a_clear_outcome(tmp_path):
         (["--chunk-mb", "0"], "`chunk_mb` (--chunk-mb) must be more than 0"),
     ],
 )
-def test_nonsense_options_stop_before_any_work(tmp_path, args, words):
-    done = userlm("prep", str(FIXTURES / "openai.jsonl"), "--out", str(tmp_path / "out"), "--no-progress", *args)
+def test_nonsense_options_stop_before_any_work(tmp_path, args, words, userlm_cli):
+    done = userlm_cli("prep", str(FIXTURES / "openai.jsonl"), "--out", str(tmp_path / "out"), "--no-progress", *args)
     assert done.returncode == 2 and words in done.stderr, done.stderr
     assert list(tmp_path.iterdir()) == []
