@@ -8,9 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from userlm.data_prep.config import PrepConfig
 from userlm.data_prep.intents import heuristic_intent
-from userlm.data_prep.pipeline import prep
 from userlm.flipped.format import CONVERSATION_KEYS, END_MARKER, INTENT_PREFIX, count_user_turns
 from userlm.flipped.samples import open_lines
 
@@ -18,12 +16,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def prepped(sharegpt_file, tmp_path_factory):
-    """The quickstart's prep step: the bundled file with the defaults (and the Arrow copy)."""
-    out = tmp_path_factory.mktemp("sharegpt_prep")
-    result = prep(PrepConfig(inputs=[sharegpt_file], out=out, progress=False, hf=True))
-    assert result.stats["inputs"] == [{"path": str(sharegpt_file), "format": "sharegpt", "records": 17_672}]
-    return result
+def prepped(sharegpt_prep, sharegpt_file):
+    """prep of the bundled file with the defaults and the Arrow copy, run once for the whole session."""
+    assert sharegpt_prep.stats["inputs"] == [{"path": str(sharegpt_file), "format": "sharegpt", "records": 17_672}]
+    return sharegpt_prep
 
 
 def read_jsonl(path: Path):
