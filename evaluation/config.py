@@ -20,6 +20,8 @@ from userlm.config import Config
 from userlm.errors import UserError
 from userlm.flipped.templates import TEMPLATES
 
+from .differences import parse_pair
+
 
 @dataclass(frozen=True)
 class CheckpointSpec:
@@ -71,6 +73,14 @@ class EvalConfig(Config):
             "(an instruct model prompted through the flipped template "
             f"{' or '.join(TEMPLATES)}), e.g. base=default@chatml",
         }
+    )
+    compare: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "differences between checkpoints besides each one minus the prompted base, each "
+            "'NAME minus OTHER' (e.g. 'persona-simulator minus simulator'), with a paired interval; "
+            "unset: each checkpoint minus every one listed before it, the base aside; [] for none"
+        },
     )
     data: Path = field(
         metadata={
@@ -268,6 +278,8 @@ class EvalConfig(Config):
         repeated = next((name for name in names if names.count(name) > 1), None)
         if repeated is not None:
             raise UserError(f"Two checkpoints are named {repeated!r}; give every checkpoint a different NAME.")
+        for text in self.compare or []:
+            parse_pair(text, names)
         for spec in specs:
             if str(spec.path) != DEFAULT_NAME and not spec.path.exists():
                 raise UserError(

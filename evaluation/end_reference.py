@@ -4,8 +4,10 @@ the train split's users left at the same place, by what the conversation so far 
 - `turn_index`: the user turns so far (the floor the report prints beside P(end));
 - `words_so_far`: the words of the conversation so far, in doubling bins.
 
-Each is scored like a checkpoint: its ROC AUC, and its expected F1 when each point is left with
-the train split's rate there. The intent's scope sentence is no key: written from the whole
+Each is scored like a checkpoint: its ROC AUC and its expected F1 when each point is left with
+the train split's rate there, at the P(end) points; and that expected F1 again at the points
+where the checkpoints sample a turn (the sampled termination F1's floor: a sampler that leaves
+at those rates scores it on average). The intent's scope sentence is no key: written from the whole
 conversation's length, it gives the answer away (the earlier reference by scope and turn ranked
 the quickstart's held-out points at AUC 1.00), and the *when* points carry none. Streamed, only
 the counts kept, from the first `MAX_TRAIN_LINES` lines of the train split: tables of a few dozen
@@ -50,11 +52,12 @@ def end_rates(seen: Counter, ended: Counter, keys: list) -> list[float]:
     return [(ended[key] + overall) / (seen[key] + 1) for key in keys]
 
 
-def end_reference(data: Path, points: list[dict], *, seed: int = 0) -> dict:
-    """{"termination_auc": {name: figure}, "termination_expected_f1": {name: figure}} for each reference,
-    learnt from the train split beside `data`; empty without one."""
+def end_reference(data: Path, points: list[dict], *, sampled_points: list[dict] = (), seed: int = 0) -> dict:
+    """{"termination_auc": {name: figure}, "termination_expected_f1": {name: figure}} at `points`, and
+    {"termination_f1": {name: figure}} at `sampled_points` where given, for each reference, learnt
+    from the train split beside `data`; empty without one."""
     train = split_files(Path(data).parent).get("train")
-    if train is None or train.resolve() == Path(data).resolve() or not points:
+    if train is None or train.resolve() == Path(data).resolve() or not (points or sampled_points):
         return {}
     seen = {name: Counter() for name in REFERENCES}
     ended = {name: Counter() for name in REFERENCES}
@@ -77,18 +80,37 @@ def end_reference(data: Path, points: list[dict], *, seed: int = 0) -> dict:
         return {}
     real = [bool(p["is_end"]) for p in points]
     conversations = [p["conversation_id"] for p in points]
-    result: dict = {"termination_auc": {}, "termination_expected_f1": {}}
+    result: dict = {
+        key: {}
+        for key, wanted in (
+            ("termination_auc", points),
+            ("termination_expected_f1", points),
+            ("termination_f1", sampled_points),
+        )
+        if wanted
+    }
     for name, (key, label) in REFERENCES.items():
-        rates = end_rates(seen[name], ended[name], [key(p) for p in points])
         about = {"source": label, "train_decision_points": sum(seen[name].values()), "train_unusable_lines": unusable}
-        result["termination_auc"][name] = {
-            **end_probability_metrics(rates, real, conversations=conversations, seed=seed),
-            **about,
-        }
-        result["termination_expected_f1"][name] = {
-            **expected_f1(rates, real, conversations=conversations, seed=seed),
-            **about,
-        }
+        if points:
+            rates = end_rates(seen[name], ended[name], [key(p) for p in points])
+            result["termination_auc"][name] = {
+                **end_probability_metrics(rates, real, conversations=conversations, seed=seed),
+                **about,
+            }
+            result["termination_expected_f1"][name] = {
+                **expected_f1(rates, real, conversations=conversations, seed=seed),
+                **about,
+            }
+        if sampled_points:
+            result["termination_f1"][name] = {
+                **expected_f1(
+                    end_rates(seen[name], ended[name], [key(p) for p in sampled_points]),
+                    [bool(p["is_end"]) for p in sampled_points],
+                    conversations=[p["conversation_id"] for p in sampled_points],
+                    seed=seed,
+                ),
+                **about,
+            }
     return result
 
 

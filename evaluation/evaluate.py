@@ -3,8 +3,9 @@
 Read top to bottom: read the flipped test samples (and who wrote them, for persona
 fidelity), draw the evaluation subsets once (seeded, shared by every checkpoint), pick the
 judge and the naturalness detector and validate both, measure the human reference on the
-same subsets, score each checkpoint, then build metrics.json, report.md and report.html in
-a folder beside `out`, swap it in whole, and print the summary.
+same subsets (intent decomposition's on the train split), score each checkpoint, then build
+metrics.json, report.md and report.html in a folder beside `out`, swap it in whole, and print
+the summary.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from userlm.summary import print_summary
 
 from .config import EvalConfig
 from .end_reference import add_floor_differences, end_reference
+from .human_train import train_intent_decomposition
 from .judge import EndpointJudge, HeuristicJudge
 from .judge_validation import judge_validation
 from .naturalness import naturalness_setup
@@ -70,9 +72,11 @@ def evaluate(config: EvalConfig) -> dict:
                 judge, samples, conversations=config.judge_validation_conversations, seed=config.seed
             ),
         },
-        "human": human_reference(subsets, naturalness.detector, config.seed),
+        "human": human_rows(subsets, naturalness.detector, config),
         # The floors a termination figure must beat with no model, learnt from the train split.
-        "reference": end_reference(Path(config.data), subsets.end_points, seed=config.seed),
+        "reference": end_reference(
+            Path(config.data), subsets.end_points, sampled_points=subsets.termination_points, seed=config.seed
+        ),
         "published": {"source": SOURCE, "figures": PUBLISHED},
         "checkpoints": {},
     }
@@ -91,6 +95,15 @@ def evaluate(config: EvalConfig) -> dict:
 
     add_card_results(results, out)
     return results
+
+
+def human_rows(subsets, detector, config: EvalConfig) -> dict:
+    """The human reference on the test subsets, but intent decomposition's on the train split: the
+    heuristic intents were reworded against the test split's (human_train.py); none without a train split."""
+    human = human_reference(subsets, detector, config.seed)
+    del human["intent_decomposition"]
+    train = train_intent_decomposition(Path(config.data), seed=config.seed)
+    return human if train is None else {**human, "intent_decomposition": train}
 
 
 def make_judge(config: EvalConfig):

@@ -18,7 +18,8 @@ from pathlib import Path
 from userlm.atomic import atomic_write, write_json
 from userlm.summary import Summary
 
-from .differences import base_differences
+from .differences import checkpoint_differences
+from .human_train import SOURCE as TRAIN_SOURCE
 from .obeys_scope import CHANCE
 from .persona_fidelity import HUMAN_REFERENCE
 from .report_details import (
@@ -68,7 +69,8 @@ METRICS = (
         "Termination F1 (%)",
         "termination F1",
         "F1 of END at every decision point against where the real conversation ended, from one sampled turn per "
-        "point, the intent's scope sentence taken out",
+        "point, the intent's scope sentence taken out; the no-model rows leave each point with the train "
+        "split's rate there (their expected F1), the floor a model must beat",
         "higher",
     ),
     (
@@ -164,7 +166,10 @@ METRICS = (
     ),
 )
 HUMAN_ROW = "human (this test set, measured)"
-HUMAN_ROWS = {"persona_fidelity": (HUMAN_REFERENCE, "measured, real users against their own other half")}
+HUMAN_ROWS = {
+    "persona_fidelity": (HUMAN_REFERENCE, "measured, real users against their own other half"),
+    "intent_decomposition": (TRAIN_SOURCE, "measured, real first turns of the train split"),
+}
 REFERENCE_ROWS = {
     "termination_auc": [("chance", 0.5)],
     "termination_obeys_scope": [("chance: any simulator that ignores the stated length", CHANCE)],
@@ -352,6 +357,19 @@ def metric_table(rows: list[dict], base: str | None) -> Table:
     )
 
 
+def between_tables(results: dict, key: str) -> list[Table]:
+    """The checkpoint-minus-checkpoint differences of one metric (the `compare` pairs), if any."""
+    between = (results.get("differences") or {}).get("between", [])
+    rows = [
+        [f"{pair['minuend']} − {pair['subtrahend']}", format_difference(pair["figures"][key])]
+        for pair in between
+        if key in pair["figures"]
+    ]
+    if not rows:
+        return []
+    return [Table(["between checkpoints", "difference (95% interval), n, shown or not"], rows)]
+
+
 def metric_plot(key: str, title: str, rows: list[dict], results: dict) -> bytes | None:
     checkpoints = results["checkpoints"]
     if key == "termination_auc":
@@ -380,7 +398,7 @@ def sections(results: dict) -> list[Section]:
             key,
             title + row_flag(results, key),
             f"{description}; {better} is better.",
-            [metric_table(rows, base), *DETAILS.get(key, lambda _: [])(results)],
+            [metric_table(rows, base), *between_tables(results, key), *DETAILS.get(key, lambda _: [])(results)],
             notes=NOTES.get(key, lambda _: [])(results),
         )
         image = metric_plot(key, title, rows, results)
@@ -410,8 +428,9 @@ INTERVALS_NOTE = (
     "Every measured figure has its n and a 95% interval: a percentile bootstrap "
     "(2,000 resamples, seeded with the run's seed) "
     "over the unit its items cluster in (conversations, intents, users, probes; "
-    "the unit is in metrics.json). Each checkpoint "
-    "minus the prompted base has its own interval, paired on the units both "
+    "the unit is in metrics.json; distinct-n, which a bootstrap cannot resample, a jackknife over intents). "
+    "Each checkpoint minus the prompted base, and each pair of checkpoints compared (the compare setting), "
+    "has its own interval, paired on the units both "
     "measured; a difference whose interval covers zero "
     'is marked "not shown": this sample cannot tell the two apart.'
 )
@@ -423,10 +442,10 @@ HTML_STYLE = (
 
 
 def write_report(results: dict, out_dir: Path) -> None:
-    """Add each checkpoint's differences from the prompted base to `results`,
-    then write metrics.json and the reports."""
+    """Add the differences between checkpoints (each minus the prompted base, and the compared pairs) to
+    `results`, then write metrics.json and the reports."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    results["differences"] = base_differences(results)
+    results["differences"] = checkpoint_differences(results)
     write_json(out_dir / "metrics.json", results)
     built = sections(results)
 
@@ -468,17 +487,33 @@ def write_report(results: dict, out_dir: Path) -> None:
     atomic_write(out_dir / "report.html", "".join(parts))
 
 
+def compact_value(value) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
+
+
+def compact_figure(entry: dict | None) -> tuple[str, str]:
+    """A figure in two short cells for the terminal, "54.3, n 16" over "[46.9, 61.7]"."""
+    if entry is None or entry.get("value") is None:
+        return ("n/a" if entry is not None else "", "")
+    ci = entry.get("ci")
+    return (
+        f"{compact_value(entry['value'])}, n {entry['n']}",
+        f"[{compact_value(ci[0])}, {compact_value(ci[1])}]" if ci else "",
+    )
+
+
 def eval_summary(results: dict, out_dir: Path) -> Summary:
-    """The closing table: one row per metric, one column per checkpoint, then human and UserLM-8b."""
+    """The closing table: one row per metric, one column per checkpoint, then human and UserLM-8b; each
+    measured figure with its n, its 95% interval on the row below."""
     names = list(results["checkpoints"])
     rows = []
     for key, _, short, _, _ in METRICS:
-        values = [(results["checkpoints"][n].get(key) or {}).get("value") for n in names]
-        human = (results["human"].get(key) or {}).get("value")
+        cells = [compact_figure(results["checkpoints"][n].get(key)) for n in names]
+        human = compact_figure(results["human"].get(key))
         published = results["published"]["figures"].get(key, {}).get("UserLM-8b")
-        rows.append(
-            (short + row_flag(results, key), *map(format_value, values), format_value(human), format_value(published))
-        )
+        rows.append((short + row_flag(results, key), *(c[0] for c in cells), human[0], format_value(published)))
+        if any(c[1] for c in [*cells, human]):
+            rows.append(("", *(c[1] for c in cells), human[1], ""))
     validation = results["validation"]
     detector = validation["naturalness_detector"]
     return Summary(
@@ -486,6 +521,7 @@ def eval_summary(results: dict, out_dir: Path) -> Summary:
         columns=("metric", *names, "human (measured)", "UserLM-8b (published)"),
         rows=rows,
         notes=[
+            "Each figure: its value and n, its 95% interval on the row below (report.md: every difference).",
             f"Judge: {results['settings']['judge']}; accuracy out of sample, on answers built from the test logs, "
             f"{format_figure(validation['judge'])} (in-sample, on its hand labels: "
             f"{format_figure(validation['judge']['in_sample'])}).",
@@ -495,9 +531,12 @@ def eval_summary(results: dict, out_dir: Path) -> Summary:
             f"against assistant turns, held-out accuracy {format_value(detector['accuracy'])}%.",
             "Persona fidelity, human column: the real users' split-half "
             "agreement, a human reference (a model can exceed it).",
+            "Intent decomposition, human column: a sample of the train split's first turns, which played no "
+            "part in writing the heuristic intents (they were reworded against the test split's).",
             *(
-                f"Termination ROC AUC, {name}: {format_value(e['value'])} at the same points."
-                for name, e in no_model_reference(results, "termination_auc")
+                f"{title}, {name}: {format_figure(e)} at the same points."
+                for key, title in (("termination_auc", "Termination ROC AUC"), ("termination_f1", "Termination F1"))
+                for name, e in no_model_reference(results, key)
             ),
         ],
         wrote={

@@ -1,7 +1,7 @@
 """The report's comparison table as Markdown, generated from a metrics.json (`userlm eval table
 PATH/metrics.json`): one row per metric; a column per checkpoint, then each checkpoint minus
-the prompted base, the human reference measured on the same test subsets and UserLM-8b as
-published. Every measured cell carries its 95% interval and n; a difference whose interval
+the prompted base, each compared pair of checkpoints (differences.py), the human reference and
+UserLM-8b as published. Every measured cell carries its 95% interval and n; a difference whose interval
 covers zero says "not shown". The README's quickstart table is this output, not typed.
 """
 
@@ -22,10 +22,12 @@ def comparison_table(results: dict) -> Table:
     names = list(results["checkpoints"])
     differences = results.get("differences") or {"base": None, "checkpoints": {}}
     compared = list(differences["checkpoints"])
+    between = differences.get("between", [])
     headers = [
         "metric",
         *names,
         *(f"{name} − {differences['base']}" for name in compared),
+        *(f"{pair['minuend']} − {pair['subtrahend']}" for pair in between),
         "human (measured)",
         "UserLM-8b (published)",
     ]
@@ -41,7 +43,8 @@ def comparison_table(results: dict) -> Table:
                 f"{short} ({better} is better){uninformative_note(results, key)}",
                 *(format_figure(entry) for entry in measured),
                 *(format_difference(differences["checkpoints"][n].get(key)) for n in compared),
-                format_figure(human),
+                *(format_difference(pair["figures"].get(key)) for pair in between),
+                format_figure(human) + (" (train split)" if (human or {}).get("split") == "train" else ""),
                 "" if published is None else f"{published:.2f}",
             ]
         )

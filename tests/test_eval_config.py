@@ -160,6 +160,14 @@ def test_unknown_keys_are_named(tmp_path, paths):
             ["--persona-filter", "length=tiny"],
             ("The persona filter part 'length=tiny' has tiny, not a value of length",),
         ),
+        (
+            ["--compare", "sim minus base"],
+            (
+                "Give each comparison as 'NAME minus OTHER' with two different checkpoint names (sim),",
+                "'sim minus base'.",
+            ),
+        ),
+        (["compare=[sim-sim]"], ("Give each comparison as 'NAME minus OTHER'", "not 'sim-sim'")),
     ],
 )
 def test_bad_configs_stop_before_any_work_with_one_sentence(paths, extra, message):
@@ -167,6 +175,15 @@ def test_bad_configs_stop_before_any_work_with_one_sentence(paths, extra, messag
     with pytest.raises(UserError) as error:
         parse(["--checkpoints", f"sim={sim}", "--data", str(data), *extra])
     assert all(part in str(error.value) for part in message), str(error.value)
+
+
+def test_compare_names_pairs_of_checkpoints(paths):
+    data, sim = paths
+    config = parse(
+        ["--checkpoints", f"sim={sim}", "base=default@chatml", "--data", str(data), "--compare", "base minus sim"]
+    )
+    assert config.compare == ["base minus sim"]
+    assert parse(["--checkpoints", f"sim={sim}", "--data", str(data)]).compare is None
 
 
 def test_data_may_be_a_prep_folder_whose_test_split_is_read(tmp_path, paths):

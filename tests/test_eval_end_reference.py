@@ -9,6 +9,7 @@ import pytest
 
 from userlm.evaluation.end_probability import end_probability_metrics
 from userlm.evaluation.end_reference import REFERENCES, add_floor_differences, end_reference
+from userlm.evaluation.intervals import figure
 from userlm.flipped.scope import SCOPES
 
 SINGLE, ONCE = SCOPES[0], SCOPES[1]
@@ -116,3 +117,21 @@ def test_a_checkpoint_figure_carries_its_difference_from_each_floor(test_file):
 def test_no_floor_without_a_train_split_beside_the_test_data(tmp_path):
     write(tmp_path / "test.jsonl", [point(1, True)])
     assert end_reference(tmp_path / "test.jsonl", HELD_OUT) == {}
+
+
+def test_the_sampled_termination_f1_has_its_floor_at_its_own_points(test_file):
+    # The sampled F1 reads two of the held-out conversations: turn 1 (an end, rate 17/28) and turn 2 (a
+    # continue, rate 1/7). Left with those rates: tp 17/28, fp 4/28, fn 11/28 -> F1 = 34 / (34 + 4 + 11).
+    sampled = HELD_OUT[:2]
+    reference = end_reference(test_file, HELD_OUT, sampled_points=sampled, seed=0)
+    floor = reference["termination_f1"]["turn_index"]
+    assert floor["value"] == pytest.approx(100 * 34 / 49) and floor["n"] == 2 and floor["unit"] == "conversation"
+    assert floor["source"] == REFERENCES["turn_index"][1]
+    # Without sampled points there is no such floor; the P(end) floors stay as they were.
+    assert "termination_f1" not in end_reference(test_file, HELD_OUT, seed=0)
+    assert reference["termination_auc"] == end_reference(test_file, HELD_OUT, seed=0)["termination_auc"]
+    # A checkpoint that sampled the end at the end and went on at the continue beats it by 100 − 69.4.
+    perfect = figure("f1", [[1.0, 1.0], [0.0, 0.0]], seed=0, ids=["h1", "h2"], unit="conversation", scale=100)
+    checkpoint = {"termination_f1": perfect}
+    add_floor_differences(checkpoint, reference, seed=0)
+    assert checkpoint["termination_f1"]["minus_reference"]["turn_index"]["value"] == pytest.approx(100 - 100 * 34 / 49)

@@ -155,8 +155,22 @@ def test_metrics_json_and_markdown(report_dir):
     assert perplexity["paired"] and perplexity["value"] == pytest.approx(
         talker["perplexity_with_intent"]["value"] - prompted["perplexity_with_intent"]["value"]
     )
+    # Unset `compare`: each checkpoint minus every earlier one, the base aside: talker − ender, paired.
+    (between,) = differences["between"]
+    assert (between["minuend"], between["subtrahend"]) == ("talker", "ender")
+    f1 = between["figures"]["termination_f1"]
+    assert f1["paired"] and f1["value"] == pytest.approx(-60.0) and f1["n"] == talker["termination_f1"]["units"]
+    # The sampled F1's no-model floor at its own points, and each checkpoint's difference from it.
+    floor = results["reference"]["termination_f1"]["turn_index"]
+    assert floor["n"] == talker["termination_f1"]["n"] == 7
+    assert talker["termination_f1"]["minus_reference"]["turn_index"]["value"] == pytest.approx(-floor["value"])
+    # Intent decomposition's human row comes from the train split, which played no part in writing the heuristic.
+    assert results["human"]["intent_decomposition"]["split"] == "train"
     markdown = (report_dir / "report.md").read_text()
     for needed in (
+        "| between checkpoints |",
+        "| talker − ender |",
+        "human (train split, a sample of its first turns",
         "Seeds:",
         "Word tokenisation:",
         "95% interval",
@@ -207,8 +221,11 @@ def test_report_opens_in_headless_chromium(report_dir, tmp_path):
     ).stdout
     page = TablesAndImages()
     page.feed(dom)
-    # One table per metric, plus the details of termination AUC, persona fidelity and persona contrast.
-    assert page.tables == len(METRICS) + 3
+    # One table per metric, plus the details of termination AUC, persona fidelity and persona contrast, plus
+    # one of the differences between checkpoints (talker − ender) for each metric both measured.
+    between = json.loads((report_dir / "metrics.json").read_text())["differences"]["between"]
+    assert page.tables == len(METRICS) + 3 + len(set(between[0]["figures"]) & {key for key, *_ in METRICS})
+    assert "talker − ender" in page.cells
     assert len(page.images) == len(METRICS)
     for section in ("termination_auc", "persona_fidelity", "persona_contrast", "naturalness"):
         assert f'id="{section}"' in dom
@@ -230,24 +247,31 @@ def test_terminal_summary_names_every_checkpoint_and_the_output(report_dir, caps
     monkeypatch.setenv("COLUMNS", "200")  # rich wraps cells to the terminal width
     summary = eval_summary(json.loads((report_dir / "metrics.json").read_text()), report_dir)
     assert summary.columns == ("metric", "ender", "talker", "prompted", "human (measured)", "UserLM-8b (published)")
-    termination = next(row for row in summary.rows if row[0] == "termination F1")
-    assert termination == ("termination F1", "60.00", "0.00", "0.00", "n/a", "63.54")
-    assert next(row for row in summary.rows if row[0] == "termination AUC") == (
+    # Each figure with its n, its 95% interval on the row below; nothing measured leaves the cell empty.
+    at = {row[0]: k for k, row in enumerate(summary.rows) if row[0]}
+    assert summary.rows[at["termination F1"]] == ("termination F1", "60, n 7", "0, n 7", "0, n 7", "", "63.54")
+    interval = summary.rows[at["termination F1"] + 1]
+    assert interval[0] == "" and all(re.fullmatch(r"\[[\d.]+, [\d.]+\]", cell) for cell in interval[1:4])
+    assert interval[1] != "[0, 0]" and interval[2] == "[0, 0]"  # the ender's F1 varies with the conversations drawn
+    assert summary.rows[at["termination AUC"]] == (
         "termination AUC",
-        "0.50",
-        "0.50",
-        "0.50",
-        "n/a",
+        "0.5, n 7",
+        "0.5, n 7",
+        "0.5, n 7",
+        "",
         "n/a",
     )
-    assert next(row for row in summary.rows if row[0] == "persona fidelity") == (
+    assert summary.rows[at["persona fidelity"]] == (
         "persona fidelity",
         "n/a",
-        "72.22",
-        "72.22",
-        "66.67",
+        "72.2, n 3",
+        "72.2, n 3",
+        "66.7, n 3",
         "n/a",
     )
+    notes = " ".join(summary.notes)
+    assert "Termination F1, no model: the train split's end rate at the same user turn:" in notes
+    assert "Intent decomposition, human column: a sample of the train split's first turns" in notes
     print_summary(summary)
     printed = capsys.readouterr().out
     for needed in (
@@ -256,7 +280,7 @@ def test_terminal_summary_names_every_checkpoint_and_the_output(report_dir, caps
         "talker",
         "prompted",
         "termination F1",
-        "60.00",
+        "60, n 7",
         str(report_dir / "report.html"),
     ):
         assert needed in printed
