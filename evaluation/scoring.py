@@ -18,6 +18,7 @@ from contextlib import contextmanager
 import torch
 
 from userlm.flipped.format import END_MARKER
+from userlm.infer.turn_sampling import DEFAULT_SAMPLING
 
 from .config import CheckpointSpec, EvalConfig
 from .context import fit_to_context
@@ -37,9 +38,9 @@ SIMULATION_SEED_OFFSET = 10_000
 PROBE_SEED_OFFSET = 20_000
 PERSONA_SEED_OFFSET = 30_000
 CONTRAST_SEED_OFFSET = 40_000
-# The top-p of every generation here (UserSimulator.generate's default, temperature 1): the expected
+# The top-p of every generation here (the simulators' default, temperature 1): the expected
 # termination F1 reads P(end) through the same cut.
-SAMPLING_TOP_P = 0.8
+SAMPLING_TOP_P = DEFAULT_SAMPLING.top_p
 
 
 def seeds_note(seed: int) -> str:

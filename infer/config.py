@@ -23,6 +23,7 @@ from userlm.errors import UserError
 from userlm.flipped.templates import TEMPLATES
 
 from .guardrails import Guardrails
+from .turn_sampling import DEFAULT_SAMPLING, STEERING_KEYS, TurnSampling, read_end_calibration
 
 SimulatorServer = Literal["transformers", "vllm", "llamacpp"]
 
@@ -71,11 +72,42 @@ class SimulatorOptions(Config):
             "min": 0,
         },
     )
-    max_new_tokens: int = field(default=64, metadata={"help": "tokens at most per simulated user turn", "min": 1})
-    temperature: float = field(
-        default=1.0, metadata={"help": "sampling temperature of the simulator (0 is greedy)", "min": 0}
+    max_new_tokens: int = field(
+        default=DEFAULT_SAMPLING.max_new_tokens, metadata={"help": "tokens at most per simulated user turn", "min": 1}
     )
-    top_p: float = field(default=0.8, metadata={"help": "nucleus sampling mass of the simulator", "above": 0, "max": 1})
+    temperature: float = field(
+        default=DEFAULT_SAMPLING.temperature,
+        metadata={"help": "sampling temperature of the simulator (0 is greedy)", "min": 0},
+    )
+    top_p: float = field(
+        default=DEFAULT_SAMPLING.top_p,
+        metadata={"help": "nucleus sampling mass of the simulator", "above": 0, "max": 1},
+    )
+    # None: not set here, so end_calibration's value (or TurnSampling's default) applies.
+    end_bias: float | None = field(
+        default=None,
+        metadata={
+            "help": "log-odds added to the end marker's logit before every draw (P'(end) = sigmoid(logit P(end) + "
+            "bias)): positive leaves more often, negative less; unset: end_calibration's, else 0",
+        },
+    )
+    end_threshold: float | None = field(
+        default=None,
+        metadata={
+            "help": "leave iff P(end) (after end_bias) reaches this at the turn's first token, else the end marker "
+            "is banned for the turn: 0 leaves whenever the guardrails allow, 1 never; unset: "
+            "end_calibration's, else the sampled draw",
+            "min": 0,
+            "max": 1,
+        },
+    )
+    end_calibration: Path | None = field(
+        default=None,
+        metadata={
+            "help": "the YAML file `userlm calibrate` wrote: its end_bias and end_threshold apply where this "
+            "config leaves them unset",
+        },
+    )
     guardrails: Guardrails | None = field(
         default_factory=Guardrails,
         metadata={
@@ -92,6 +124,16 @@ class SimulatorOptions(Config):
                 "An adapter applies to a local simulator only; serve the merged model "
                 "(`userlm merge`) behind simulator_endpoint instead."
             )
+
+    def sampling(self) -> TurnSampling:
+        """How each user turn is drawn: these keys, with end_calibration's steering where they leave it unset."""
+        steering = read_end_calibration(self.end_calibration) if self.end_calibration is not None else {}
+        for key in STEERING_KEYS:
+            if getattr(self, key) is not None:
+                steering[key] = getattr(self, key)
+        return TurnSampling(
+            max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p, **steering
+        )
 
 
 @dataclass(kw_only=True)

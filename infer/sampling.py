@@ -10,13 +10,21 @@ Bans act at the draw: the row first draws from the full distribution; only when 
 draw is a banned token (a banned first word, or the end marker before it is allowed) is
 an event recorded and the token redrawn with the banned ids removed. So an event means
 the guardrail changed what would have been sampled.
+
+End steering (`infer/turn_sampling.py`) acts before the draw. At a draft's first token its
+P(end) is read from the raw logits (temperature 1, before any mask and bias); the bias is
+added to the end marker's logit at every draw; a threshold either makes the end marker the
+first token or removes it from every draw of the draft (no event: the tester asked for it).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 
 import torch
+
+from .turn_sampling import DEFAULT_SAMPLING, TurnSampling
 
 # Tokens ranked before top-p is applied; a row whose top-p prefix is longer is sorted in full.
 TOP_K_PREFILTER = 256
@@ -30,13 +38,18 @@ def derive_seed(*parts: int) -> int:
 
 class RowDraw:
     """One draft's draws: its own generator, whether its first word is still to come, whether
-    the end marker is banned, and the events its bans recorded."""
+    the end marker is banned (by the guardrails, or by the threshold), the events its bans
+    recorded, and its first token's P(end) before and after the bias."""
 
     def __init__(self, seed: int, *, device: torch.device, at_first_word: bool, end_banned: bool):
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.at_first_word = at_first_word
         self.end_banned = end_banned
         self.events: list[dict] = []
+        self.at_first_token = True
+        self.end_steered_off = False
+        self.p_end: float | None = None
+        self.p_end_steered: float | None = None
 
 
 class RowSampler:
@@ -45,16 +58,16 @@ class RowSampler:
     def __init__(
         self,
         *,
-        temperature: float,
-        top_p: float,
+        sampling: TurnSampling = DEFAULT_SAMPLING,
         device: torch.device,
         first_word_mask: torch.Tensor | None = None,
         whitespace_ids: set[int] | None = None,
         end_token_id: int | None = None,
         token_text=None,
     ):
-        self.temperature = temperature
-        self.top_p = top_p
+        self.sampling = sampling
+        self.temperature = sampling.temperature
+        self.top_p = sampling.top_p
         self.device = device
         self.first_word_mask = first_word_mask
         self.whitespace_ids = whitespace_ids or set()
@@ -66,9 +79,13 @@ class RowSampler:
 
     def draw(self, scores: torch.Tensor, rows: list[RowDraw]) -> list[int]:
         """The next token of each row of `scores` [rows, vocab]."""
+        scores, forced = self._steer(scores, rows)
         nucleus = self._nuclei(scores)
         tokens = []
         for i, row in enumerate(rows):
+            if i in forced:  # the threshold says this user leaves now
+                tokens.append(self.end_token_id)
+                continue
             token = self._draw(*nucleus(i), row.generator)
             # The ban mask (a vocabulary's worth) is built only for the rare draw it changes.
             guardrail = self._guardrail_against(row, token)
@@ -84,6 +101,34 @@ class RowSampler:
                 row.at_first_word = False
             tokens.append(token)
         return tokens
+
+    def _steer(self, scores: torch.Tensor, rows: list[RowDraw]) -> tuple[torch.Tensor, set[int]]:
+        """Read P(end) at each row's first token, then apply the end steering: the scores to draw
+        from, and the rows the threshold makes leave at once."""
+        end = self.end_token_id
+        firsts = [i for i, row in enumerate(rows) if row.at_first_token]
+        for row in rows:
+            row.at_first_token = False
+        if end is None:
+            return scores, set()
+        forced = set()
+        if firsts:
+            log_p = torch.log_softmax(scores[firsts].float(), dim=-1)[:, end].tolist()
+            for i, value in zip(firsts, log_p):
+                row = rows[i]
+                row.p_end = math.exp(value)
+                row.p_end_steered = self.sampling.steered(row.p_end)
+                leaves = self.sampling.leaves(row.p_end)
+                if leaves and not row.end_banned:
+                    forced.add(i)
+                elif leaves is False:
+                    row.end_steered_off = True
+        off = [i for i, row in enumerate(rows) if row.end_steered_off]
+        if self.sampling.end_bias or off:
+            scores = scores.float().clone()
+            scores[:, end] += self.sampling.end_bias
+            scores[off, end] = float("-inf")
+        return scores, forced
 
     def _nuclei(self, scores: torch.Tensor):
         """A function of a row: its top-p nucleus after temperature, as (probabilities, ids) in descending order."""

@@ -9,13 +9,16 @@ appended to the output as one JSON line and fsynced, and a waiting one takes its
 Output, one JSON object per line:
     {"conversation_id", "intent", "persona", "trial", "seed",
      "simulator": {...settings}, "assistant": {...settings},
-     "turns": [{"role": "user", "content", "events": [...]}, {"role": "assistant", "content"}, ...],
+     "turns": [{"role": "user", "content", "events": [...], "p_end", "p_end_steered"?},
+               {"role": "assistant", "content"}, ...],
      "termination_reason": "user_ended" | "max_turns" | "assistant_error" | "simulator_error" | "guardrails_exhausted",
      "error": str | None, "exhausted_events": [...], "seconds": float}
-A user who leaves has a last turn whose content is the end marker. A conversation's seed
+A user who leaves has a last turn whose content is the end marker. Each user turn records
+`p_end`, the simulator's probability of leaving at that turn (null where the backend cannot
+read it), and `p_end_steered` where an end bias changed it (`infer/turn_sampling.py`). A conversation's seed
 is derived from the base seed, its intent, persona and trial; its id hashes those and
 everything else that decides what it says (the seed, every simulator and assistant
-setting, the guardrails, the sampling, the turn limit), so a rerun of the same
+setting, the guardrails, the sampling and end steering, the turn limit), so a rerun of the same
 configuration into the same file skips the conversations already finished, and a run of
 another configuration never takes them for its own. `infer/simulate_output.py` checks,
 resumes and appends to the output file.
@@ -43,6 +46,7 @@ from .config import AssistantOptions, SimulateConfig, SimulatorOptions
 from .guardrails import Guardrails
 from .sampling import derive_seed
 from .simulate_output import RETRIED_REASONS, append_record, check_output_file, open_output, prepare_resume
+from .turn_sampling import DEFAULT_SAMPLING, TurnSampling
 
 TERMINATION_REASONS = ("user_ended", "max_turns", "assistant_error", "simulator_error", "guardrails_exhausted")
 
@@ -187,6 +191,11 @@ def summarise(records: list[dict], skipped: int, retried: int, out_file: Path, c
     }
 
 
+def simulator_settings(simulator, guardrails: Guardrails | None, sampling: TurnSampling, **more) -> dict:
+    """What a record says the simulator was and how it drew its turns (conversation ids hash it)."""
+    return {**simulator.settings, "guardrails": to_dict(guardrails), **sampling.settings(), **more}
+
+
 async def simulate_async(
     simulator,
     assistant,
@@ -195,29 +204,20 @@ async def simulate_async(
     *,
     max_turns: int,
     guardrails: Guardrails | None = None,
+    sampling: TurnSampling = DEFAULT_SAMPLING,
     batch_size: int = 16,
     assistant_system: str | None = None,
-    max_new_tokens: int = 64,
-    temperature: float = 1.0,
-    top_p: float = 0.8,
     retry_failed: bool = True,
     progress: bool = True,
 ) -> dict:
     out_file = Path(out_file)
-    simulator_settings = {
-        **simulator.settings,
-        "guardrails": to_dict(guardrails),
-        "max_new_tokens": max_new_tokens,
-        "temperature": temperature,
-        "top_p": top_p,
-        "max_turns": max_turns,
-    }
+    settings = simulator_settings(simulator, guardrails, sampling, max_turns=max_turns)
     assistant_settings = {**assistant.settings, "system": assistant_system}
-    ids = {id(job): conversation_id(job, simulator_settings, assistant_settings) for job in jobs}
+    ids = {id(job): conversation_id(job, settings, assistant_settings) for job in jobs}
     done, retried = prepare_resume(out_file, set(ids.values()), retry_failed=retry_failed)
     waiting = [job for job in jobs if ids[id(job)] not in done]
     skipped = len(jobs) - len(waiting)
-    options = {"guardrails": guardrails, "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
+    options = {"guardrails": guardrails, "sampling": sampling}
     written: list[dict] = []
     active: list[Conversation] = []
     counts: Counter = Counter()
@@ -230,7 +230,7 @@ async def simulate_async(
             await user_step(simulator, active, options)
             await assistant_step(assistant, [c for c in active if c.termination_reason is None], max_turns)
             for conversation in [c for c in active if c.termination_reason is not None]:
-                record = record_of(conversation, simulator_settings, assistant_settings)
+                record = record_of(conversation, settings, assistant_settings)
                 append_record(sink, record)
                 written.append(record)
                 counts[conversation.termination_reason] += 1
@@ -255,7 +255,9 @@ async def user_step(simulator, active: list[Conversation], options: dict) -> Non
             conversation.exhausted_events = turn.events
             conversation.finish("guardrails_exhausted")
         else:
-            conversation.turns.append({"role": "user", "content": turn.text, "events": turn.events})
+            conversation.turns.append(
+                {"role": "user", "content": turn.text, "events": turn.events, **turn.end_probabilities()}
+            )
             if turn.is_end:
                 conversation.finish("user_ended")
 
@@ -294,7 +296,8 @@ def load_simulator(
     deferred: bool = False,
 ):
     """The simulator the options name: a local model, or the completions endpoint that serves it
-    (with the endpoint's request limits). `deferred`: a local model loads on first use (`infer/deferred.py`)."""
+    (with the endpoint's request limits). `deferred`: a local model loads on first use (`infer/deferred.py`).
+    Refuses, with one sentence, end steering the completions server cannot do."""
     if options.simulator_endpoint:
         from userlm.endpoint import Endpoint
 
@@ -307,9 +310,13 @@ def load_simulator(
             max_retries=max_retries,
             max_concurrency=concurrency,
         )
-        return CompletionsSimulator(
+        simulator = CompletionsSimulator(
             endpoint, options.simulator, server=options.simulator_server, template=options.template
         )
+        error = simulator.steering_error(options.sampling())
+        if error is not None:
+            raise error
+        return simulator
     from .deferred import Deferred, local_simulator_settings
     from .simulator import UserSimulator
 
@@ -381,26 +388,26 @@ def run_simulation(config: SimulateConfig) -> dict:
     jobs = make_jobs(intents, personas, config.n_per_intent, config.seed)
     if not config.progress:
         hide_loading_bars()
+    sampling = config.sampling()
     simulator = load_simulator(
         config, timeout=config.timeout, max_retries=config.max_retries, concurrency=config.concurrency
     )
-    check_intents_fit(simulator, jobs, config.max_new_tokens)
+    check_intents_fit(simulator, jobs, sampling.max_new_tokens)
     assistant = load_assistant(config)
-    return simulate(
-        simulator,
-        assistant,
-        jobs,
-        config.out,
-        max_turns=config.max_turns,
-        guardrails=config.guardrails,
-        batch_size=config.batch_size,
-        assistant_system=config.assistant_system,
-        max_new_tokens=config.max_new_tokens,
-        temperature=config.temperature,
-        top_p=config.top_p,
-        retry_failed=config.retry_failed,
-        progress=config.progress,
-    )
+    return simulate(simulator, assistant, jobs, config.out, **loop_options(config, sampling))
+
+
+def loop_options(config, sampling: TurnSampling) -> dict:
+    """The loop's options from a `SimulateConfig` or a `SuiteConfig` (`userlm test`), which share these keys."""
+    return {
+        "max_turns": config.max_turns,
+        "guardrails": config.guardrails,
+        "sampling": sampling,
+        "batch_size": config.batch_size,
+        "assistant_system": config.assistant_system,
+        "retry_failed": config.retry_failed,
+        "progress": config.progress,
+    }
 
 
 def simulation_summary(summary: dict) -> Summary:
@@ -429,4 +436,12 @@ def print_transcript(record: dict) -> None:
     print(f"--- {record['conversation_id']} ({record['termination_reason']})\nintent: {record['intent']}")
     for turn in record["turns"]:
         content = "[leaves the conversation]" if turn["content"] == END_MARKER else turn["content"]
-        print(f"{turn['role']:>9}: {content}")
+        print(f"{turn['role']:>9}: {content}{end_probability_note(turn)}")
+
+
+def end_probability_note(turn: dict) -> str:
+    """A user turn's P(end) as a transcript shows it: "  [P(end) 0.031]", with the steered one where it differs."""
+    if turn.get("p_end") is None:
+        return ""
+    steered = f", steered {turn['p_end_steered']:.3f}" if "p_end_steered" in turn else ""
+    return f"  [P(end) {turn['p_end']:.3f}{steered}]"

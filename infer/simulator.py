@@ -34,6 +34,7 @@ from .guardrails import Guardrails, check_draft, first_word
 from .loading import context_error, context_length, load_model_and_tokenizer, resolve_template, turn_end_ids
 from .prompt_cache import DEFAULT_BUDGET_BYTES, PromptCache
 from .sampling import RowDraw, RowSampler, derive_seed
+from .turn_sampling import DEFAULT_SAMPLING, TurnSampling
 
 
 @dataclass
@@ -48,10 +49,24 @@ class GeneratedTurn:
     attempts: int = 1
     # "length" when the accepted draft ran out of max_new_tokens before its turn ended.
     finish_reason: str = "stop"
+    # P(end): the probability that the turn's first token is the end marker (the model's, at temperature 1,
+    # before guardrails and bias; `infer/turn_sampling.py`); None where the model has no end marker or the
+    # server gives no log-probabilities. `p_end_steered`: after end_bias, where one is set.
+    p_end: float | None = None
+    p_end_steered: float | None = None
 
     @classmethod
-    def of(cls, draft: ParsedDraft, events: list[dict], attempts: int, finish_reason: str = "stop") -> GeneratedTurn:
-        return cls(draft.text, draft.ended, events, attempts=attempts, finish_reason=finish_reason)
+    def of(
+        cls, draft: ParsedDraft, events: list[dict], attempts: int, finish_reason: str = "stop", **p_end
+    ) -> GeneratedTurn:
+        return cls(draft.text, draft.ended, events, attempts=attempts, finish_reason=finish_reason, **p_end)
+
+    def end_probabilities(self) -> dict:
+        """What a record or a response says of P(end): `p_end`, and `p_end_steered` where the bias changed it."""
+        found = {"p_end": self.p_end}
+        if self.p_end_steered is not None and self.p_end_steered != self.p_end:
+            found["p_end_steered"] = self.p_end_steered
+        return found
 
 
 @dataclass
@@ -64,6 +79,8 @@ class Drafting:
     events: list[dict] = field(default_factory=list)
     next_attempt: int = 1
     result: GeneratedTurn | None = None
+    # The first attempt's P(end) before and after the bias (every attempt starts from the same prompt).
+    p_end: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -135,20 +152,30 @@ class UserSimulator:
     def prompt_tokens(self, prompt: list[dict]) -> int:
         return len(self.prompt_ids(prompt))
 
-    def prompt_error(self, prompt: list[dict], max_new_tokens: int = 64) -> UserError | None:
+    def prompt_error(
+        self, prompt: list[dict], max_new_tokens: int = DEFAULT_SAMPLING.max_new_tokens
+    ) -> UserError | None:
         """The one sentence for a prompt that does not fit the context with room for the reply, else None."""
         return context_error(self.prompt_tokens(prompt), max_new_tokens, self.context_length)
 
     def generate_each(
-        self, prompts: list[list[dict]], *, seed: int | list[int] = 0, **options
+        self,
+        prompts: list[list[dict]],
+        *,
+        seed: int | list[int] = 0,
+        guardrails: Guardrails | None = None,
+        sampling: TurnSampling = DEFAULT_SAMPLING,
+        stop: tuple[str, ...] = (),
+        **fields,
     ) -> list[GeneratedTurn | Exception]:
         """`generate`, except that a prompt over the context gets its error in its place and the others their turns."""
-        turns = self.start(prompts, row_seeds(seed, len(prompts)), options.get("max_new_tokens", 64))
-        self._draft_all([t for t in turns if isinstance(t, Drafting)], **options)
+        sampling = sampling.with_fields(**fields)
+        turns = self.start(prompts, row_seeds(seed, len(prompts)), sampling.max_new_tokens)
+        self._draft_all([t for t in turns if isinstance(t, Drafting)], guardrails, sampling, stop)
         return [t.result if isinstance(t, Drafting) else t for t in turns]
 
     def start(
-        self, prompts: list[list[dict]], seeds: list[int], max_new_tokens: int = 64
+        self, prompts: list[list[dict]], seeds: list[int], max_new_tokens: int = DEFAULT_SAMPLING.max_new_tokens
     ) -> list[Drafting | UserError]:
         """A turn to draft for every prompt, or the error of a prompt over the context."""
         turns: list[Drafting | UserError] = []
@@ -158,9 +185,17 @@ class UserSimulator:
             turns.append(error if error is not None else Drafting(prompt, seed, ids))
         return turns
 
-    async def agenerate(self, prompts: list[list[dict]], **options) -> list[GeneratedTurn | Exception]:
+    async def agenerate(
+        self,
+        prompts: list[list[dict]],
+        *,
+        seed: int | list[int] = 0,
+        guardrails: Guardrails | None = None,
+        sampling: TurnSampling = DEFAULT_SAMPLING,
+        stop: tuple[str, ...] = (),
+    ) -> list[GeneratedTurn | Exception]:
         """`generate_each` for the simulation loop, which drives both backends the same way."""
-        return self.generate_each(prompts, **options)
+        return self.generate_each(prompts, seed=seed, guardrails=guardrails, sampling=sampling, stop=stop)
 
     def generate(
         self,
@@ -168,24 +203,23 @@ class UserSimulator:
         *,
         guardrails: Guardrails | None = None,
         seed: int | list[int] = 0,
-        max_new_tokens: int = 64,
-        temperature: float = 1.0,
-        top_p: float = 0.8,
+        sampling: TurnSampling = DEFAULT_SAMPLING,
         stop: tuple[str, ...] = (),
+        **fields,
     ) -> list[GeneratedTurn]:
         """The next user turn for every prompt. `seed` is one int (row i uses seed + i) or one per prompt;
-        `stop` strings end a turn where they first appear. Raises UserError for a prompt over the context."""
-        turns = self.start(prompts, row_seeds(seed, len(prompts)), max_new_tokens)
+        `fields` replace those of `sampling` (`max_new_tokens=8, temperature=0`); `stop` strings end a turn
+        where they first appear. Raises UserError for a prompt over the context."""
+        sampling = sampling.with_fields(**fields)
+        turns = self.start(prompts, row_seeds(seed, len(prompts)), sampling.max_new_tokens)
         for turn in turns:
             if isinstance(turn, UserError):
                 raise turn
-        self._draft_all(
-            turns, guardrails=guardrails, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, stop=stop
-        )
+        self._draft_all(turns, guardrails, sampling, stop)
         return [t.result for t in turns]
 
     def _draft_all(
-        self, turns: list[Drafting], *, guardrails=None, max_new_tokens=64, temperature=1.0, top_p=0.8, stop=()
+        self, turns: list[Drafting], guardrails: Guardrails | None, sampling: TurnSampling, stop: tuple[str, ...]
     ) -> None:
         """Every turn drafted in one decode loop (`infer/decoding.py`) of at most `len(turns)` rows,
         until every turn is accepted or out of attempts. A row whose draft ends is checked at once;
@@ -204,7 +238,8 @@ class UserSimulator:
         max_words = guardrails.max_words if guardrails else None
         batch, prompt_rows = self.prompt_cache.prefill([t.tokens for t in turns])
         decoder = Decoder(self.model, batch, prompt_rows, self.prompt_cache.cache_keyword)
-        sampler = self._sampler(guardrails, temperature, top_p)
+        max_new_tokens = sampling.max_new_tokens
+        sampler = self._sampler(guardrails, sampling)
         prompt_row = {id(t): r for t, r in zip(turns, prompt_rows)}
         launched = {id(t): 1 for t in turns}  # attempts started
         ended: dict[int, dict[int, tuple[list[int], list[dict]]]] = {
@@ -221,6 +256,8 @@ class UserSimulator:
             tokens = sampler.draw(decoder.step(), [r.draw for r in rows])
             decoder.feed(tokens)
             for r, token in zip(rows, tokens):
+                if r.attempt == 1 and not r.tokens:
+                    r.turn.p_end = {"p_end": r.draw.p_end, "p_end_steered": r.draw.p_end_steered}
                 r.tokens.append(token)
                 # A draft over max_words is rejected anyway: it stops there.
                 over = (
@@ -265,12 +302,12 @@ class UserSimulator:
         turn.events.extend({**event, "attempt": attempt} for event in draw_events)
         reason = check_draft(draft, turn.prompt, guardrails) if guardrails else None
         if reason is None:
-            turn.result = GeneratedTurn.of(draft, turn.events, attempt, finish)
+            turn.result = GeneratedTurn.of(draft, turn.events, attempt, finish, **turn.p_end)
             return
         turn.events.append({**reason, "attempt": attempt})
         turn.next_attempt = attempt + 1
         if turn.next_attempt > attempts:
-            turn.result = self._fallback(draft, turn.events, guardrails)
+            turn.result = self._fallback(draft, turn.events, guardrails, **turn.p_end)
 
     def _read(self, tokens: list[int], stop) -> tuple[ParsedDraft, str]:
         """A draft's tokens as the parsed draft and its finish reason."""
@@ -282,21 +319,20 @@ class UserSimulator:
         return parse_draft(cut_at_stops(text, tuple(stop)), self.template), finish
 
     @staticmethod
-    def _fallback(draft: ParsedDraft, events: list[dict], guardrails: Guardrails) -> GeneratedTurn:
+    def _fallback(draft: ParsedDraft, events: list[dict], guardrails: Guardrails, **p_end) -> GeneratedTurn:
         # "keep" uses the last draft's words; a lone early end marker is never kept.
         if guardrails.fallback == "keep" and draft.words:
             events.append({"guardrail": "fallback", "action": "keep", "attempt": guardrails.max_attempts})
-            return GeneratedTurn(draft.words, False, events, attempts=guardrails.max_attempts)
+            return GeneratedTurn(draft.words, False, events, attempts=guardrails.max_attempts, **p_end)
         events.append({"guardrail": "fallback", "action": "end", "attempt": guardrails.max_attempts})
-        return GeneratedTurn(draft.text, False, events, exhausted=True, attempts=guardrails.max_attempts)
+        return GeneratedTurn(draft.text, False, events, exhausted=True, attempts=guardrails.max_attempts, **p_end)
 
-    def _sampler(self, guardrails, temperature: float, top_p: float) -> RowSampler:
+    def _sampler(self, guardrails: Guardrails | None, sampling: TurnSampling) -> RowSampler:
         first_word_mask = None
         if guardrails and guardrails.banned_first_words:
             first_word_mask = self._first_word_mask(guardrails.banned_first_words)
         return RowSampler(
-            temperature=temperature,
-            top_p=top_p,
+            sampling=sampling,
             device=self.model.device,
             first_word_mask=first_word_mask,
             whitespace_ids=self._whitespace_ids() if first_word_mask is not None else None,

@@ -6,10 +6,12 @@ import torch
 from transformers import TemperatureLogitsWarper, TopPLogitsWarper
 
 from userlm.infer.sampling import TOP_K_PREFILTER, RowSampler
+from userlm.infer.turn_sampling import TurnSampling
 
 
 def sampler(temperature=1.0, top_p=0.8, **kwargs):
-    return RowSampler(temperature=temperature, top_p=top_p, device=torch.device("cpu"), **kwargs)
+    sampling = TurnSampling(temperature=temperature, top_p=top_p)
+    return RowSampler(sampling=sampling, device=torch.device("cpu"), **kwargs)
 
 
 def warped_support(scores: torch.Tensor, temperature: float, top_p: float) -> list[set[int]]:

@@ -11,10 +11,11 @@ from tests.conftest import SERVED_INTENT
 from userlm.infer.guardrails import Guardrails
 from userlm.infer.serve.engine import BatchingEngine, Sampling
 from userlm.infer.simulator import UserSimulator
+from userlm.infer.turn_sampling import TurnSampling
 
 # "Please help me now" (4 words) passes min_words 4; "Hello there now" (3) is rejected and redrawn.
 GUARDRAILS = Guardrails(min_words=4, max_attempts=6)
-SAMPLING = Sampling(guardrails=GUARDRAILS, max_new_tokens=8, temperature=1.0, top_p=0.8)
+SAMPLING = Sampling(guardrails=GUARDRAILS, turn=TurnSampling(max_new_tokens=8))
 PROMPT = [{"role": "system", "content": SERVED_INTENT}]
 
 

@@ -18,6 +18,7 @@ upstream server (vLLM) batches them itself.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from collections import Counter
@@ -27,6 +28,7 @@ from userlm.config import to_dict
 
 from ..guardrails import Guardrails
 from ..simulator import GeneratedTurn
+from ..turn_sampling import TurnSampling
 
 log = logging.getLogger("userlm.serve")
 # Most gaps of `wait_s` a batch waits for more requests, so that a steady stream still starts.
@@ -47,22 +49,14 @@ class Sampling:
     """One request's generation settings; rows with equal settings share a generate call."""
 
     guardrails: Guardrails | None
-    max_new_tokens: int
-    temperature: float
-    top_p: float
+    turn: TurnSampling
     stop: tuple[str, ...] = ()
 
     def key(self) -> str:
-        return json.dumps([to_dict(self.guardrails), self.max_new_tokens, self.temperature, self.top_p, self.stop])
+        return json.dumps([to_dict(self.guardrails), dataclasses.asdict(self.turn), self.stop])
 
     def options(self) -> dict:
-        return {
-            "guardrails": self.guardrails,
-            "max_new_tokens": self.max_new_tokens,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "stop": self.stop,
-        }
+        return {"guardrails": self.guardrails, "sampling": self.turn, "stop": self.stop}
 
 
 @dataclass

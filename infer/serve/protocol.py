@@ -60,9 +60,12 @@ class Sampling(BaseModel):
     stream: bool = False
     stream_options: dict | None = None
     # userlm's extra body fields: guardrail overrides (a mapping of Guardrails keys, or
-    # false/null for none), the end text, and the role convention.
+    # false/null for none), the end text, end steering (`infer/turn_sampling.py`; null: the
+    # server's), and the role convention.
     guardrails: dict[str, Any] | bool | None = True
     end_text: str | None = None
+    end_bias: float | None = Field(default=None, ge=-100, le=100)
+    end_threshold: float | None = Field(default=None, ge=0, le=1)
 
     def stops(self) -> tuple[str, ...]:
         if self.stop is None:
@@ -167,9 +170,16 @@ def reply_text(turn: GeneratedTurn, end_text: str) -> str:
 
 
 def userlm_field(turn: GeneratedTurn) -> dict:
-    """The explicit account of a choice: did the simulated user leave, and why."""
+    """The explicit account of a choice: did the simulated user leave, and why, and how likely it was to
+    leave (`p_end`; `p_end_steered` where an end bias changed it)."""
     reason = "guardrails_exhausted" if turn.exhausted else "user_ended" if turn.is_end else None
-    return {"ended": reason is not None, "reason": reason, "attempts": turn.attempts, "guardrail_events": turn.events}
+    return {
+        "ended": reason is not None,
+        "reason": reason,
+        "attempts": turn.attempts,
+        "guardrail_events": turn.events,
+        **turn.end_probabilities(),
+    }
 
 
 def finish_reason(turn: GeneratedTurn) -> str:

@@ -43,6 +43,7 @@ from ..config import SimulatorOptions
 from ..guardrails import Guardrails
 from ..loading import context_error
 from ..sampling import derive_seed
+from ..turn_sampling import TurnSampling
 from . import protocol
 from .engine import BatchingEngine, Sampling, UpstreamEngine
 
@@ -175,6 +176,7 @@ def create_app(config: ServeConfig, engine, *, key: str | None = None):
     name = config.served_name()
     simulator = engine.simulator
     counter = TokenCounter(simulator.tokenizer, simulator.template)
+    served = config.sampling()  # the end calibration file is read once
 
     @asynccontextmanager
     async def lifespan(app):
@@ -262,11 +264,11 @@ def create_app(config: ServeConfig, engine, *, key: str | None = None):
             )
 
     async def respond(body: protocol.Sampling, prompts: list[list[dict]], request: Request, build):
-        sampling = sampling_of(body, config)
+        sampling = sampling_of(body, config, served, getattr(simulator, "steering_error", None))
         prompt_tokens = 0
         for prompt in prompts:
             tokens = await asyncio.to_thread(counter.prompt, prompt)
-            error = context_error(tokens, sampling.max_new_tokens, simulator.context_length)
+            error = context_error(tokens, sampling.turn.max_new_tokens, simulator.context_length)
             if error is not None:
                 raise protocol.RequestError(400, str(error), code="context_length_exceeded", param="messages")
             prompt_tokens += tokens * body.n
@@ -360,19 +362,25 @@ class Gate:
         await self.app(scope, counted, send)
 
 
-def sampling_of(body, config: ServeConfig):
-    """A request's generation settings: its own fields over the server's defaults."""
+def sampling_of(body, config: ServeConfig, served: TurnSampling, steering_error=None) -> Sampling:
+    """A request's generation settings: its own fields (sampling, and end_bias / end_threshold in the
+    body) over the server's (`served`); `steering_error(turn)` refuses steering an upstream server cannot do."""
     try:
         guardrails = guardrails_of(body.guardrails, config.guardrails)
     except UserError as error:
         raise protocol.RequestError(400, str(error), param="guardrails") from None
-    return Sampling(
-        guardrails=guardrails,
-        max_new_tokens=body.token_limit() or config.max_new_tokens,
-        temperature=config.temperature if body.temperature is None else body.temperature,
-        top_p=config.top_p if body.top_p is None else body.top_p,
-        stop=body.stops(),
-    )
+    asked = {
+        "max_new_tokens": body.token_limit(),
+        "temperature": body.temperature,
+        "top_p": body.top_p,
+        "end_bias": body.end_bias,
+        "end_threshold": body.end_threshold,
+    }
+    turn = served.with_fields(**{key: value for key, value in asked.items() if value is not None})
+    error = steering_error(turn) if steering_error is not None else None
+    if error is not None:
+        raise protocol.RequestError(400, str(error), param="end_threshold")
+    return Sampling(guardrails=guardrails, turn=turn, stop=body.stops())
 
 
 def guardrails_of(override, default: Guardrails | None) -> Guardrails | None:

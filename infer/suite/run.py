@@ -29,7 +29,7 @@ from userlm.config import parse_config, to_dict
 from userlm.errors import UserError
 from userlm.summary import Summary, print_summary
 
-from ..simulate import hide_loading_bars, load_assistant, load_simulator, make_jobs, simulate
+from ..simulate import hide_loading_bars, load_assistant, load_simulator, loop_options, make_jobs, simulate
 from ..simulate_output import check_output_file, check_writable, latest_records
 from .cases import IntentCase, PersonaCase, intent_cases, persona_cases
 from .compare import RESULTS, compare, comparison_lines, read_previous
@@ -77,21 +77,7 @@ def run_suite(config: SuiteConfig) -> dict:
     )
     assistant = load_assistant(config, deferred=True)
     jobs = make_jobs([i.intent for i in intents], [p.persona for p in personas], config.n_per_intent, config.seed)
-    simulated = simulate(
-        simulator,
-        assistant,
-        jobs,
-        out / CONVERSATIONS,
-        max_turns=config.max_turns,
-        guardrails=config.guardrails,
-        batch_size=config.batch_size,
-        assistant_system=config.assistant_system,
-        max_new_tokens=config.max_new_tokens,
-        temperature=config.temperature,
-        top_p=config.top_p,
-        retry_failed=config.retry_failed,
-        progress=config.progress,
-    )
+    simulated = simulate(simulator, assistant, jobs, out / CONVERSATIONS, **loop_options(config, config.sampling()))
     stored = latest_records(out / CONVERSATIONS)
     records = [stored[i] for i in simulated["conversation_ids"]]
 
