@@ -14,6 +14,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import ChatConfig
 from .guardrails import Guardrails
@@ -30,6 +31,9 @@ from .simulate import (
 )
 from .simulate_output import append_record, check_output_file, open_output
 from .turn_sampling import DEFAULT_SAMPLING, TurnSampling
+
+if TYPE_CHECKING:
+    from .backend import SimulatorBackend
 
 # What reading a reply raises when the keyboard's side is gone: end of input, Ctrl-C, or a
 # standard input that was closed (`input()` then raises RuntimeError "lost sys.stdin";
@@ -58,7 +62,7 @@ def run_chat(config: ChatConfig, *, read: Callable[[str], str] = input, show: Ca
 
 
 def chat(
-    simulator,
+    simulator: SimulatorBackend,
     intent: str,
     out_file: Path,
     *,

@@ -33,6 +33,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
@@ -45,8 +46,18 @@ from userlm.summary import Summary
 from .config import AssistantOptions, SimulateConfig, SimulatorOptions
 from .guardrails import Guardrails
 from .sampling import derive_seed
-from .simulate_output import RETRIED_REASONS, append_record, check_output_file, open_output, prepare_resume
+from .simulate_output import (
+    RETRIED_REASONS,
+    SimulatedConversation,
+    append_record,
+    check_output_file,
+    open_output,
+    prepare_resume,
+)
 from .turn_sampling import DEFAULT_SAMPLING, TurnSampling
+
+if TYPE_CHECKING:
+    from .backend import SimulatorBackend
 
 TERMINATION_REASONS = ("user_ended", "max_turns", "assistant_error", "simulator_error", "guardrails_exhausted")
 
@@ -151,7 +162,7 @@ def conversation_id(job: Job, simulator_settings: dict, assistant_settings: dict
     return f"{job.key}-{hashlib.sha1(run.encode()).hexdigest()[:10]}"
 
 
-def record_of(conversation: Conversation, simulator_settings: dict, assistant_settings: dict) -> dict:
+def record_of(conversation: Conversation, simulator_settings: dict, assistant_settings: dict) -> SimulatedConversation:
     job = conversation.job
     return {
         "conversation_id": conversation.conversation_id,
@@ -170,7 +181,9 @@ def record_of(conversation: Conversation, simulator_settings: dict, assistant_se
     }
 
 
-def summarise(records: list[dict], skipped: int, retried: int, out_file: Path, conversation_ids: list[str]) -> dict:
+def summarise(
+    records: list[SimulatedConversation], skipped: int, retried: int, out_file: Path, conversation_ids: list[str]
+) -> dict:
     reasons = Counter(r["termination_reason"] for r in records)
     rejections = Counter(
         e["guardrail"]
@@ -191,13 +204,15 @@ def summarise(records: list[dict], skipped: int, retried: int, out_file: Path, c
     }
 
 
-def simulator_settings(simulator, guardrails: Guardrails | None, sampling: TurnSampling, **more) -> dict:
+def simulator_settings(
+    simulator: SimulatorBackend, guardrails: Guardrails | None, sampling: TurnSampling, **more
+) -> dict:
     """What a record says the simulator was and how it drew its turns (conversation ids hash it)."""
     return {**simulator.settings, "guardrails": to_dict(guardrails), **sampling.settings(), **more}
 
 
 async def simulate_async(
-    simulator,
+    simulator: SimulatorBackend,
     assistant,
     jobs: list[Job],
     out_file: Path,
@@ -218,7 +233,7 @@ async def simulate_async(
     waiting = [job for job in jobs if ids[id(job)] not in done]
     skipped = len(jobs) - len(waiting)
     options = {"guardrails": guardrails, "sampling": sampling}
-    written: list[dict] = []
+    written: list[SimulatedConversation] = []
     active: list[Conversation] = []
     counts: Counter = Counter()
     bar = tqdm(total=len(jobs), initial=skipped, desc="conversations", unit="conv", disable=not progress)
@@ -241,7 +256,7 @@ async def simulate_async(
     return summarise(written, skipped, retried, out_file, [ids[id(job)] for job in jobs])
 
 
-async def user_step(simulator, active: list[Conversation], options: dict) -> None:
+async def user_step(simulator: SimulatorBackend, active: list[Conversation], options: dict) -> None:
     """The next user turn of every active conversation, from one batched simulator call."""
     seeds = [derive_seed(c.job.seed, c.user_turns) for c in active]
     try:
@@ -273,7 +288,7 @@ async def assistant_step(assistant, going: list[Conversation], max_turns: int) -
             conversation.finish("max_turns")
 
 
-def simulate(simulator, assistant, jobs: list[Job], out_file: Path, **options) -> dict:
+def simulate(simulator: SimulatorBackend, assistant, jobs: list[Job], out_file: Path, **options) -> dict:
     """Run the loop to the end and close the clients; see `simulate_async` for the options."""
 
     async def run() -> dict:
@@ -294,7 +309,7 @@ def load_simulator(
     max_retries: int = 4,
     concurrency: int = 8,
     deferred: bool = False,
-):
+) -> SimulatorBackend:
     """The simulator the options name: a local model, or the completions endpoint that serves it
     (with the endpoint's request limits). `deferred`: a local model loads on first use (`infer/deferred.py`).
     Refuses, with one sentence, end steering the completions server cannot do."""
@@ -341,7 +356,7 @@ def hide_loading_bars() -> None:
     transformers_logging.disable_progress_bar()
 
 
-def check_intents_fit(simulator, jobs: list[Job], max_new_tokens: int) -> None:
+def check_intents_fit(simulator: SimulatorBackend, jobs: list[Job], max_new_tokens: int) -> None:
     """One sentence, before anything runs, for an intent (with its persona) that leaves the
     simulator no room in its context to write a turn: otherwise every conversation of it would fail."""
     seen = set()
@@ -432,7 +447,7 @@ def simulation_summary(summary: dict) -> Summary:
     )
 
 
-def print_transcript(record: dict) -> None:
+def print_transcript(record: SimulatedConversation) -> None:
     print(f"--- {record['conversation_id']} ({record['termination_reason']})\nintent: {record['intent']}")
     for turn in record["turns"]:
         content = "[leaves the conversation]" if turn["content"] == END_MARKER else turn["content"]

@@ -17,9 +17,41 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Literal, TypedDict
 
 from userlm.atomic import atomic_write, fsync_folder
 from userlm.errors import UserError
+
+
+class _Turn(TypedDict):
+    role: Literal["user", "assistant"]
+    content: str
+
+
+class Turn(_Turn, total=False):
+    """A turn of a simulated conversation; user turns carry the guardrails' events and P(end)."""
+
+    events: list[dict]
+    p_end: float | None
+    p_end_steered: float
+
+
+class SimulatedConversation(TypedDict):
+    """One line of the conversations file (`userlm simulate`, `userlm test`, `userlm chat`)."""
+
+    conversation_id: str
+    intent: str
+    persona: str | None
+    trial: int
+    seed: int
+    simulator: dict  # the simulator's settings, its sampling and end steering (conversation ids hash them)
+    assistant: dict
+    turns: list[Turn]
+    termination_reason: str
+    error: str | None
+    exhausted_events: list[dict]
+    seconds: float
+
 
 # Every record is written by `json.dumps` of a dict whose first key is the conversation id.
 RECORD_START = b'{"conversation_id": '
@@ -63,7 +95,7 @@ def check_writable(path: Path) -> None:
         ) from None
 
 
-def scan(path: Path) -> tuple[list[dict], int]:
+def scan(path: Path) -> tuple[list[SimulatedConversation], int]:
     """The file's records, and the length of the part that holds whole lines;
     raises if it is not this command's output."""
     data = path.read_bytes()
@@ -86,7 +118,7 @@ def scan(path: Path) -> tuple[list[dict], int]:
     return records, whole
 
 
-def parse_record(line: bytes) -> dict | None:
+def parse_record(line: bytes) -> SimulatedConversation | None:
     if not line.startswith(RECORD_START):
         return None
     try:
@@ -124,7 +156,7 @@ def prepare_resume(path: Path, wanted: set[str], *, retry_failed: bool) -> tuple
     return {i for i in wanted if i in latest} - failed, len(failed)
 
 
-def latest_records(path: Path) -> dict[str, dict]:
+def latest_records(path: Path) -> dict[str, SimulatedConversation]:
     """Every conversation in the file by id, the last record of an id winning."""
     records, _ = scan(Path(path))
     return {r["conversation_id"]: r for r in records}
@@ -141,7 +173,7 @@ def open_output(path: Path):
     return sink
 
 
-def append_record(sink, record: dict) -> None:
+def append_record(sink, record: SimulatedConversation) -> None:
     # One line per finished conversation, on disk before the next: a kill loses at most the line being written.
     sink.write(json.dumps(record, ensure_ascii=False) + "\n")
     sink.flush()
