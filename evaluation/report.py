@@ -3,7 +3,8 @@
 
 One section per metric: a table with each checkpoint measured here, the human reference
 measured on the same test subsets (for persona fidelity, the real users' split-half
-agreement, a human reference), reference rows (chance for the ROC AUC) and the paper's
+agreement, a human reference; for intent decomposition, the train split's: human_train.py),
+a table of the differences between compared checkpoints, reference rows (chance for the ROC AUC) and the paper's
 published rows, labelled "published"; a plot; and, where a metric has them, detail
 tables and the validation of the offline proxy behind it.
 """
@@ -531,8 +532,14 @@ def eval_summary(results: dict, out_dir: Path) -> Summary:
             f"against assistant turns, held-out accuracy {format_value(detector['accuracy'])}%.",
             "Persona fidelity, human column: the real users' split-half "
             "agreement, a human reference (a model can exceed it).",
-            "Intent decomposition, human column: a sample of the train split's first turns, which played no "
-            "part in writing the heuristic intents (they were reworded against the test split's).",
+            *(
+                [
+                    "Intent decomposition, human column: a sample of the train split's first turns, which played no "
+                    "part in writing the heuristic intents (they were reworded against the test split's)."
+                ]
+                if (results["human"].get("intent_decomposition") or {}).get("split") == "train"
+                else []
+            ),
             *(
                 f"{title}, {name}: {format_figure(e)} at the same points."
                 for key, title in (("termination_auc", "Termination ROC AUC"), ("termination_f1", "Termination F1"))
