@@ -52,7 +52,7 @@ from .guardrails import Guardrails, check_draft
 from .loading import DEFAULT_NAME, context_error, context_length, resolve_template
 from .sampling import derive_seed
 from .simulator import GeneratedTurn, UserSimulator, cut_at_stops, row_seeds
-from .turn_sampling import DEFAULT_SAMPLING, TurnSampling
+from .turn_sampling import DEFAULT_SAMPLING, TurnSampling, unsteerable_error
 
 SERVERS = typing.get_args(SimulatorServer)
 # Top log-probabilities asked for at each token: vLLM's default most.
@@ -138,12 +138,7 @@ class CompletionsSimulator:
                 "end_threshold needs the simulator's P(end), which `transformers serve` does not return (it gives "
                 "no log-probabilities); serve the simulator with vLLM (simulator_server: vllm) or use end_bias."
             )
-        if sampling.steers and self.end_token_id is None:
-            return UserError(
-                f"The simulator's tokenizer has no end marker {END_MARKER}, so end_bias and end_threshold cannot "
-                "steer it; drop them, or use a simulator trained with `userlm train`."
-            )
-        return None
+        return unsteerable_error(sampling, self.end_token_id)
 
     async def agenerate(
         self,

@@ -54,7 +54,7 @@ from .simulate_output import (
     open_output,
     prepare_resume,
 )
-from .turn_sampling import DEFAULT_SAMPLING, TurnSampling
+from .turn_sampling import DEFAULT_SAMPLING, TurnSampling, unsteerable_error
 
 if TYPE_CHECKING:
     from .backend import SimulatorBackend
@@ -344,7 +344,11 @@ def load_simulator(
         return simulator
 
     if not deferred:
-        return load()
+        simulator = load()
+        error = unsteerable_error(options.sampling(), simulator.end_token_id)
+        if error is not None:
+            raise error
+        return simulator
     settings = local_simulator_settings(name, options.simulator, options.template, options.adapter)
     return load() if settings is None else Deferred(settings, load)
 

@@ -35,6 +35,7 @@ from pathlib import Path
 import yaml
 
 from userlm.errors import UserError
+from userlm.flipped.format import END_MARKER
 
 STEERING_KEYS = ("end_bias", "end_threshold")
 
@@ -81,6 +82,16 @@ class TurnSampling:
 
 
 DEFAULT_SAMPLING = TurnSampling()
+
+
+def unsteerable_error(sampling: TurnSampling, end_token_id: int | None) -> UserError | None:
+    """The one sentence for end steering asked of a simulator whose vocabulary has no end marker."""
+    if sampling.steers and end_token_id is None:
+        return UserError(
+            f"The simulator's tokenizer has no end marker {END_MARKER}, so end_bias and end_threshold cannot "
+            "steer it; drop them, or use a simulator trained with `userlm train`."
+        )
+    return None
 
 
 def read_end_calibration(path: Path) -> dict:

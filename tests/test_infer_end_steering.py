@@ -17,9 +17,9 @@ import torch
 from userlm.errors import UserError
 from userlm.flipped.format import END_MARKER
 from userlm.flipped.templates import render
-from userlm.infer.config import SimulateConfig
+from userlm.infer.config import ChatConfig, SimulateConfig
 from userlm.infer.guardrails import Guardrails
-from userlm.infer.simulate import run_simulation
+from userlm.infer.simulate import load_simulator, run_simulation
 from userlm.infer.simulator import UserSimulator
 from userlm.infer.turn_sampling import TurnSampling, read_end_calibration
 
@@ -116,6 +116,12 @@ def test_the_calibration_file_fills_what_the_config_leaves_unset(tmp_path, leave
         calibration.write_text(text)
         with pytest.raises(UserError, match="end_bias|end_threshold"):
             read_end_calibration(calibration)
+
+
+def test_steering_a_simulator_without_an_end_marker_is_refused(tiny_llama):
+    config = ChatConfig(simulator=str(tiny_llama()), template="chatml", intent=INTENTS[0], end_bias=1.0)
+    with pytest.raises(UserError, match="has no end marker <\\|endconversation\\|>, so end_bias and end_threshold"):
+        load_simulator(config)
 
 
 def polite(messages: list[dict]) -> str:
