@@ -1,4 +1,4 @@
-"""`userlm quickstart` chains six stages through their outputs and checks every stage's keys first.
+"""`userlm quickstart` chains seven stages through their outputs and checks every stage's keys first.
 
 The whole pipeline takes about 12 minutes here (docs/quickstart.md), too long for the suite;
 these tests build the stages' configs from the shipped recipes/quickstart.yaml, as the command
@@ -25,8 +25,8 @@ def planned(tmp_path, *words):
 def test_each_stage_reads_the_outputs_of_the_stages_before_it(tmp_path):
     plan, work = planned(tmp_path)
 
-    assert list(plan) == ["prep", "prep-persona", "train", "train-persona", "simulate", "eval"]
-    assert [s.command for s in plan.values()] == ["prep", "prep", "train", "train", "simulate", "eval"]
+    assert list(plan) == ["prep", "prep-persona", "train", "train-persona", "calibrate", "simulate", "eval"]
+    assert [s.command for s in plan.values()] == ["prep", "prep", "train", "train", "calibrate", "simulate", "eval"]
     prep, persona_prep = plan["prep"].values, plan["prep-persona"].values
     assert prep["out"] == str(work / "prep") and persona_prep["out"] == str(work / "prep-persona")
     assert persona_prep["personas"] == "style" and persona_prep["persona_filter"] == "length=very_short,lowercase=often"
@@ -38,6 +38,11 @@ def test_each_stage_reads_the_outputs_of_the_stages_before_it(tmp_path):
     assert persona["output_dir"] == str(work / "persona-simulator")
     # Learning to leave: the quickstart trains with the end-marker keys on.
     assert (train["end_marker_init"], train["new_token_learning_rate"], train["end_sample_repeats"]) == ("eos", 5e-3, 2)
+    # Calibration reads the simulator and the prep folder (its validation split); simulate reads its file.
+    calibration = plan["calibrate"].values
+    assert (calibration["simulator"], calibration["data"]) == (str(work / "simulator"), str(work / "prep"))
+    assert calibration["calibration_file"] == str(work / "calibration" / "end_calibration.yaml")
+    assert plan["simulate"].values["end_calibration"] == calibration["calibration_file"]
     assert plan["simulate"].values["simulator"] == str(work / "simulator")
     evaluation = plan["eval"].values
     assert evaluation["data"] == str(work / "prep")  # eval reads the prep folder's test split

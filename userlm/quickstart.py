@@ -2,8 +2,9 @@
 
 Real ShareGPT logs -> flipped samples with measured personas -> a SmolLM2 LoRA simulator
 -> a persona simulator (that LoRA continued on a persona subset of the logs, e.g. terse
-users) -> simulated conversations against SmolLM2 -> the paper's metrics and ours:
-prompted base, simulator and persona simulator side by side.
+users) -> the simulator's end bias, calibrated on the validation split -> simulated
+conversations against SmolLM2, with that bias -> the paper's metrics and ours: prompted
+base, simulator and persona simulator side by side.
 
 Its sizes live in `recipes/quickstart.yaml` (shipped in the package): one section per
 stage, holding that stage's own config keys. This file only chains the stages: it fills
@@ -54,6 +55,9 @@ class QuickstartConfig(Config):
         default_factory=lambda: shipped_section("persona_train"),
         metadata={"help": "`recipe:` and keys of the persona fine-tune, which continues the simulator's adapter"},
     )
+    calibrate: dict = field(
+        default_factory=lambda: shipped_section("calibrate"), metadata={"help": "`userlm calibrate` keys"}
+    )
     simulate: dict = field(
         default_factory=lambda: shipped_section("simulate"), metadata={"help": "`userlm simulate` keys"}
     )
@@ -82,15 +86,17 @@ def main(words: list[str]) -> int:
 
 
 def stages(config: QuickstartConfig) -> list[Stage]:
-    """The six stages' configs, chained by their paths and checked, before any of them runs."""
+    """The seven stages' configs, chained by their paths and checked, before any of them runs."""
     from userlm.data_prep.config import PrepConfig
     from userlm.defaults import sharegpt_path
+    from userlm.evaluation.calibration import CalibrateConfig
     from userlm.evaluation.config import EvalConfig
     from userlm.infer.config import SimulateConfig
 
     work = Path(config.out).resolve()
     prep_dir, persona_dir = work / "prep", work / "prep-persona"
     simulator, persona_simulator = work / "simulator", work / "persona-simulator"
+    calibration = work / "calibration" / "end_calibration.yaml"
     logs = [str(sharegpt_path())]
     persona_prep = {**config.prep, **config.persona_prep, "inputs": logs, "out": str(persona_dir)}
     if not persona_prep.get("persona_filter"):
@@ -125,13 +131,35 @@ def stages(config: QuickstartConfig) -> list[Stage]:
             ),
         ),
         Stage(
+            "calibrate",
+            "calibrate",
+            "calibrate: the simulator's end bias, to the validation split's leave rate per turn",
+            to_dict(
+                checked_kwargs(
+                    CalibrateConfig,
+                    {
+                        **config.calibrate,
+                        "simulator": str(simulator),
+                        "data": str(prep_dir),  # calibrate reads its validation split
+                        "out": str(calibration.parent),
+                        "calibration_file": str(calibration),
+                    },
+                )
+            ),
+        ),
+        Stage(
             "simulate",
             "simulate",
-            "simulate: the simulator against SmolLM2 as the assistant",
+            "simulate: the simulator against SmolLM2 as the assistant, with its calibrated end bias",
             to_dict(
                 checked_kwargs(
                     SimulateConfig,
-                    {**config.simulate, "simulator": str(simulator), "out": str(work / "simulations.jsonl")},
+                    {
+                        **config.simulate,
+                        "simulator": str(simulator),
+                        "end_calibration": str(calibration),
+                        "out": str(work / "simulations.jsonl"),
+                    },
                 )
             ),
         ),
@@ -209,6 +237,7 @@ def quickstart(config: QuickstartConfig) -> dict:
                 "persona subset": work / "prep-persona",
                 "simulator": work / "simulator",
                 "persona simulator": work / "persona-simulator",
+                "end calibration": work / "calibration" / "end_calibration.yaml",
                 "simulations": work / "simulations.jsonl",
                 "evaluation": work / "eval" / "report.html",
             },
