@@ -17,6 +17,7 @@ import torch
 from userlm.errors import UserError
 from userlm.flipped.format import END_MARKER
 from userlm.flipped.templates import render
+from userlm.infer.chat import chat
 from userlm.infer.config import ChatConfig, SimulateConfig
 from userlm.infer.guardrails import Guardrails
 from userlm.infer.simulate import load_simulator, run_simulation
@@ -122,6 +123,26 @@ def test_steering_a_simulator_without_an_end_marker_is_refused(tiny_llama):
     config = ChatConfig(simulator=str(tiny_llama()), template="chatml", intent=INTENTS[0], end_bias=1.0)
     with pytest.raises(UserError, match="has no end marker <\\|endconversation\\|>, so end_bias and end_threshold"):
         load_simulator(config)
+
+
+def test_chat_shows_p_end_beside_each_user_turn(tmp_path, simulator):
+    shown: list[str] = []
+    replies = iter(["Sure, what with?", "Anything else?"])
+    record = chat(
+        simulator,
+        INTENTS[0],
+        tmp_path / "chat.jsonl",
+        guardrails=None,
+        sampling=TurnSampling(max_new_tokens=4, end_bias=-2.0),
+        max_turns=2,
+        read=lambda _: next(replies),
+        show=shown.append,
+    )
+    users = [t for t in record["turns"] if t["role"] == "user"]
+    lines = [line for line in shown if line.startswith("user: ")]
+    assert len(lines) == len(users)
+    for line, turn in zip(lines, users):
+        assert line.endswith(f"  [P(end) {turn['p_end']:.3f}, steered {turn['p_end_steered']:.3f}]")
 
 
 def polite(messages: list[dict]) -> str:
