@@ -4,7 +4,9 @@ A conversation counts unless the simulator broke it (`simulator_error`,
 `guardrails_exhausted`): those say nothing about the assistant, and are reported apart.
 Success is the judge's verdict when a judge is configured (a conversation the judge gave no
 verdict for is unjudged), else the user leaving before the turn limit; a conversation an
-assistant error broke is a failure either way.
+assistant error broke is a failure either way. With a judge, a group also says how often the
+user ended the conversations the judge called a success, and those it called a failure: a
+simulator that leaves because it was served well ends the first, not the second.
 """
 
 from __future__ import annotations
@@ -66,6 +68,16 @@ def group_stats(outcomes: list[dict]) -> dict:
     def share(part: int, whole: int) -> float | None:
         return part / whole if whole else None
 
+    # Where a judge gave verdicts, whether the user left because it was served well (issue 25): of the
+    # conversations it called a success, the share the user ended (rather than ran to the turn limit);
+    # of those it called a failure (an assistant error aside: the user had no say), the same.
+    verdicts = [o for o in judged if o["verdict"] is not None]
+    good = [o for o in verdicts if o["success"]]
+    bad = [o for o in verdicts if not o["success"] and o["termination_reason"] != "assistant_error"]
+
+    def ended(group: list[dict]) -> float | None:
+        return share(sum(o["termination_reason"] == "user_ended" for o in group), len(group))
+
     return {
         "conversations": len(outcomes),
         "counted": len(counted),
@@ -75,6 +87,8 @@ def group_stats(outcomes: list[dict]) -> dict:
         "judged": len(judged),
         "success_rate": share(successes, len(judged)),
         "user_ended_rate": share(reasons["user_ended"], len(counted)),
+        "ended_after_good_rate": ended(good),
+        "ended_after_bad_rate": ended(bad),
         "assistant_error_rate": share(reasons["assistant_error"], len(counted)),
         "mean_user_turns": mean(o["user_turns"] for o in counted) if counted else None,
         "termination_reasons": {reason: reasons.get(reason, 0) for reason in TERMINATION_REASONS},

@@ -76,14 +76,15 @@ fromFragment();
 def render_report(result: dict, records: list[dict]) -> str:
     """The report of `result` (what results.json holds) with the transcripts of `records`."""
     outcomes = {o["conversation_id"]: o for o in result["outcomes"]}
+    judged = result["signal"]["kind"] == "judge"
     parts = [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>userlm test: {escape(result['suite'])}</title><style>{STYLE}</style></head><body>",
         header(result),
         gate_section(result),
-        table_section("Per intent", "intent-table", "intent", result["intents"], comparison_of(result)),
-        table_section("Per persona", "persona-table", "persona", result["personas"], None),
+        table_section("Per intent", "intent-table", "intent", result["intents"], comparison_of(result), judged),
+        table_section("Per persona", "persona-table", "persona", result["personas"], None, judged),
     ]
     if result["comparison"] is not None:
         parts.append(comparison_section(result["comparison"]))
@@ -143,7 +144,7 @@ def link(count: int, **filters: str) -> str:
     return f"<a href='#{escape(urlencode(filters))}'>{count}</a>"
 
 
-def table_section(title: str, table_id: str, key: str, rows: list[dict], changes: dict | None) -> str:
+def table_section(title: str, table_id: str, key: str, rows: list[dict], changes: dict | None, judged: bool) -> str:
     head = [
         "",
         "conversations",
@@ -156,6 +157,8 @@ def table_section(title: str, table_id: str, key: str, rows: list[dict], changes
         "not counted",
         "mean user turns",
     ]
+    if judged:  # the judge's verdicts say whether the user left because it was served well
+        head += ["ended after a good answer", "ended after a bad answer"]
     if key == "intent":
         head.append("gate")
     if changes is not None:
@@ -176,6 +179,8 @@ def table_section(title: str, table_id: str, key: str, rows: list[dict], changes
             link(stats["not_counted"], **{key: name, "outcome": "not counted"}),
             "n/a" if stats["mean_user_turns"] is None else f"{stats['mean_user_turns']:.1f}",
         ]
+        if judged:
+            cells += [rate(stats["ended_after_good_rate"]), rate(stats["ended_after_bad_rate"])]
         if key == "intent":
             cells.append(badge("none", "-") if not row["checks"] else badge("pass") if row["passed"] else badge("fail"))
         if changes is not None:
