@@ -8,10 +8,12 @@
 Harnesses built for prompted user simulators (tau2-bench through LiteLLM, DeepEval, inspect,
 promptfoo) call it as they would call any chat model: the reply is the next *user* turn;
 when the simulated user leaves, the reply is the end text with finish_reason "stop" and
-`choices[i].userlm.ended` true. The paper's guardrails apply server-side (per-request
-overrides in the extra body field `guardrails`); concurrent requests share generate calls
-(`serve/engine.py`); an upstream completions server (vLLM) can do the generating, with
-the guardrails and the draft parser applied here. Errors are OpenAI's error JSON with one
+`choices[i].userlm.ended` true, and `choices[i].userlm.p_end` says how likely it was to leave at
+that turn. The paper's guardrails apply server-side (per-request overrides in the extra body
+field `guardrails`), and so does end steering (`end_bias`, `end_threshold` in the body;
+`infer/turn_sampling.py`); concurrent requests share generate calls (`serve/engine.py`); an
+upstream completions server (vLLM) can do the generating, with the guardrails and the draft
+parser applied here. Errors are OpenAI's error JSON with one
 sentence, and the server keeps serving after each.
 """
 
