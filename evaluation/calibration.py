@@ -192,6 +192,8 @@ def calibrate(config: CalibrateConfig) -> dict:
         {
             "simulator": config.simulator,
             "template": simulator.template.name,
+            # Without the marker as one token there is no logit to bias: the other commands refuse the file.
+            "steerable": simulator.end_token_id is not None,
             "data": str(config.data),
             "split": "validation",
             "seed": config.seed,
@@ -375,14 +377,20 @@ def calibration_summary(report: dict, config: CalibrateConfig):
         if report[THRESHOLD_KEY] is None
         else f"end_threshold {report[THRESHOLD_KEY]:.4g}"
     )
+    notes = [
+        f"Fitted on the fit half: {fitted}. Rates: the share of the points at each user-turn index whose user "
+        f"leaves there (t={TURNS}+: every point from turn {TURNS} on); simulated from teacher-forced P(end). "
+        "Error: the mean absolute difference over the turns; the held-out half's is the honest one."
+    ]
+    if not report["steerable"]:
+        notes.append(
+            "This simulator's tokenizer has no end marker token, so simulate, test, serve and chat refuse "
+            "end steering for it: the figures are for comparison only."
+        )
     return Summary(
         title=f"userlm calibrate: {config.simulator}",
         columns=("half, turn", "real", "before", "after", "n"),
         rows=rows,
-        notes=[
-            f"Fitted on the fit half: {fitted}. Rates: the share of the points at each user-turn index whose user "
-            f"leaves there (t={TURNS}+: every point from turn {TURNS} on); simulated from teacher-forced P(end). "
-            "Error: the mean absolute difference over the turns; the held-out half's is the honest one."
-        ],
+        notes=notes,
         wrote={"calibration": config.calibration_file, "details": Path(config.out) / "calibration.json"},
     )

@@ -108,6 +108,7 @@ def test_the_command_recovers_the_bias_of_a_model_whose_p_end_is_known(tmp_path,
     report = calibrate(
         CalibrateConfig(simulator=str(model), data=tmp_path / "prep", out=tmp_path / "cal", conversations=None)
     )
+    assert report["steerable"]  # the marker is one token: the other commands can bias its logit
     rows = {(r["half"], r["turn"]): r for r in report["table"]}
     assert {t for _, t in rows} == {1, 2, 3}
     assert all(r["simulated_before"] == pytest.approx(p_end, rel=1e-3) for r in rows.values())
@@ -143,11 +144,12 @@ def test_calibrate_runs_on_the_real_default_from_the_command_line(tmp_path, caps
     write_validation(tmp_path / "prep", conversations)
     out = tmp_path / "cal"
     assert userlm(["calibrate", "simulator=default@chatml", f"data={tmp_path / 'prep'}", f"out={out}"]) == 0
-    assert "fit error" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "fit error" in printed and "refuse end steering" in " ".join(printed.split())
     written = yaml.safe_load((out / "end_calibration.yaml").read_text())
     assert math.isfinite(written["end_bias"]) and written["end_threshold"] is None
     report = json.loads((out / "calibration.json").read_text())
-    assert report["template"] == "chatml" and report["simulator"] == "default@chatml"
+    assert report["template"] == "chatml" and report["simulator"] == "default@chatml" and not report["steerable"]
     # The prompted base spells the marker it lacks in several tokens: it almost never leaves until biased.
     errors = report["calibration_error"]["fit"]
     assert errors["after"] < errors["before"]
