@@ -486,6 +486,23 @@ def programmed_simulator(tmp_path, default_tokenizer):
     return build
 
 
+# What conftest's intent writer makes of its one answer, "Plan a trip.", as an LLM intent.
+INTENT_WRITER_INTENT = "You are a user chatting with an assistant language model to plan a trip."
+
+
+@pytest.fixture(scope="session")
+def intent_writer(default_tokenizer, tmp_path_factory) -> Path:
+    """A tiny Llama that answers "Plan a trip." to any chat request, with SmolLM2's own chat template:
+    the endpoint of tests about prep's LLM plumbing (routing, caches, resuming), which need answers
+    in milliseconds rather than SmolLM2's generations. Shared: read-only."""
+    folder = tmp_path_factory.mktemp("intent-writer") / "intent-writer"
+    eot = default_tokenizer.eos_token
+    transitions = {"Plan": {" a": 30}, " a": {" trip": 30}, " trip": {".": 30}, ".": {eot: 30}}
+    make_programmed_simulator(folder, default_tokenizer, {"Plan": 30}, transitions)
+    default_tokenizer.save_pretrained(folder)  # an ordinary chat model: SmolLM2's template, not the flipped one
+    return folder
+
+
 # The simulator the `userlm serve` tests serve: a programmed chatml persona that wants to leave at
 # once; under the default guardrails (no end before 2 user turns) it opens with one of two turns
 # instead, and leaves at its third.

@@ -2,8 +2,8 @@
 loopback `transformers serve` servers through LiteLLM's Router, and a dead server in the list
 costs nothing but a retry on the other one.
 
-The test is about routing, not about intents' quality, so the servers serve a tiny programmed
-Llama (conftest's make_programmed_simulator) that answers "Plan a trip." to any prompt: the
+The test is about routing, not about intents' quality, so the servers serve conftest's
+`intent_writer`, a tiny programmed Llama that answers "Plan a trip." to any prompt: the
 servers start and answer in a fraction of what two SmolLM2 servers take. Each server sits behind
 a real counting HTTP proxy (the one test_prep_llm_intents.py uses), so the test sees which server
 each request reached.
@@ -22,21 +22,9 @@ from userlm.data_prep.config import PrepConfig
 from userlm.data_prep.pipeline import prep
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import free_port, make_programmed_simulator, serve, stop  # noqa: E402
+from conftest import INTENT_WRITER_INTENT as INTENT  # noqa: E402
+from conftest import free_port, serve, stop  # noqa: E402
 from test_prep_llm_intents import TOPICS, CountingProxy  # noqa: E402
-
-INTENT = "You are a user chatting with an assistant language model to plan a trip."
-
-
-@pytest.fixture(scope="module")
-def intent_writer(default_tokenizer, tmp_path_factory) -> Path:
-    """A tiny Llama that writes "Plan a trip." whatever it is asked, with SmolLM2's own chat template."""
-    folder = tmp_path_factory.mktemp("fleet") / "intent-writer"
-    eot = default_tokenizer.eos_token
-    transitions = {"Plan": {" a": 30}, " a": {" trip": 30}, " trip": {".": 30}, ".": {eot: 30}}
-    make_programmed_simulator(folder, default_tokenizer, {"Plan": 30}, transitions)
-    default_tokenizer.save_pretrained(folder)  # an ordinary chat model: SmolLM2's template, not the flipped one
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,14 @@
 """A prep with LLM personas and LLM intents, killed while it is asking the endpoint, resumes with the
 same command: it asks only what its caches lack and writes what an uninterrupted run writes.
 
-The endpoint is the real `transformers serve` of SmolLM2 (greedy, one request at a time, so its
-answers repeat) behind the real counting proxy of test_prep_llm_intents.py. The killed run is a
+The endpoint is a real `transformers serve` of conftest's `intent_writer` (a tiny programmed Llama
+whose one answer serves as profile and intent: the test is about the caches, not the answers'
+quality) behind the real counting proxy of test_prep_llm_intents.py. The killed run is a
 real `prep` in a child process that SIGKILLs itself right after the N-th answer is committed to a
 cache. Profiles are all asked before intents, so one kill after the first intent answer finds the
 persona cache full and the intent cache part-filled: the rerun must ask no profile and only the
 missing intents. (A part-filled cache of either kind resumes through the same `llm_cache` code,
-which test_prep_llm_intents.py kills mid-run.) About 30 s: every request is a CPU generation.
+which test_prep_llm_intents.py kills mid-run.)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from userlm.data_prep.config import PrepConfig
 from userlm.data_prep.pipeline import prep
 
 sys.path.insert(0, str(Path(__file__).parent))
+from conftest import INTENT_WRITER_INTENT, serve, stop  # noqa: E402
 from test_prep_llm_intents import TOPICS, CountingProxy  # noqa: E402
 
 CONVERSATIONS = 2  # one user each: 2 profile requests, then 2 intent requests
@@ -50,10 +52,12 @@ if __name__ == "__main__":
 
 
 @pytest.fixture(scope="module")
-def proxy(transformers_server):
-    counting = CountingProxy(transformers_server)
+def proxy(intent_writer):
+    process, url = serve(intent_writer, intent_writer.parent / "serve-resume.log")
+    counting = CountingProxy(url)
     yield counting
     counting.close()
+    stop(process)
 
 
 @pytest.fixture(scope="module")
@@ -92,19 +96,21 @@ def outputs(out: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def reference(logs, proxy, default_model_dir, tmp_path_factory) -> dict:
+def reference(logs, proxy, intent_writer, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("reference") / "out"
     before = proxy.chat_requests
-    result = prep(PrepConfig(**options(logs, out, proxy, default_model_dir)))
+    result = prep(PrepConfig(**options(logs, out, proxy, intent_writer)))
     assert result.stats["kept"] == CONVERSATIONS and result.stats["rejected"] == {}
     assert proxy.chat_requests - before == 2 * CONVERSATIONS
+    records = [json.loads(line) for line in (out / "conversations.jsonl").read_text().splitlines()]
+    assert all(r["intent"].startswith(INTENT_WRITER_INTENT) and r["persona"] == "Plan a trip." for r in records)
     return outputs(out)
 
 
-def test_killed_while_asking_for_intents_resumes_from_both_caches(logs, proxy, default_model_dir, reference, tmp_path):
+def test_killed_while_asking_for_intents_resumes_from_both_caches(logs, proxy, intent_writer, reference, tmp_path):
     answers_before_the_kill = CONVERSATIONS + 1  # every profile and the first intent
     out = tmp_path / "out"
-    config = options(logs, out, proxy, default_model_dir)
+    config = options(logs, out, proxy, intent_writer)
     killed = subprocess.run(
         [sys.executable, "-c", KILLER, str(answers_before_the_kill), json.dumps(config)],
         capture_output=True,
