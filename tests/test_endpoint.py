@@ -185,7 +185,9 @@ def test_bounded_concurrency(loopback_server):
     assert peak[0] == 2
 
 
-def test_real_transformers_serve_chat_and_complete(transformers_server, default_model_dir, default_tokenizer):
+def test_real_transformers_serve_chat_and_complete(
+    transformers_server, default_model_dir, default_tokenizer, default_model_and_tokenizer
+):
     endpoint = Endpoint(base_url=transformers_server, model=str(default_model_dir), timeout=300)
     chat = [{"role": "user", "content": "Say hello."}]
     prompt = "The capital of France is"
@@ -198,9 +200,7 @@ def test_real_transformers_serve_chat_and_complete(transformers_server, default_
 
     text, choice = asyncio.run(go())
     # Greedy decoding: each answer is the model's own continuation, computed here without the server.
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(default_model_dir)
+    model, _ = default_model_and_tokenizer
 
     def greedy(input_ids, max_new_tokens: int) -> str:
         output = model.generate(input_ids, max_new_tokens=max_new_tokens, do_sample=False)

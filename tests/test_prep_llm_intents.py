@@ -1,5 +1,6 @@
-"""The `llm` intent source: prompt, post-processing, and the persistent cache against the
-real `transformers serve` of SmolLM2 (its intents are poor; these tests are about plumbing).
+"""The `llm` intent source: prompt, post-processing, and the persistent cache against a real
+`transformers serve` of conftest's `intent_writer`, a tiny programmed Llama that answers "Plan a
+trip." (these tests are about plumbing, not the intents' quality).
 
 Requests are counted by a real loopback HTTP proxy placed in front of the real server: it
 sees every request that would reach the model, retries included, so a count of exactly the
@@ -15,7 +16,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from contextlib import closing
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -88,9 +88,19 @@ class CountingProxy:
         self.httpd.server_close()
 
 
+@pytest.fixture(scope="module")
+def intent_server(intent_writer):
+    """A real `transformers serve` of the intent writer; yields its base URL (…/v1)."""
+    from tests.conftest import serve, stop
+
+    process, url = serve(intent_writer, intent_writer.parent / "serve-intents.log")
+    yield url
+    stop(process)
+
+
 @pytest.fixture
-def counting_proxy(transformers_server):
-    proxy = CountingProxy(transformers_server)
+def counting_proxy(intent_server):
+    proxy = CountingProxy(intent_server)
     yield proxy
     proxy.close()
 
@@ -150,44 +160,45 @@ def test_failures_are_returned_not_raised(tmp_path):
 
 
 DRIVER = """
-import json, sys
+import json, os, signal, sys
 from pathlib import Path
+from userlm.data_prep import llm_cache
 from userlm.data_prep.llm_intents import llm_intents
 from userlm.endpoint import Endpoint
+
+original, answers = llm_cache.AnswerCache.put, [0]
+
+def killed_after_the_fourth_answer(self, *args):
+    original(self, *args)
+    answers[0] += 1
+    if answers[0] == 4:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+llm_cache.AnswerCache.put = killed_after_the_fourth_answer
 records = json.loads(Path(sys.argv[1]).read_text())
 endpoint = Endpoint(base_url=sys.argv[3], model=sys.argv[4], timeout=300, max_concurrency=2)
 llm_intents(records, endpoint, Path(sys.argv[2]), progress=False, max_tokens=16)
 """
 
 
-def test_killed_run_resumes_asking_only_for_uncached(tmp_path, transformers_server, counting_proxy, default_model_dir):
+def test_killed_run_resumes_asking_only_for_uncached(tmp_path, intent_server, counting_proxy, intent_writer):
     records = conversations(12)
     (tmp_path / "records.json").write_text(json.dumps(records))
     cache = tmp_path / "intents.sqlite"
-    # The killed run talks to the server directly; only the resumed run goes through the proxy.
-    driver = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            DRIVER,
-            str(tmp_path / "records.json"),
-            str(cache),
-            transformers_server,
-            str(default_model_dir),
-        ],
+    # The killed run talks to the server directly and SIGKILLs itself right after its fourth answer
+    # is committed (requests still in flight are lost); only the resumed run goes through the proxy.
+    driver = subprocess.run(
+        [sys.executable, "-c", DRIVER, str(tmp_path / "records.json"), str(cache), intent_server, str(intent_writer)],
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
-    deadline = time.monotonic() + 480
-    while len(cached_answers(cache)) < 2:
-        assert driver.poll() is None, "the driver exited before it could be killed"
-        assert time.monotonic() < deadline, "the driver cached fewer than 2 answers within 480 s"
-        time.sleep(0.05)
-    driver.send_signal(signal.SIGKILL)
-    driver.wait()
+    assert driver.returncode == -signal.SIGKILL, driver.stderr
     before = cached_answers(cache)
-    assert 2 <= len(before) < 12, "the kill must land mid-run for this test to mean anything"
+    assert len(before) == 4
 
-    endpoint = Endpoint(base_url=counting_proxy.url, model=str(default_model_dir), timeout=300, max_concurrency=2)
+    endpoint = Endpoint(base_url=counting_proxy.url, model=str(intent_writer), timeout=300, max_concurrency=2)
     resumed = llm_intents(records, endpoint, cache, progress=False, max_tokens=16)
     assert counting_proxy.chat_requests == 12 - len(before)
     after = cached_answers(cache)
