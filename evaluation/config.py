@@ -150,6 +150,21 @@ class EvalConfig(Config):
             "unset: all that fit max_sample_chars; 0 skips it",
         },
     )
+    leave_probe: bool = field(
+        default=True,
+        metadata={
+            "help": "P(end) right after a full, correct answer and right after a refusal or off-topic answer on the "
+            "leave probes (two P(end) points a probe), and good minus bad: does the simulator leave because it "
+            "was served well; false skips it"
+        },
+    )
+    leave_probes: Path | None = field(
+        default=None,
+        metadata={
+            "help": "a JSONL of leave probes (id, intent, first_turn, good_answer, bad_answer, bad_kind per line); "
+            "unset: the 26 shipped with the package"
+        },
+    )
     scope_conversations: int = field(
         default=50,
         metadata={

@@ -89,9 +89,10 @@ def leave_probe(
     seed: int = 0,
     batch_size: int = 8,
     progress: bool = True,
+    scale: float = 1.0,
 ) -> dict:
     """P(end) after each probe's good and bad answer: the mean of each and the per-intent difference
-    good − bad, each a figure of intervals.py resampled over intents (P(end) as a probability, 0..1),
+    good − bad, each a figure of intervals.py resampled over intents (P(end) times `scale`: 100 for percent),
     so a checkpoint's difference can be compared with the base's pair by pair
     (`intervals.difference(a["good_minus_bad"], b["good_minus_bad"], seed=...)`)."""
     probes, bad_lines = read_probes(path)
@@ -102,7 +103,9 @@ def leave_probe(
 
     def figure_of(values: list[float], chosen: list[int] | None = None) -> dict:
         chosen = range(len(values)) if chosen is None else chosen
-        return mean_figure([values[k] for k in chosen], seed=seed, ids=[ids[k] for k in chosen], unit="intent")
+        return mean_figure(
+            [values[k] for k in chosen], seed=seed, ids=[ids[k] for k in chosen], unit="intent", scale=scale
+        )
 
     by_kind = {kind: [k for k, p in enumerate(probes) if p["bad_kind"] == kind] for kind in BAD_KINDS}
     return {

@@ -27,6 +27,7 @@ from .report_details import (
     Table,
     contrast_details,
     judge_notes,
+    leave_probe_details,
     naturalness_notes,
     no_model_reference,
     persona_details,
@@ -108,6 +109,15 @@ METRICS = (
         "higher",
     ),
     (
+        "leave_after_good_answer",
+        "Leaves after a good answer rather than a bad one (points of P(end))",
+        "leaves when served well",
+        "mean P(end), in percent, right after a full, correct answer minus right after a refusal or an "
+        "off-topic answer to the same intent and first turn (the shipped leave probes, no scope sentence), "
+        "paired by intent; above zero: the simulator leaves because it was served well",
+        "higher",
+    ),
+    (
         "role_adherence",
         "Role adherence (%)",
         "role adherence",
@@ -179,6 +189,7 @@ DETAILS = {
     "termination_auc": termination_details,
     "persona_fidelity": persona_details,
     "persona_contrast": contrast_details,
+    "leave_after_good_answer": leave_probe_details,
 }
 NOTES = {"naturalness": naturalness_notes, "role_adherence": judge_notes, "intent_adherence": judge_notes}
 

@@ -205,3 +205,15 @@ def judge_notes(results: dict) -> list[str]:
         f"Beside it, {v['in_sample']['labels']}: accuracy "
         f"{with_interval(v['in_sample'], unit='%')}; in-sample, so not the figure to trust.",
     ]
+
+
+def leave_probe_details(results: dict) -> list[Table]:
+    """Mean P(end) (%) after each kind of answer, per checkpoint: what good minus bad is made of."""
+    kinds = (("after_good", "after a good answer"), ("after_bad", "after a bad one"))
+    kinds += (("after_refusal", "after a refusal"), ("after_off_topic", "after an off-topic answer"))
+    rows = [
+        [name, *(f"{number(e[k]['value'])} {interval(e[k]['ci'])}" if k in e else "n/a" for k, _ in kinds)]
+        for name, c in results["checkpoints"].items()
+        if (e := c.get("leave_after_good_answer"))
+    ]
+    return [Table(["checkpoint", *(f"P(end) % {label}" for _, label in kinds)], rows)] if rows else []

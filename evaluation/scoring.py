@@ -25,6 +25,7 @@ from .context import fit_to_context
 from .end_probability import end_probability_metrics, end_scores, expected_f1
 from .intervals import figure, mean_figure, share_figure
 from .judge import adherence
+from .leave_probe import leave_probe
 from .metrics import word_metrics
 from .obeys_scope import obeys_scope
 from .persona_contrast import contrast_prompts, persona_contrast
@@ -261,6 +262,21 @@ def score_checkpoint(spec: CheckpointSpec, subsets: EvalSubsets, judge, detector
                 progress=config.progress,
                 desc=f"{spec.name} obeys scope",
             )
+    if config.leave_probe:
+        with timed(seconds, "leave probe"), teacher_forced(simulator, config):
+            probe = leave_probe(
+                simulator,
+                config.leave_probes,
+                seed=config.seed,
+                batch_size=config.batch_size,
+                progress=config.progress,
+                scale=100,
+            )
+        # The figure is good minus bad, paired by intent; the means it is made of ride along for the details.
+        result["leave_after_good_answer"] = {
+            **probe["good_minus_bad"],
+            **{k: v for k, v in probe.items() if k not in ("good_minus_bad", "per_intent")},
+        }
 
     for kind in ("role", "intent"):
         probes = build_probes(subsets.probe_openings, kind, config.probes_per_kind, config.seed)

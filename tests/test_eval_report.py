@@ -164,6 +164,12 @@ def test_metrics_json_and_markdown(report_dir):
     floor = results["reference"]["termination_f1"]["turn_index"]
     assert floor["n"] == talker["termination_f1"]["n"] == 7
     assert talker["termination_f1"]["minus_reference"]["turn_index"]["value"] == pytest.approx(-floor["value"])
+    # The leave probe: the ender leaves after any answer, the talker after none: good minus bad is zero for both,
+    # each over the 26 shipped intents, and the means it is made of are kept beside it.
+    for checkpoint, mean in ((ender, 100.0), (talker, 0.0)):
+        probe = checkpoint["leave_after_good_answer"]
+        assert probe["value"] == pytest.approx(0.0, abs=1e-3) and probe["n"] == probe["probes"] == 26
+        assert probe["after_good"]["value"] == pytest.approx(mean, abs=0.2) and probe["unit"] == "intent"
     # Intent decomposition's human row comes from the train split, which played no part in writing the heuristic.
     assert results["human"]["intent_decomposition"]["split"] == "train"
     markdown = (report_dir / "report.md").read_text()
@@ -188,6 +194,7 @@ def test_metrics_json_and_markdown(report_dir):
         "Against assistant turns, on held-out turns",
         "Judge validation out of sample",
         "in-sample: the hand-written answers",
+        "P(end) % after a good answer",
     ):
         assert needed in markdown
     for key, *_ in METRICS:
@@ -300,6 +307,7 @@ def test_sample_sizes_of_zero_skip_their_metrics(tmp_path, eval_test_file, force
         max_new_tokens=4,
         end_probability_conversations=0,
         scope_conversations=0,
+        leave_probe=False,
         persona_users=0,
         contrast_intents=0,
     )
@@ -314,6 +322,7 @@ def test_sample_sizes_of_zero_skip_their_metrics(tmp_path, eval_test_file, force
         "termination_auc",
         "termination_expected_f1",
         "termination_obeys_scope",
+        "leave_after_good_answer",
         "persona_fidelity",
         "persona_contrast",
     )

@@ -32,6 +32,7 @@ COMMANDS = (
     ("merge", "MergeConfig", "The word after the command is the `adapter`."),
     ("simulate", "SimulateConfig", ""),
     ("chat", "ChatConfig", ""),
+    ("synth", "SynthConfig", ""),
     ("serve", "ServeConfig", "The word after the command is the `simulator`."),
     (
         "test",
@@ -40,6 +41,8 @@ COMMANDS = (
         "a persona a mapping of `persona` and `name`.",
     ),
     ("eval", "EvalConfig", ""),
+    ("extrinsic", "ExtrinsicConfig", ""),
+    ("calibrate", "CalibrateConfig", ""),
 )
 
 INTRO = """# Configuration reference
