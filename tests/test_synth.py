@@ -225,3 +225,18 @@ def test_bad_inputs_are_one_sentence(tmp_path, userlm_cli):
     )
     assert foreign.returncode == 2 and "notes.txt" in foreign.stderr and foreign.stderr.count("\n") == 1
     assert (tmp_path / "b" / "notes.txt").read_text() == "mine"
+
+
+def test_a_run_that_keeps_nothing_writes_an_empty_set_and_no_dataset_folder(tmp_path):
+    from userlm.infer.synth.export import datasheet, write_training_set
+
+    (tmp_path / "dataset").mkdir()  # an earlier run's
+
+    files = write_training_set(tmp_path, [], sharegpt=True)
+    assert (tmp_path / "train.jsonl").read_text() == "" and json.loads(
+        (tmp_path / "train.sharegpt.json").read_text()
+    ) == []
+    assert "dataset" not in files and not (tmp_path / "dataset").exists()
+    cut = [record("cut", ["plan my trip", "to Rome"], ended="max_turns")]
+    sheet = datasheet(cut, {"cut": "not_ended"}, {"seed": 0}, None)
+    assert sheet["kept"] == 0 and sheet["dropped"]["not_ended"] == 1

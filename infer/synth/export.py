@@ -8,13 +8,14 @@ turn, so the whole conversation is a training example in TRL's conversational fo
 template) and in OpenAI's fine-tuning format (one such object per JSONL line).
 
     train.jsonl          one {"messages": [...]} per kept conversation, in job order
-    dataset/             the same rows as a `datasets` folder (`datasets.load_from_disk`)
+    dataset/             the same rows as a `datasets` folder (`datasets.load_from_disk`); none when none is kept
     train.sharegpt.json  on request: [{"id", "conversations": [{"from": "system" | "human" | "gpt", "value"}]}]
     datasheet.json, .md  counts per filter, intents and personas used, models, seeds and settings
 """
 
 from __future__ import annotations
 
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -41,11 +42,15 @@ def write_training_set(out: Path, kept: list[dict], *, sharegpt: bool) -> dict[s
 
     rows = [{"messages": messages_of(record)} for record in kept]
     write_jsonl(out / "train.jsonl", rows)
-    features = Features({"messages": List({"role": Value("string"), "content": Value("string")})})
-    staging = staging_folder(out / "dataset")
-    Dataset.from_list(rows, features=features).save_to_disk(str(staging))
-    replace_folder(staging, out / "dataset")
-    files = {"train": str(out / "train.jsonl"), "dataset": str(out / "dataset")}
+    files = {"train": str(out / "train.jsonl")}
+    if rows:  # datasets 5.2 saves a set of no rows that load_from_disk then fails to read: none is written
+        features = Features({"messages": List({"role": Value("string"), "content": Value("string")})})
+        staging = staging_folder(out / "dataset")
+        Dataset.from_list(rows, features=features).save_to_disk(str(staging))
+        replace_folder(staging, out / "dataset")
+        files["dataset"] = str(out / "dataset")
+    else:
+        shutil.rmtree(out / "dataset", ignore_errors=True)  # an earlier run's set is not this one's
     if sharegpt:
         conversations = [
             {
