@@ -32,6 +32,7 @@ from userlm.infer.assistants import LocalAssistant
 from userlm.infer.guardrails import Guardrails
 from userlm.infer.simulate import make_jobs, simulate
 from userlm.infer.simulator import UserSimulator
+from userlm.infer.turn_sampling import TurnSampling
 
 GOALS = [
     "plan a vegetarian dinner party",
@@ -87,7 +88,7 @@ def sequential(
                 do_sample=True,
                 top_p=0.8,
                 temperature=1.0,
-                max_new_tokens=user_tokens,
+                sampling=TurnSampling(max_new_tokens=user_tokens),
                 eos_token_id=eot,
                 pad_token_id=tokenizer.pad_token_id,
             )

@@ -19,6 +19,7 @@ from typing import Literal
 from userlm.config import Config
 from userlm.errors import UserError
 from userlm.flipped.templates import TEMPLATES
+from userlm.infer.turn_sampling import DEFAULT_SAMPLING
 
 from .differences import parse_pair
 
@@ -136,7 +137,9 @@ class EvalConfig(Config):
     simulations_per_intent: int = field(
         default=5, metadata={"min": 2, "help": "first turns simulated per diversity intent"}
     )
-    max_new_tokens: int = field(default=64, metadata={"min": 1, "help": "most tokens of a generated turn"})
+    max_new_tokens: int = field(
+        default=DEFAULT_SAMPLING.max_new_tokens, metadata={"min": 1, "help": "most tokens of a generated turn"}
+    )
     termination_max_new_tokens: int = field(
         default=16, metadata={"min": 1, "help": "most tokens of a turn generated at a termination decision point"}
     )

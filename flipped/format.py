@@ -25,6 +25,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from .records import ConversationRecord, FlippedSample
+
 END_MARKER = "<|endconversation|>"
 INTENT_PREFIX = "You are a user chatting with an assistant language model to"
 ROLES = ("user", "assistant")
@@ -73,7 +75,7 @@ def conversation_ends(record: dict) -> bool:
     return bool(record.get("meta", {}).get("ends", True))
 
 
-def flip(record: dict, split: str | None = None) -> Iterator[dict]:
+def flip(record: ConversationRecord, split: str | None = None) -> Iterator[FlippedSample]:
     """Turn one conversation with K user turns into K (+1 if it ends) flipped samples.
 
     Sample k (0-based) has the system message and the first k user/assistant pairs as
@@ -89,7 +91,9 @@ def flip(record: dict, split: str | None = None) -> Iterator[dict]:
         yield _sample(record, split, [system, *messages], END_MARKER, len(user_positions))
 
 
-def _sample(record: dict, split: str | None, prompt: list[dict], target: str, turn_index: int) -> dict:
+def _sample(
+    record: ConversationRecord, split: str | None, prompt: list[dict], target: str, turn_index: int
+) -> FlippedSample:
     return {
         "prompt": [dict(m) for m in prompt],
         "completion": [{"role": "user", "content": target}],

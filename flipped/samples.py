@@ -16,6 +16,8 @@ from pathlib import Path
 
 from userlm.errors import UserError
 
+from .records import ConversationRecord
+
 SPLITS = ("train", "validation", "test")
 SAMPLE_SUFFIXES = (".jsonl.gz", ".jsonl")
 CONVERSATIONS = "conversations"
@@ -60,7 +62,7 @@ def conversations_file(folder: str | Path) -> Path:
     raise UserError(f"{folder} holds no conversations.jsonl; point at a `userlm prep` output folder.")
 
 
-def iter_conversations(folder: str | Path) -> Iterator[dict]:
+def iter_conversations(folder: str | Path) -> Iterator[ConversationRecord]:
     """The kept conversation records (docs/design.md#conversation-records) of a prep output folder, in file order.
 
     Each has `messages` (the user's turns are the `user` ones), `user_id`, `intent`,
