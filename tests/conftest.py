@@ -77,10 +77,11 @@ def default_model_and_tokenizer():
     return load_model_and_tokenizer("default")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def default_simulator(default_model_and_tokenizer):
     """A factory: default_simulator(template=None) -> a fresh `UserSimulator.load("default", template=...)`
-    (its own prompt cache) around the session's one SmolLM2, so no test pays for loading it again."""
+    (its own prompt cache) around the session's one SmolLM2, so no test pays for loading it again
+    (session-scoped, so module fixtures may use it too; each call builds a new simulator)."""
     from userlm.infer.loading import resolve_template
     from userlm.infer.simulator import UserSimulator
 
