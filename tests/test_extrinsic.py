@@ -41,6 +41,8 @@ def test_the_sandbox_refuses_the_network_and_new_processes_and_limits_memory():
     assert "refuses socket" in run_program("import socket\nsocket.create_connection(('127.0.0.1', 9))\n").detail
     assert "refuses subprocess.Popen" in run_program("import subprocess\nsubprocess.run(['true'])\n").detail
     assert run_program("x = bytearray(2 * 2**30)\n", memory_mb=256).detail == "MemoryError"
+    # The error is the last line even after the program printed: the output is not reordered by buffering.
+    assert run_program("print([5])\nassert False\n").detail == "AssertionError"
 
 
 def turns_with(reply: str) -> list[dict]:

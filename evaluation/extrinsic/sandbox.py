@@ -1,8 +1,8 @@
 """Run a program (an assistant's code and a task's tests) in a child Python with limits.
 
 What the child gets: a fresh temporary folder as its working directory, HOME and TMPDIR,
-deleted afterwards; an isolated interpreter (`python -I -B`: no user site, no PYTHONPATH,
-no bytecode written); limits set by the child itself before the program runs
+deleted afterwards; an isolated interpreter (`python -I -B -u`: no user site, no PYTHONPATH,
+no bytecode written, unbuffered); limits set by the child itself before the program runs
 (`resource.setrlimit`: address space, CPU seconds, file size, no core files); a wall-clock
 limit after which its whole process group is killed; and an audit hook (PEP 578,
 `sys.addaudithook`) that refuses, with PermissionError, every file write, removal, rename
@@ -86,9 +86,10 @@ def run_program(program: str, *, time_limit: float = 10.0, memory_mb: int = 1024
     with tempfile.TemporaryDirectory(prefix="userlm-sandbox-") as folder:
         Path(folder, PROGRAM).write_text(program, encoding="utf-8")
         limits = [str(memory_mb * 2**20), str(int(time_limit) + 1), str(file_mb * 2**20)]
-        env = {"PATH": os.defpath, "HOME": folder, "TMPDIR": folder, "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
+        env = {"PATH": os.defpath, "HOME": folder, "TMPDIR": folder, "LANG": "C.UTF-8"}
         child = subprocess.Popen(
-            [sys.executable, "-I", "-B", "-c", RUNNER, *limits],
+            # -u: the output keeps the order it was written in, so its last line is the error, not a late print.
+            [sys.executable, "-I", "-B", "-u", "-c", RUNNER, *limits],
             cwd=folder,
             env=env,
             stdin=subprocess.DEVNULL,
