@@ -42,17 +42,21 @@ def folder(tmp_path_factory) -> Path:
         '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n'
     )
     (folder / "test.jsonl").write_text("")
+    (folder / "validation.jsonl").write_text("")
     return folder
 
 
 def stage_configs(folder: Path) -> dict[type, dict]:
     """Each config a command reads, with a minimal valid mapping (its required keys)."""
     from userlm.data_prep.config import PrepConfig
+    from userlm.evaluation.calibration import CalibrateConfig
     from userlm.evaluation.config import EvalConfig
+    from userlm.evaluation.extrinsic.config import ExtrinsicConfig, SimulatorEntry
     from userlm.infer.config import ChatConfig, SimulateConfig
     from userlm.infer.guardrails import Guardrails
     from userlm.infer.serve.server import ServeConfig
     from userlm.infer.suite.config import Judge, SuiteConfig, SuiteIntent, SuitePersona, Thresholds
+    from userlm.infer.synth.config import SynthConfig
     from userlm.quickstart import QuickstartConfig
     from userlm.train.config import MergeConfig, TrainConfig
 
@@ -83,6 +87,10 @@ def stage_configs(folder: Path) -> dict[type, dict]:
             "data": str(folder / "test.jsonl"),
             "out": str(folder / "eval"),
         },
+        CalibrateConfig: {"simulator": "default@chatml", "data": str(folder / "validation.jsonl")},
+        SynthConfig: {"simulator": "default", "assistant": "hf:default", "intents": [INTENT]},
+        ExtrinsicConfig: {"simulators": ["default"], "assistant": "hf:default"},
+        SimulatorEntry: {"simulator": "default"},
         QuickstartConfig: {},
         Guardrails: {},
     }

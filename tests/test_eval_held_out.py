@@ -9,8 +9,6 @@ import json
 
 import pytest
 
-from userlm.data_prep.config import PrepConfig
-from userlm.data_prep.pipeline import prep
 from userlm.evaluation.judge import HeuristicJudge
 from userlm.evaluation.judge_labels import labelled_answers
 from userlm.evaluation.judge_validation import CONSTRUCTIONS, constructed_answers, judge_validation
@@ -23,20 +21,9 @@ QUICKSTART_FILTER = "length=very_short,lowercase=often"  # recipes/quickstart.ya
 
 
 @pytest.fixture(scope="module")
-def prepped(sharegpt_file, tmp_path_factory):
-    out = tmp_path_factory.mktemp("sharegpt-held-out")
-    prep(
-        PrepConfig(
-            inputs=[sharegpt_file],
-            out=out,
-            languages=["en"],
-            intents="heuristic",
-            personas="style",
-            split=[0.9, 0.05, 0.05],
-            progress=False,
-        )
-    )
-    return out
+def prepped(sharegpt_quickstart_prep):
+    """The session's prep of the bundled file as the quickstart prepares it: read only."""
+    return sharegpt_quickstart_prep
 
 
 @pytest.fixture(scope="module")

@@ -228,10 +228,10 @@ def test_report_opens_in_headless_chromium(report_dir, tmp_path):
     ).stdout
     page = TablesAndImages()
     page.feed(dom)
-    # One table per metric, plus the details of termination AUC, persona fidelity and persona contrast, plus
-    # one of the differences between checkpoints (talker − ender) for each metric both measured.
+    # One table per metric, plus the details of termination AUC, persona fidelity, persona contrast and the leave
+    # probe, plus one of the differences between checkpoints (talker − ender) for each metric both measured.
     between = json.loads((report_dir / "metrics.json").read_text())["differences"]["between"]
-    assert page.tables == len(METRICS) + 3 + len(set(between[0]["figures"]) & {key for key, *_ in METRICS})
+    assert page.tables == len(METRICS) + 4 + len(set(between[0]["figures"]) & {key for key, *_ in METRICS})
     assert "talker − ender" in page.cells
     assert len(page.images) == len(METRICS)
     for section in ("termination_auc", "persona_fidelity", "persona_contrast", "naturalness"):

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import pytest
 
-from userlm.data_prep.config import PrepConfig
-from userlm.data_prep.pipeline import prep
 from userlm.evaluation.config import EvalConfig
 from userlm.evaluation.subsets import draw_subsets, read_samples
 from userlm.evaluation.termination import decision_points
@@ -22,14 +20,9 @@ def scoped(text: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def prepped(sharegpt_file, tmp_path_factory):
-    out = tmp_path_factory.mktemp("sharegpt-scope-prep")
-    prep(
-        PrepConfig(
-            inputs=[sharegpt_file], out=out, intents="heuristic", personas="style", scope_dropout=0.5, progress=False
-        )
-    )
-    return out
+def prepped(sharegpt_quickstart_prep):
+    """The session's prep of the bundled file as the quickstart prepares it (scope dropout 0.5): read only."""
+    return sharegpt_quickstart_prep
 
 
 def test_scope_dropout_takes_the_asked_share_of_train_conversations_and_only_those(prepped):

@@ -9,8 +9,6 @@ import json
 
 import pytest
 
-from userlm.data_prep.config import PrepConfig
-from userlm.data_prep.pipeline import prep
 from userlm.evaluation.metrics import intent_decomposition
 from userlm.evaluation.naturalness import naturalness_setup
 from userlm.evaluation.subsets import intent_of, read_samples
@@ -18,10 +16,9 @@ from userlm.flipped.samples import split_file
 
 
 @pytest.fixture(scope="module")
-def prepped(sharegpt_file, tmp_path_factory):
-    out = tmp_path_factory.mktemp("sharegpt-eval-prep")
-    prep(PrepConfig(inputs=[sharegpt_file], out=out, intents="heuristic", progress=False))
-    return out
+def prepped(sharegpt_prep):
+    """The session's prep of the bundled file with prep's defaults (heuristic intents): read only."""
+    return sharegpt_prep.out_dir
 
 
 def test_human_intent_decomposition_of_the_test_split_is_at_most_8_percent(prepped):
